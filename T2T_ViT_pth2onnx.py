@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Stage 2: T2T-ViT-14 checkpoint -> ONNX with input ``image`` (N,3,224,224) and output ``class`` (N,1000).
+
+    python3 T2T_ViT_pth2onnx.py --pth-path 81.5_T2T_ViT_14.pth.tar --onnx-path T2T_ViT_14.onnx
+
+The checkpoint may be the published one (a timm CheckpointSaver dict; EMA weights are preferred), a
+dict with ``state_dict`` / ``state_dict_ema`` / ``model``, or a bare state dict, with or without
+``module.`` prefixes. It must fit T2T-ViT-14 exactly. The batch axis is dynamic. The performer
+attention is written without Einsum unless ``--performer einsum``: ``sum`` (default) is the form the
+Ascend flow and ``gen_cfg.py`` expect, ``matmul`` the fastest on CPUs. The file is checked with
+onnx.checker and compared with PyTorch in onnxruntime before it is moved into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from t2t_vit import cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from t2t_vit.checkpoint import WEIGHT_CHOICES
+    from t2t_vit.export import DEFAULT_OPSET, DEFAULT_TOLERANCE, MAX_OPSET, MIN_OPSET
+    from t2t_vit.model import DEFAULT_PERFORMER, PERFORMER_FORMS
+
+    parser = cli.make_parser(__doc__)
+    files = parser.add_argument_group("files")
+    files.add_argument("--pth-path", required=True, metavar="CKPT", help="checkpoint to export (.pth / .pth.tar)")
+    files.add_argument("--onnx-path", required=True, metavar="OUT.onnx", help="ONNX file to write")
+    files.add_argument("--weights", choices=WEIGHT_CHOICES, default="auto",
+                       help="which weights of a training checkpoint: auto = EMA if present, else the plain "
+                            "state_dict (default: auto)")
+    export = parser.add_argument_group("export")
+    export.add_argument("--performer", choices=PERFORMER_FORMS, default=DEFAULT_PERFORMER,
+                        help="form of the performer attention: sum = Mul+ReduceSum for ATC/keep_dtype, "
+                             "matmul = fastest on CPU, einsum = reference, needs opset >= 12 "
+                             f"(default: {DEFAULT_PERFORMER})")
+    export.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
+                        help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default: {DEFAULT_OPSET})")
+    export.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="ABS",
+                        help="fail if onnxruntime and PyTorch logits differ by more than this "
+                             f"(default: {DEFAULT_TOLERANCE:g})")
+    cli.add_verbosity(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def action() -> None:
+        from t2t_vit.checkpoint import load_checkpoint
+        from t2t_vit.export import check_opset, export_onnx
+        from t2t_vit.model import create_model, resolve_data_config
+
+        check_opset(args.opset, args.performer)  # before the slow part
+        model = create_model(args.performer)
+        info = load_checkpoint(model, args.pth_path, args.weights)
+        report = export_onnx(model, args.onnx_path, opset=args.opset, tolerance=args.tolerance,
+                             data_config=resolve_data_config(),
+                             extra_metadata={"checkpoint": args.pth_path, "weights": info.weights_key or "bare"})
+        print(f"wrote {report.onnx_path}: performer={report.performer} opset={report.opset} "
+              f"weights={info.weights_key or 'bare state dict'} max_abs_diff={report.max_abs_diff:.3g} "
+              f"(tolerance {report.tolerance:g}, batches {report.verified_batch_sizes})")
+
+    return cli.run(action, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

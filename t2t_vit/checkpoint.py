@@ -1,0 +1,155 @@
+"""Reading T2T-ViT checkpoints safely and loading them strictly.
+
+Accepted layouts (FACTS section 1):
+
+- a timm CheckpointSaver dict with ``state_dict`` and/or ``state_dict_ema`` (plus ``optimizer``,
+  ``epoch``, ``arch``, ``args`` as an ``argparse.Namespace``, ...);
+- a dict with the weights under ``model`` (DeiT-style training scripts);
+- a bare state dict (parameter name -> tensor).
+
+Parameter names may carry the ``module.`` prefix of (Distributed)DataParallel.
+
+Files are read with ``torch.load(weights_only=True)``, allow-listing ``argparse.Namespace`` and nothing
+else: a checkpoint whose pickle needs any other global is refused. The weights must match the model
+exactly: missing keys, unexpected keys and shape mismatches are all an error that lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from t2t_vit import ToolkitError
+
+log = logging.getLogger(__name__)
+
+ALLOWED_GLOBALS = (argparse.Namespace,)
+WEIGHT_CHOICES = ("auto", "ema", "plain")
+_WEIGHT_KEYS = {"ema": ("state_dict_ema",), "plain": ("state_dict", "model")}
+_PREFIX = "module."
+_LISTED = 8  # how many offending keys an error names
+
+
+class CheckpointError(ToolkitError):
+    """The checkpoint cannot be read, or does not fit the model."""
+
+
+@dataclass
+class CheckpointInfo:
+    """What was loaded: the file, which weights inside it, and the training metadata it carried."""
+
+    path: str
+    weights_key: str | None  # None for a bare state dict
+    num_tensors: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """Unpickle a checkpoint with ``weights_only=True``, turning every failure into a one-line CheckpointError."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist (check --pth-path)")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a file (check --pth-path)")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the download or copy did not finish")
+    try:
+        with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if found:
+            raise CheckpointError(
+                f"checkpoint {path} refused: its pickle needs the global {found.group(1)}, and only "
+                f"argparse.Namespace is allowed (loading other objects can execute code). Save the bare "
+                f"state dict instead: torch.save(checkpoint['state_dict'], 'weights.pth')") from None
+        raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint ({_first_line(error)})") from None
+    except PermissionError as error:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {error.strerror}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({_first_line(error)}): "
+                              f"download or copy it again") from None
+    except Exception as error:  # noqa: BLE001 - torch raises KeyError, ValueError, ... on arbitrary bytes
+        raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint "
+                              f"({type(error).__name__}: {_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in obj.items())
+
+
+def select_state_dict(checkpoint: Any, weights: str = "auto") -> tuple[dict[str, torch.Tensor], str | None]:
+    """Pick the weights to load from a checkpoint object.
+
+    Args:
+        checkpoint: what :func:`read_checkpoint` returned.
+        weights: ``auto`` prefers the EMA weights and falls back to the plain ones; ``ema`` and ``plain``
+            insist on one kind.
+
+    Returns:
+        The state dict, ``module.`` prefixes removed, and the key it was found under (None for a bare one).
+    """
+    if weights not in WEIGHT_CHOICES:
+        raise ValueError(f"weights must be one of {WEIGHT_CHOICES}, got {weights!r}")
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"checkpoint holds a {type(checkpoint).__name__}, not a dict of weights")
+    if _is_state_dict(checkpoint):
+        if weights == "ema":
+            raise CheckpointError("checkpoint is a bare state dict with no EMA weights; use --weights plain or auto")
+        return _strip_prefix(checkpoint), None
+    wanted = _WEIGHT_KEYS["ema"] + _WEIGHT_KEYS["plain"] if weights == "auto" else _WEIGHT_KEYS[weights]
+    for key in wanted:
+        if key in checkpoint and _is_state_dict(checkpoint[key]):
+            return _strip_prefix(checkpoint[key]), key
+    present = ", ".join(sorted(map(str, checkpoint))[:_LISTED]) or "nothing"
+    raise CheckpointError(f"checkpoint has no weights under {' or '.join(wanted)} (it holds: {present})")
+
+
+def _strip_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key[len(_PREFIX):] if key.startswith(_PREFIX) else key: value for key, value in state_dict.items()}
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Raise CheckpointError listing every missing key, unexpected key and shape mismatch."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    mismatched = [f"{key} {tuple(state_dict[key].shape)} != {tuple(value.shape)}"
+                  for key, value in expected.items() if key in state_dict and state_dict[key].shape != value.shape]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
+        if items:
+            more = f" (+{len(items) - _LISTED} more)" if len(items) > _LISTED else ""
+            problems.append(f"{len(items)} {label}: {', '.join(items[:_LISTED])}{more}")
+    if problems:
+        raise CheckpointError("checkpoint does not fit T2T-ViT-14: " + "; ".join(problems))
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, weights: str = "auto") -> CheckpointInfo:
+    """Read ``path``, pick its weights (EMA first under ``auto``) and load them strictly into ``model``."""
+    checkpoint = read_checkpoint(path)
+    state_dict, key = select_state_dict(checkpoint, weights)
+    check_state_dict(model, state_dict)
+    model.load_state_dict(state_dict, strict=True)
+    metadata = {}
+    if key is not None:
+        metadata = {name: checkpoint[name] for name in ("arch", "epoch", "metric", "version")
+                    if isinstance(checkpoint.get(name), (str, int, float))}
+    log.info("loaded %d tensors from %s%s", len(state_dict), path, f" [{key}]" if key else "")
+    return CheckpointInfo(path=str(path), weights_key=key, num_tensors=len(state_dict), metadata=metadata)

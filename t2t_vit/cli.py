@@ -1,0 +1,48 @@
+"""What every top-level script shares: logging set-up and turning user errors into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+from t2t_vit import ToolkitError
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def make_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser whose description is the script docstring's first paragraph and whose epilog is the rest."""
+    summary, _, details = doc.strip().partition("\n\n")
+    return argparse.ArgumentParser(description=summary, epilog=details or None,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """Add ``-v/--verbose`` and ``-q/--quiet`` to a script's parser."""
+    group = parser.add_argument_group("output")
+    group.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
+    group.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+
+
+def run(action: Callable[[], int | None], args: argparse.Namespace) -> int:
+    """Configure logging, run a script's action and map failures to exit codes.
+
+    A :class:`ToolkitError` becomes a one-line ``error: ...`` on stderr and exit code 1; Ctrl-C
+    becomes exit code 130. Anything else is a bug and keeps its traceback.
+    """
+    level = logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
+    if getattr(args, "quiet", False):
+        level = logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    try:
+        status = action()
+    except ToolkitError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0 if status is None else status

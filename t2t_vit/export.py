@@ -1,0 +1,193 @@
+"""ONNX export of T2T-ViT-14 and its verification against PyTorch.
+
+The exported file has input ``image`` float32 (N, 3, H, W) and output ``class`` float32 (N, 1000), N
+dynamic, and carries its provenance (performer form, data config, checkpoint, versions) as ONNX
+metadata properties under ``t2t_vit.*``. It is written atomically: the file appears under its final
+name only after the checker passed and onnxruntime reproduced PyTorch within the tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from t2t_vit import ToolkitError, __version__
+from t2t_vit.files import atomic_output
+from t2t_vit.model import PERFORMER_FORMS, T2TViT, data_config_hash
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "class"
+DEFAULT_OPSET = 11
+MIN_OPSET = 11  # nn.Unfold (Im2Col) exports from opset 11 on
+MAX_OPSET = 18  # the newest ATC (CANN 7.0) accepts up to 18
+EINSUM_MIN_OPSET = 12
+# PyTorch and onnxruntime sum in different orders; on the published weights (logits up to ~20) fp32
+# reordering moves logits by a few 1e-6. 1e-4 leaves room for that and still catches any real error.
+DEFAULT_TOLERANCE = 1e-4
+VERIFY_BATCH_SIZES = (1, 3)
+METADATA_PREFIX = "t2t_vit."
+
+
+class ExportError(ToolkitError):
+    """The export failed or produced a file that does not reproduce the PyTorch model."""
+
+
+@dataclass
+class ExportReport:
+    """What an export produced, as a flat record for printing and JSON."""
+
+    onnx_path: str
+    performer: str
+    opset: int
+    max_abs_diff: float
+    tolerance: float
+    verified_batch_sizes: list[int]
+    file_bytes: int
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_opset(opset: int, performer: str) -> None:
+    """Refuse opsets the exporter or ATC cannot take, and Einsum below opset 12."""
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"opset {opset} is out of range: use {MIN_OPSET}..{MAX_OPSET} "
+                          f"(ATC in CANN 5.0/6.0 accepts up to 13; {DEFAULT_OPSET} is the safe default)")
+    if performer == "einsum" and opset < EINSUM_MIN_OPSET:
+        raise ExportError(f"the einsum performer needs ONNX Einsum, which exists from opset {EINSUM_MIN_OPSET}; "
+                          f"use --opset {EINSUM_MIN_OPSET} or --performer sum / matmul (no Einsum)")
+
+
+def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAULT_OPSET,
+                tolerance: float = DEFAULT_TOLERANCE, verify_batch_sizes: Sequence[int] = VERIFY_BATCH_SIZES,
+                data_config: dict[str, Any] | None = None, extra_metadata: dict[str, str] | None = None,
+                seed: int = 0) -> ExportReport:
+    """Export ``model`` to ``onnx_path``, check and verify it, then move it into place.
+
+    Args:
+        model: the model in eval mode, weights loaded.
+        onnx_path: the final file; it is only created once everything passed.
+        opset: ONNX opset for the TorchScript exporter.
+        tolerance: largest max-abs difference allowed between onnxruntime and PyTorch logits.
+        verify_batch_sizes: random batches of these sizes are run through both.
+        data_config: the preprocessing config, recorded in the file's metadata.
+        extra_metadata: more ``t2t_vit.*`` metadata (checkpoint path, weights used).
+        seed: seed of the random verification batches.
+    """
+    performer = model.performer
+    check_opset(opset, performer)
+    onnx_path = Path(onnx_path)
+    if onnx_path.is_dir():
+        raise ExportError(f"--onnx-path {onnx_path} is a directory; give a file name such as {onnx_path}/t2t_vit.onnx")
+    if not onnx_path.parent.exists():
+        raise ExportError(f"the folder of --onnx-path, {onnx_path.parent}, does not exist")
+    input_size = tuple((data_config or {}).get("input_size", (3, 224, 224)))
+    metadata = _metadata(performer, opset, data_config, extra_metadata)
+
+    model = model.eval()
+    with atomic_output(onnx_path) as temp_path:
+        _export(model, temp_path, opset, input_size)
+        _finish(temp_path, metadata, performer)
+        max_abs_diff = verify_onnx(temp_path, model, verify_batch_sizes, input_size, seed)
+        log.info("onnxruntime vs PyTorch, batches %s: max abs diff %.3g (tolerance %.3g)",
+                 list(verify_batch_sizes), max_abs_diff, tolerance)
+        if not max_abs_diff <= tolerance:
+            raise ExportError(f"onnxruntime output differs from PyTorch by {max_abs_diff:.3g}, above the "
+                              f"tolerance {tolerance:.3g}: the export is wrong, nothing was written")
+    return ExportReport(onnx_path=str(onnx_path), performer=performer, opset=opset, max_abs_diff=max_abs_diff,
+                        tolerance=tolerance, verified_batch_sizes=list(verify_batch_sizes),
+                        file_bytes=onnx_path.stat().st_size, metadata=metadata)
+
+
+def _metadata(performer: str, opset: int, data_config: dict[str, Any] | None,
+              extra: dict[str, str] | None) -> dict[str, str]:
+    import onnx
+
+    metadata = {
+        "performer": performer,
+        "opset": str(opset),
+        "toolkit_version": __version__,
+        "torch_version": torch.__version__,
+        "onnx_version": onnx.__version__,
+    }
+    if data_config is not None:
+        metadata["data_config"] = json.dumps(data_config)
+        metadata["data_config_hash"] = data_config_hash(data_config)
+    metadata.update(extra or {})
+    return {METADATA_PREFIX + key: str(value) for key, value in metadata.items()}
+
+
+def _export(model: T2TViT, path: Path, opset: int, input_size: tuple[int, ...]) -> None:
+    dummy = torch.zeros((1, *input_size), dtype=torch.float32)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # The TorchScript exporter is chosen on purpose: its opset-11 graphs are what ATC accepts.
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            torch.onnx.export(
+                model, (dummy,), str(path), dynamo=False, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                do_constant_folding=True)
+    except Exception as error:  # noqa: BLE001 - the exporter raises many kinds; all mean the same to a user
+        raise ExportError(f"torch.onnx.export failed at opset {opset}: {type(error).__name__}: {error}") from error
+
+
+def _finish(path: Path, metadata: dict[str, str], performer: str) -> None:
+    """Record the metadata, run the ONNX checker, and check the interface the Ascend flow relies on."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in sorted(metadata.items()):
+        proto.metadata_props.add(key=key, value=value)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise ExportError(f"the exported graph fails onnx.checker: {error}") from error
+    graph = proto.graph
+    if [value.name for value in graph.input] != [INPUT_NAME] or [value.name for value in graph.output] != [OUTPUT_NAME]:
+        raise ExportError(f"exported interface is {[v.name for v in graph.input]} -> {[v.name for v in graph.output]}, "
+                          f"expected ['{INPUT_NAME}'] -> ['{OUTPUT_NAME}']")
+    einsum_nodes = [node.name for node in graph.node if node.op_type == "Einsum"]
+    if performer != "einsum" and einsum_nodes:
+        raise ExportError(f"the {performer} export contains Einsum nodes {einsum_nodes[:3]}")
+    onnx.save(proto, str(path))
+
+
+def verify_onnx(onnx_path: str | os.PathLike, model: torch.nn.Module, batch_sizes: Sequence[int],
+                input_size: tuple[int, ...] = (3, 224, 224), seed: int = 0) -> float:
+    """Largest |onnxruntime - PyTorch| over random batches of each size in ``batch_sizes``."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for batch_size in batch_sizes:
+        images = torch.randn((batch_size, *input_size), generator=generator)
+        with torch.no_grad():
+            expected = model(images).numpy()
+        (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})
+        if actual.shape != expected.shape:
+            raise ExportError(f"onnxruntime gave shape {actual.shape} for batch {batch_size}, expected {expected.shape}")
+        worst = max(worst, float(np.max(np.abs(actual - expected))))
+    return worst
+
+
+def read_metadata(onnx_path: str | os.PathLike) -> dict[str, str]:
+    """The ``t2t_vit.*`` metadata of an exported file, prefix removed (empty for other ONNX files)."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    return {prop.key[len(METADATA_PREFIX):]: prop.value for prop in proto.metadata_props
+            if prop.key.startswith(METADATA_PREFIX)}

@@ -1,0 +1,286 @@
+"""T2T-ViT-14 for inference, with its state-dict layout equal to the published checkpoint's.
+
+The model is registered with timm as ``t2t_vit_14``, so ``timm.create_model("t2t_vit_14")`` builds it,
+and its pretrained config is the one data config every stage reads its preprocessing from
+(:func:`resolve_data_config`).
+
+The performer attention of the tokens-to-token module comes in three numerically equivalent forms,
+chosen when the model is built (``performer=``):
+
+- ``einsum``: the reference form, as the published model computes it. ONNX Einsum needs opset 12.
+- ``sum``: each contraction as a broadcast multiply followed by a sum, exported as Mul + ReduceSum.
+  This is the form the Ascend flow uses: its elementwise ops stay in plain ND format, so ATC's
+  ``--keep_dtype`` can keep the subgraph in fp32 (see ``gen_cfg.py``).
+- ``matmul``: each contraction as a batched matrix product, the fast form on CPUs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from timm.models import build_model_with_cfg, register_model
+from torch import nn
+
+MODEL_NAME = "t2t_vit_14"
+PERFORMER_FORMS = ("sum", "matmul", "einsum")
+DEFAULT_PERFORMER = "sum"
+NUM_CLASSES = 1000
+
+# Read by timm's register_model below: the model's own data config (FACTS section 2).
+default_cfgs = {
+    MODEL_NAME: {
+        "url": "",
+        "num_classes": NUM_CLASSES,
+        "input_size": (3, 224, 224),
+        "pool_size": None,
+        "crop_pct": 0.9,
+        "crop_mode": "center",
+        "interpolation": "bicubic",
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "first_conv": "tokens_to_token.soft_split0",
+        "classifier": "head",
+    }
+}
+
+
+class PerformerKernel(nn.Module):
+    """The parameter-free core of the performer's attention: from the kqv projection to ``y / (D + eps)``.
+
+    It is a module of its own so that exported node names carry its scope (``.../kernel/...``): that
+    scope is exactly the subgraph ATC must keep in fp32.
+
+    Args:
+        emb: width of k, q and v.
+        features: number of random features m (rows of the projection ``w``).
+        form: one of :data:`PERFORMER_FORMS`.
+        epsilon: added to the normaliser D.
+    """
+
+    def __init__(self, emb: int, features: int, form: str, epsilon: float = 1e-8) -> None:
+        super().__init__()
+        if form not in PERFORMER_FORMS:
+            raise ValueError(f"performer form must be one of {PERFORMER_FORMS}, got {form!r}")
+        self.emb = emb
+        self.features = features
+        self.form = form
+        self.epsilon = epsilon
+
+    def _features(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Positive random features exp(x w^T - |x|^2 / 2) / sqrt(m): (B, T, emb) -> (B, T, m)."""
+        if self.form == "einsum":
+            wtx = torch.einsum("bti,mi->btm", x, w)
+        elif self.form == "sum":
+            wtx = (x.unsqueeze(2) * w).sum(dim=-1)
+        else:
+            wtx = torch.matmul(x, w.t())
+        # Multiplying by 0.5 equals dividing by 2 bit for bit, and keeps the only Div that consumes
+        # a ReduceSum the final normalisation.
+        half_norm = (x * x).sum(dim=-1, keepdim=True) * 0.5
+        return torch.exp(wtx - half_norm) / math.sqrt(self.features)
+
+    def forward(self, kqv: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the normalised attention output y (B, T, emb) and v, which the caller adds back."""
+        k, q, v = torch.split(kqv, self.emb, dim=-1)
+        kp, qp = self._features(k, w), self._features(q, w)
+        kp_total = kp.sum(dim=1)  # (B, m)
+        if self.form == "einsum":
+            denominator = torch.einsum("btm,bm->bt", qp, kp_total).unsqueeze(2)
+            kptv = torch.einsum("btn,btm->bnm", v, kp)
+            y = torch.einsum("btm,bnm->btn", qp, kptv)
+        elif self.form == "sum":
+            denominator = (qp * kp_total.unsqueeze(1)).sum(dim=-1, keepdim=True)
+            kptv = (v.unsqueeze(3) * kp.unsqueeze(2)).sum(dim=1)
+            y = (qp.unsqueeze(2) * kptv.unsqueeze(1)).sum(dim=-1)
+        else:
+            denominator = torch.matmul(qp, kp_total.unsqueeze(2))
+            kptv = torch.matmul(v.transpose(1, 2), kp)
+            y = torch.matmul(qp, kptv.transpose(1, 2))
+        return y / (denominator + self.epsilon), v
+
+
+class TokenPerformer(nn.Module):
+    """One tokens-to-token re-structurisation step with performer attention (state-dict keys as upstream)."""
+
+    def __init__(self, dim: int, in_dim: int = 64, kernel_ratio: float = 0.5, form: str = DEFAULT_PERFORMER) -> None:
+        super().__init__()
+        self.emb = in_dim
+        self.kqv = nn.Linear(dim, 3 * self.emb)
+        self.proj = nn.Linear(self.emb, self.emb)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(self.emb)
+        self.mlp = nn.Sequential(nn.Linear(self.emb, self.emb), nn.GELU(), nn.Linear(self.emb, self.emb))
+        m = int(self.emb * kernel_ratio)
+        # Fixed random projection, stored in the checkpoint; orthogonal rows of norm sqrt(m) as trained.
+        self.w = nn.Parameter(nn.init.orthogonal_(torch.empty(m, self.emb)) * math.sqrt(m), requires_grad=False)
+        self.kernel = PerformerKernel(self.emb, m, form)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, v = self.kernel(self.kqv(self.norm1(x)), self.w)
+        x = v + self.proj(y)  # the skip connection uses v, not the input
+        return x + self.mlp(self.norm2(x))
+
+
+class TokensToToken(nn.Module):
+    """Soft split (Unfold) -> performer -> re-shape to an image, twice, then a last split and projection."""
+
+    def __init__(self, img_size: int = 224, in_chans: int = 3, embed_dim: int = 384, token_dim: int = 64,
+                 form: str = DEFAULT_PERFORMER) -> None:
+        super().__init__()
+        self.soft_split0 = nn.Unfold(kernel_size=(7, 7), stride=(4, 4), padding=(2, 2))
+        self.soft_split1 = nn.Unfold(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))
+        self.soft_split2 = nn.Unfold(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))
+        self.attention1 = TokenPerformer(dim=in_chans * 7 * 7, in_dim=token_dim, form=form)
+        self.attention2 = TokenPerformer(dim=token_dim * 3 * 3, in_dim=token_dim, form=form)
+        self.project = nn.Linear(token_dim * 3 * 3, embed_dim)
+        self.grid_sizes = (img_size // 4, img_size // 8)
+        self.num_patches = (img_size // 16) ** 2
+
+    @staticmethod
+    def _to_image(tokens: torch.Tensor, side: int) -> torch.Tensor:
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.attention1(self.soft_split0(x).transpose(1, 2))
+        x = self.attention2(self.soft_split1(self._to_image(x, self.grid_sizes[0])).transpose(1, 2))
+        x = self.soft_split2(self._to_image(x, self.grid_sizes[1])).transpose(1, 2)
+        return self.project(x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; qkv has no bias and the scale is head_dim ** -0.5, as in the eval flow."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, channels = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, channels // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = (torch.matmul(q, k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        return self.proj(torch.matmul(attn, v).transpose(1, 2).reshape(batch, tokens, channels))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+def sinusoid_position_table(positions: int, width: int) -> torch.Tensor:
+    """The fixed sinusoid position embedding, shape (1, positions, width): sin on even, cos on odd channels."""
+    position = np.arange(positions, dtype=np.float64)[:, None]
+    exponent = 2 * (np.arange(width) // 2) / width
+    angles = position / np.power(10000.0, exponent)[None, :]
+    angles[:, 0::2] = np.sin(angles[:, 0::2])
+    angles[:, 1::2] = np.cos(angles[:, 1::2])
+    return torch.from_numpy(angles.astype(np.float32)).unsqueeze(0)
+
+
+class T2TViT(nn.Module):
+    """T2T-ViT with performer tokens-to-token; the defaults are T2T-ViT-14."""
+
+    def __init__(self, img_size: int = 224, in_chans: int = 3, num_classes: int = NUM_CLASSES, embed_dim: int = 384,
+                 depth: int = 14, num_heads: int = 6, mlp_ratio: float = 3.0, token_dim: int = 64,
+                 performer: str = DEFAULT_PERFORMER) -> None:
+        super().__init__()
+        self.performer = performer
+        self.num_classes = num_classes
+        self.num_features = self.embed_dim = embed_dim
+        self.tokens_to_token = TokensToToken(img_size, in_chans, embed_dim, token_dim, performer)
+        num_patches = self.tokens_to_token.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(sinusoid_position_table(num_patches + 1, embed_dim), requires_grad=False)
+        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth)])
+        self.norm = nn.LayerNorm(embed_dim)
+        self.head = nn.Linear(embed_dim, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # The training initialisation, so that a randomly initialised model (demo mode) is well scaled.
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.tokens_to_token(x)
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)[:, 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+@register_model
+def t2t_vit_14(pretrained: bool = False, **kwargs: Any) -> T2TViT:
+    """T2T-ViT-14 (performer tokens-to-token); ``performer=`` picks the attention form."""
+    if pretrained:
+        raise ValueError("t2t_vit_14 has no downloadable weights: load the checkpoint with "
+                         "t2t_vit.checkpoint.load_checkpoint")
+    return build_model_with_cfg(T2TViT, MODEL_NAME, pretrained=False, **kwargs)
+
+
+def create_model(performer: str = DEFAULT_PERFORMER, **kwargs: Any) -> T2TViT:
+    """Build T2T-ViT-14 with random weights in eval mode, through timm's registry."""
+    import timm
+
+    if performer not in PERFORMER_FORMS:
+        raise ValueError(f"performer form must be one of {PERFORMER_FORMS}, got {performer!r}")
+    return timm.create_model(MODEL_NAME, performer=performer, **kwargs).eval()
+
+
+def resolve_data_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The preprocessing config: ``overrides`` (command line) > the model's pretrained config > timm constants.
+
+    Returns timm's data-config dict (``input_size``, ``interpolation``, ``mean``, ``std``, ``crop_pct``,
+    ``crop_mode``), which ``timm.data.create_transform(**config)`` accepts.
+    """
+    from timm.data import resolve_data_config as timm_resolve
+    from timm.models import get_pretrained_cfg
+
+    pretrained_cfg = get_pretrained_cfg(MODEL_NAME).to_dict()
+    return timm_resolve(dict(overrides or {}), pretrained_cfg=pretrained_cfg)
+
+
+def data_config_hash(data_config: Mapping[str, Any]) -> str:
+    """A short stable hash of a data config, so a stage can refuse inputs made with another one."""
+    canonical = json.dumps({key: list(value) if isinstance(value, tuple) else value
+                            for key, value in sorted(data_config.items())}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,71 @@
+"""Shared fixtures: models with well-scaled random weights and checkpoints built in code."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from t2t_vit.model import create_model
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+UPSTREAM_ENV = "T2T_VIT_UPSTREAM"
+
+
+def scaled_random_state_dict(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights that make every part of the model matter.
+
+    The training initialisation (std 0.02) leaves the performer's attention almost uniform, so forms
+    that differed would still agree; unit-scale projections make its kernel features far from 1.
+    The fixed random projections ``w`` and the position table keep their values.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    weights = {}
+    for key, value in model.state_dict().items():
+        if key.endswith(".w") or key == "pos_embed":
+            weights[key] = value.clone()
+        elif value.dim() >= 2:
+            weights[key] = torch.randn(value.shape, generator=generator) / math.sqrt(value.shape[-1])
+        elif key.endswith("weight"):
+            weights[key] = 1 + 0.1 * torch.randn(value.shape, generator=generator)
+        else:
+            weights[key] = 0.1 * torch.randn(value.shape, generator=generator)
+    return weights
+
+
+@pytest.fixture(scope="session")
+def reference_weights() -> dict[str, torch.Tensor]:
+    return scaled_random_state_dict(create_model("einsum"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def reference_model(reference_weights):
+    model = create_model("einsum")
+    model.load_state_dict(reference_weights)
+    return model
+
+
+@pytest.fixture(scope="session")
+def checkpoint_path(tmp_path_factory, reference_weights) -> Path:
+    """A checkpoint in the published layout (EMA and plain weights equal, args as a Namespace)."""
+    import argparse
+
+    path = tmp_path_factory.mktemp("checkpoint") / "t2t_vit_14.pth.tar"
+    torch.save({"state_dict": reference_weights, "state_dict_ema": reference_weights, "epoch": 309,
+                "arch": "t2t_vit_14", "args": argparse.Namespace(model="t2t_vit_14")}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def upstream_root() -> Path:
+    """An upstream T2T-ViT checkout at commit 0f63dc9, from $T2T_VIT_UPSTREAM (CI has none)."""
+    root = os.environ.get(UPSTREAM_ENV)
+    if not root:
+        pytest.skip(f"set {UPSTREAM_ENV} to an upstream T2T-ViT checkout to run this test")
+    root = Path(root)
+    if not (root / "models" / "token_performer.py").is_file():
+        pytest.fail(f"{UPSTREAM_ENV}={root} has no models/token_performer.py")
+    return root

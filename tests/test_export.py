@@ -1,0 +1,156 @@
+"""ONNX export contract and the T2T_ViT_pth2onnx.py script."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+
+import T2T_ViT_pth2onnx
+from t2t_vit.export import ExportError, export_onnx, read_metadata
+from t2t_vit.model import create_model, data_config_hash, resolve_data_config
+
+pytestmark = pytest.mark.slow
+
+
+def _export(tmp_path_factory, checkpoint_path, performer, opset):
+    out = tmp_path_factory.mktemp(f"onnx_{performer}") / f"t2t_vit_{performer}.onnx"
+    status = T2T_ViT_pth2onnx.main(["--pth-path", str(checkpoint_path), "--onnx-path", str(out),
+                                    "--performer", performer, "--opset", str(opset), "-q"])
+    assert status == 0
+    return out
+
+
+@pytest.fixture(scope="module", params=[("sum", 11), ("matmul", 11), ("einsum", 12)], ids=lambda p: p[0])
+def exported(request, tmp_path_factory, checkpoint_path):
+    performer, opset = request.param
+    return performer, opset, _export(tmp_path_factory, checkpoint_path, performer, opset)
+
+
+def test_interface_opset_and_ops(exported):
+    performer, opset, path = exported
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.name for i in proto.graph.input] == ["image"]
+    assert [o.name for o in proto.graph.output] == ["class"]
+    image_dims = proto.graph.input[0].type.tensor_type.shape.dim
+    class_dims = proto.graph.output[0].type.tensor_type.shape.dim
+    assert image_dims[0].dim_param and not image_dims[0].dim_value  # dynamic batch
+    assert [d.dim_value for d in image_dims[1:]] == [3, 224, 224]
+    assert class_dims[0].dim_param == image_dims[0].dim_param and class_dims[1].dim_value == 1000
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {opset}
+    op_types = {node.op_type for node in proto.graph.node}
+    assert ("Einsum" in op_types) == (performer == "einsum")
+    if performer == "sum":
+        assert "ReduceSum" in op_types
+
+
+@pytest.mark.parametrize("batch", [1, 3], ids=lambda b: f"N{b}")
+def test_onnxruntime_agrees_with_pytorch(exported, batch, reference_model):
+    # The reference is the einsum PyTorch model; fp32 reordering stays below 1e-5 on logits of ~4.
+    _, _, path = exported
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(100 + batch))
+    with torch.no_grad():
+        expected = reference_model(images).numpy()
+    (actual,) = session.run(["class"], {"image": images.numpy()})
+    assert actual.shape == (batch, 1000) and actual.dtype == np.float32
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-4)
+
+
+def test_metadata_records_provenance(exported, checkpoint_path):
+    performer, opset, path = exported
+    metadata = read_metadata(path)
+    assert metadata["performer"] == performer and metadata["opset"] == str(opset)
+    assert metadata["data_config_hash"] == data_config_hash(resolve_data_config())
+    assert metadata["checkpoint"] == str(checkpoint_path) and metadata["weights"] == "state_dict_ema"
+
+
+def test_einsum_below_opset_12_stops_before_exporting(tmp_path, checkpoint_path, capsys):
+    out = tmp_path / "e.onnx"
+    status = T2T_ViT_pth2onnx.main(["--pth-path", str(checkpoint_path), "--onnx-path", str(out),
+                                    "--performer", "einsum"])
+    assert status == 1
+    assert "needs ONNX Einsum, which exists from opset 12" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_failed_verification_leaves_nothing(tmp_path, reference_weights):
+    model = create_model("sum")
+    model.load_state_dict(reference_weights)
+    out = tmp_path / "model.onnx"
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        export_onnx(model, out, tolerance=0.0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_file_survives_a_failed_export(tmp_path, reference_weights):
+    model = create_model("sum")
+    model.load_state_dict(reference_weights)
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"previous")
+    with pytest.raises(ExportError):
+        export_onnx(model, out, tolerance=0.0)
+    assert out.read_bytes() == b"previous" and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("case", ["missing_key", "foreign_global", "missing_file", "directory", "truncated"])
+def test_script_refuses_bad_checkpoints(case, tmp_path, reference_weights, checkpoint_path, capsys):
+    ckpt = tmp_path / "bad.pth"
+    if case == "missing_key":
+        weights = dict(reference_weights)
+        del weights["tokens_to_token.attention2.w"]
+        torch.save({"state_dict_ema": weights, "args": argparse.Namespace()}, ckpt)
+    elif case == "foreign_global":
+        torch.save({"state_dict": reference_weights, "scheduler": _Scheduler()}, ckpt)
+    elif case == "directory":
+        ckpt.mkdir()
+    elif case == "truncated":
+        ckpt.write_bytes(checkpoint_path.read_bytes()[:1000])
+    out = tmp_path / "out.onnx"
+    status = T2T_ViT_pth2onnx.main(["--pth-path", str(ckpt), "--onnx-path", str(out)])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert not out.exists()
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
+    assert "Traceback" not in captured.err
+
+
+class _Scheduler:
+    """A pickled object other than a Namespace."""
+
+
+def test_bad_flags_exit_with_usage(tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
+        T2T_ViT_pth2onnx.main(["--onnx-path", str(tmp_path / "x.onnx")])
+    assert raised.value.code == 2
+    assert "--pth-path" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        T2T_ViT_pth2onnx.main(["--pth-path", "a", "--onnx-path", "b", "--performer", "conv"])
+
+
+def test_opset_out_of_range(tmp_path, checkpoint_path, capsys):
+    status = T2T_ViT_pth2onnx.main(["--pth-path", str(checkpoint_path), "--onnx-path", str(tmp_path / "x.onnx"),
+                                    "--opset", "9"])
+    assert status == 1 and "opset 9 is out of range" in capsys.readouterr().err
+
+
+def test_script_as_a_user_runs_it(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    script = str(REPO_ROOT / "T2T_ViT_pth2onnx.py")
+    help_text = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--pth-path CKPT" in help_text and "(default: sum)" in help_text and "(default: 11)" in help_text
+    result = subprocess.run([sys.executable, script, "--pth-path", str(tmp_path / "nope.pth"),
+                             "--onnx-path", str(tmp_path / "out.onnx")], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr == f"error: checkpoint {tmp_path / 'nope.pth'} does not exist (check --pth-path)\n"
+    assert not (tmp_path / "out.onnx").exists()

@@ -1,0 +1,29 @@
+"""The repository's own promises: CI runs the README's commands."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import REPO_ROOT
+
+
+def _setup_commands() -> list[str]:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_ci_runs_exactly_the_readme_commands():
+    install, test = _setup_commands()
+    ci_lines = (REPO_ROOT / ".ci" / "run").read_text().splitlines()
+    assert test in ci_lines
+    assert "python3 -m venv .venv" in ci_lines
+    assert install.startswith("python3 -m venv .venv && .venv/bin/pip install -r requirements.txt")
+
+
+def test_requirements_are_pinned():
+    lines = [line for line in (REPO_ROOT / "requirements.txt").read_text().splitlines() if line.strip()]
+    assert lines and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.+-]*", line) for line in lines), lines
+    names = {line.split("==")[0].lower() for line in lines}
+    assert {"torch", "torchvision", "timm", "onnx", "onnxruntime", "numpy", "pillow", "tqdm", "pytest"} <= names

@@ -1,0 +1,87 @@
+"""Acceptance against the upstream model's own code (needs $T2T_VIT_UPSTREAM; CI has no copy)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+import t2t_vit.model
+from t2t_vit.checkpoint import load_checkpoint
+from t2t_vit.export import export_onnx
+from t2t_vit.model import PERFORMER_FORMS, create_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def upstream_model(upstream_root):
+    from timm.models import register_model
+
+    sys.path.insert(0, str(upstream_root))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from models.t2t_vit import t2t_vit_14 as upstream_t2t_vit_14
+            model = upstream_t2t_vit_14().eval()
+            register_model(t2t_vit.model.t2t_vit_14)  # upstream's import took over the timm name
+    finally:
+        sys.path.remove(str(upstream_root))
+    torch.manual_seed(1)
+    with torch.no_grad():  # move away from the tiny training initialisation so that every part matters
+        for name, parameter in model.named_parameters():
+            if parameter.dim() >= 2 and not name.endswith(".w") and name != "pos_embed":
+                parameter.normal_(0, parameter.shape[-1] ** -0.5)
+    return model
+
+
+LAYOUTS = ["bare", "module_prefix", "state_dict", "state_dict_ema", "both"]
+
+
+def _save(model, layout, path):
+    weights = model.state_dict()
+    if layout == "bare":
+        payload = weights
+    elif layout == "module_prefix":
+        payload = {"state_dict": {f"module.{k}": v for k, v in weights.items()}}
+    elif layout in ("state_dict", "state_dict_ema"):
+        payload = {layout: weights, "args": argparse.Namespace(model="t2t_vit_14")}
+    else:  # the EMA weights are the upstream model's; the plain ones are garbage
+        garbage = {k: torch.randn_like(v) for k, v in weights.items()}
+        payload = {"state_dict": garbage, "state_dict_ema": weights, "epoch": 309,
+                   "args": argparse.Namespace(model="t2t_vit_14")}
+    torch.save(payload, path)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("performer", PERFORMER_FORMS)
+def test_upstream_weights_give_upstream_logits(upstream_model, layout, performer, tmp_path):
+    path = tmp_path / "ckpt.pth.tar"
+    _save(upstream_model, layout, path)
+    model = create_model(performer)
+    load_checkpoint(model, path)
+    for batch in (1, 4):
+        images = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            expected, actual = upstream_model(images), model(images)
+        assert expected.abs().max() > 1
+        torch.testing.assert_close(actual, expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("performer, opset", [("sum", 11), ("matmul", 11), ("einsum", 12)])
+def test_exports_match_upstream(upstream_model, performer, opset, tmp_path):
+    model = create_model(performer)
+    model.load_state_dict(upstream_model.state_dict())
+    out = tmp_path / "model.onnx"
+    export_onnx(model, out, opset=opset)
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    images = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = upstream_model(images).numpy()
+    (actual,) = session.run(["class"], {"image": images.numpy()})
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-4)
