@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     def action() -> None:
         from t2t_vit.checkpoint import load_checkpoint
         from t2t_vit.export import check_opset, export_onnx
-        from t2t_vit.model import create_model, resolve_data_config
+        from t2t_vit.config import resolve_data_config
+        from t2t_vit.model import create_model
 
         check_opset(args.opset, args.performer)  # before the slow part
         model = create_model(args.performer)

@@ -21,7 +21,8 @@ import torch
 
 from t2t_vit import ToolkitError, __version__
 from t2t_vit.files import atomic_output
-from t2t_vit.model import PERFORMER_FORMS, T2TViT, data_config_hash
+from t2t_vit.config import data_config_hash
+from t2t_vit.model import T2TViT
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The model is registered with timm as ``t2t_vit_14``, so ``timm.create_model("t2t_vit_14")`` builds it,
 and its pretrained config is the one data config every stage reads its preprocessing from
-(:func:`resolve_data_config`).
+(:func:`t2t_vit.config.resolve_data_config`).
 
 The performer attention of the tokens-to-token module comes in three numerically equivalent forms,
 chosen when the model is built (``performer=``):
@@ -16,33 +16,26 @@ chosen when the model is built (``performer=``):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from timm.models import build_model_with_cfg, register_model
 from torch import nn
 
-MODEL_NAME = "t2t_vit_14"
+from t2t_vit.config import MODEL_DATA_CONFIG, MODEL_NAME, NUM_CLASSES
+
 PERFORMER_FORMS = ("sum", "matmul", "einsum")
 DEFAULT_PERFORMER = "sum"
-NUM_CLASSES = 1000
 
-# Read by timm's register_model below: the model's own data config (FACTS section 2).
+# Read by timm's register_model below; the data config itself lives in t2t_vit.config.
 default_cfgs = {
     MODEL_NAME: {
         "url": "",
         "num_classes": NUM_CLASSES,
-        "input_size": (3, 224, 224),
+        **MODEL_DATA_CONFIG,
         "pool_size": None,
-        "crop_pct": 0.9,
-        "crop_mode": "center",
-        "interpolation": "bicubic",
-        "mean": (0.485, 0.456, 0.406),
-        "std": (0.229, 0.224, 0.225),
         "first_conv": "tokens_to_token.soft_split0",
         "classifier": "head",
     }
@@ -264,23 +257,3 @@ def create_model(performer: str = DEFAULT_PERFORMER, **kwargs: Any) -> T2TViT:
     if performer not in PERFORMER_FORMS:
         raise ValueError(f"performer form must be one of {PERFORMER_FORMS}, got {performer!r}")
     return timm.create_model(MODEL_NAME, performer=performer, **kwargs).eval()
-
-
-def resolve_data_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The preprocessing config: ``overrides`` (command line) > the model's pretrained config > timm constants.
-
-    Returns timm's data-config dict (``input_size``, ``interpolation``, ``mean``, ``std``, ``crop_pct``,
-    ``crop_mode``), which ``timm.data.create_transform(**config)`` accepts.
-    """
-    from timm.data import resolve_data_config as timm_resolve
-    from timm.models import get_pretrained_cfg
-
-    pretrained_cfg = get_pretrained_cfg(MODEL_NAME).to_dict()
-    return timm_resolve(dict(overrides or {}), pretrained_cfg=pretrained_cfg)
-
-
-def data_config_hash(data_config: Mapping[str, Any]) -> str:
-    """A short stable hash of a data config, so a stage can refuse inputs made with another one."""
-    canonical = json.dumps({key: list(value) if isinstance(value, tuple) else value
-                            for key, value in sorted(data_config.items())}, sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

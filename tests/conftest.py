@@ -69,3 +69,35 @@ def upstream_root() -> Path:
     if not (root / "models" / "token_performer.py").is_file():
         pytest.fail(f"{UPSTREAM_ENV}={root} has no models/token_performer.py")
     return root
+
+
+SAMPLE_DIR = REPO_ROOT.parent / "shared" / "data" / "imagenet-sample"
+
+
+@pytest.fixture(scope="session")
+def sample_images() -> list[Path]:
+    """The 200 real ImageNet JPEGs of ../shared (one per class, named <synset>_<words>.JPEG)."""
+    images = sorted(SAMPLE_DIR.glob("*.JPEG"))
+    assert len(images) == 200, f"expected the 200 shared images in {SAMPLE_DIR}"
+    return images
+
+
+def make_val_tree(root: Path, images) -> Path:
+    """Lay images out as ImageNet val: root/<synset>/<file>, the synset taken from the file name prefix."""
+    for image in images:
+        folder = root / image.name.split("_", 1)[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / image.name).symlink_to(image)
+    return root
+
+
+def reference_transform(path, data_config=None):
+    """timm's eval transform of the image at ``path``: the bar the preprocess stage must meet exactly."""
+    import timm.data
+    from PIL import Image
+
+    from t2t_vit.config import resolve_data_config
+
+    transform = timm.data.create_transform(**(data_config or resolve_data_config()))
+    with Image.open(path) as image:
+        return transform(image.convert("RGB")).numpy()[None]

@@ -12,7 +12,8 @@ import torch
 
 import T2T_ViT_pth2onnx
 from t2t_vit.export import ExportError, export_onnx, read_metadata
-from t2t_vit.model import create_model, data_config_hash, resolve_data_config
+from t2t_vit.config import data_config_hash, resolve_data_config
+from t2t_vit.model import create_model
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ import pytest
 import timm
 import torch
 
-from t2t_vit.model import (PERFORMER_FORMS, PerformerKernel, T2TViT, create_model, data_config_hash,
-                           resolve_data_config, sinusoid_position_table)
+from t2t_vit.config import data_config_hash, resolve_data_config
+from t2t_vit.model import PERFORMER_FORMS, PerformerKernel, T2TViT, create_model, sinusoid_position_table
 
 # Shapes from the upstream definition (FACTS section 1); every key of the published checkpoint.
 EXPECTED_SHAPES = {
@@ -117,10 +117,15 @@ def test_unknown_form_is_refused():
         create_model("conv")
 
 
+OVERRIDES = [{}, {"crop_pct": 0.875}, {"interpolation": "bilinear", "crop_pct": None}, {"input_size": (3, 256, 256)},
+             {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}]
+
+
 def test_timm_builds_it_with_its_data_config():
     model = timm.create_model("t2t_vit_14", performer="matmul")
     assert isinstance(model, T2TViT) and model.performer == "matmul"
-    assert timm.data.resolve_data_config(model=model) == resolve_data_config()
+    for overrides in OVERRIDES:  # the torch-free resolution equals timm's for the registered model
+        assert timm.data.resolve_data_config(dict(overrides), model=model) == resolve_data_config(overrides)
     with pytest.raises(ValueError, match="no downloadable weights"):
         timm.create_model("t2t_vit_14", pretrained=True)
 
@@ -135,3 +140,5 @@ def test_data_config_values_and_precedence():
     assert overridden["crop_pct"] == 0.875 and overridden["interpolation"] == "bicubic"
     assert data_config_hash(config) == data_config_hash(dict(config))
     assert data_config_hash(config) != data_config_hash(overridden)
+    with pytest.raises(ValueError, match="unknown data config fields"):
+        resolve_data_config({"crop": 0.9})

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Stage 1: ImageNet val images -> one float32 NCHW .bin per image, a label file and a manifest.
+
+    python3 T2T_ViT_preprocess.py --data-dir /data/imagenet/val --out-dir prep_bins --gt-path label.npy
+
+Input: the ImageNet val layout DIR/<synset>/<image> (class index = position of the synset among the
+1000 ImageNet synsets in sorted order, shipped with the toolkit; any subset of the classes works), or
+a flat folder of images with --label-file lines '<file name> <class index>'. Files without an image
+extension and hidden files (.DS_Store) are left out and listed in the manifest.
+
+Each image is converted to RGB and transformed exactly as timm's eval transform for the model's data
+config (resize the shorter side to 248 bicubic, centre-crop 224, normalise): the bins equal
+timm.data.create_transform(**config)(Image.open(p).convert('RGB')) byte for byte. Output:
+OUT_DIR/<name>.bin (602,112 bytes: little-endian float32, shape 1x3x224x224), OUT_DIR/manifest.json,
+and the label file (a .npy structured array of (name, label); keep it outside OUT_DIR).
+
+Images that cannot be decoded (empty, truncated, not an image) are listed and the run exits 1 without
+writing the label file, unless --skip-bad leaves them out. Re-running resumes: complete bins are kept,
+incomplete ones redone. Nothing is ever dropped.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from t2t_vit import cli
+
+
+def build_parser():
+    from t2t_vit.preprocess import default_workers
+
+    parser = cli.make_parser(__doc__)
+    files = parser.add_argument_group("files")
+    files.add_argument("--data-dir", required=True, metavar="DIR", help="ImageNet val folder (DIR/<synset>/<image>) "
+                       "or a flat image folder with --label-file")
+    files.add_argument("--out-dir", required=True, metavar="DIR", help="folder for the .bin files and manifest.json")
+    files.add_argument("--gt-path", required=True, metavar="LABELS.npy", help="label file to write (outside --out-dir)")
+    files.add_argument("--label-file", metavar="FILE", help="for a flat folder: lines '<file name> <class index>'")
+    files.add_argument("--class-list", metavar="FILE",
+                       help="class names, one per line, index = line number, instead of the 1000 ImageNet synsets")
+    run = parser.add_argument_group("run")
+    run.add_argument("--workers", type=int, default=default_workers(), metavar="N",
+                     help=f"parallel processes, 0 = in this process (default: {default_workers()}, the usable cores)")
+    run.add_argument("--limit", type=int, metavar="N",
+                     help="process a deterministic subset of N images, spread over the classes (default: all)")
+    run.add_argument("--skip-bad", action="store_true",
+                     help="leave undecodable images out of the label file (listed in the manifest) instead of failing")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    config = parser.add_argument_group("data config (default: the model's own)")
+    config.add_argument("--crop-pct", type=float, metavar="F", help="centre-crop fraction (default: 0.9)")
+    config.add_argument("--interpolation", choices=["bicubic", "bilinear", "nearest", "lanczos"],
+                        help="resize filter (default: bicubic)")
+    cli.add_verbosity(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workers < 0:
+        parser.error("--workers must be 0 or more")
+
+    def action() -> None:
+        from t2t_vit.config import resolve_data_config
+        from t2t_vit.preprocess import run_preprocess
+
+        data_config = resolve_data_config({"crop_pct": args.crop_pct, "interpolation": args.interpolation})
+        report = run_preprocess(args.data_dir, args.out_dir, args.gt_path, data_config, label_file=args.label_file,
+                                class_list=args.class_list, workers=args.workers, limit=args.limit,
+                                skip_bad=args.skip_bad, progress=False if args.no_progress else None,
+                                run_args=vars(args))
+        print(f"{report.summary()}; bins in {report.out_dir}, labels in {report.gt_path}")
+
+    return cli.run(action, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""Datasets, the evaluation transform, and the files the preprocess stage writes.
+
+Formats (one writer and one reader each, here):
+
+- **bin**: one file per image, ``<name>.bin``, raw little-endian float32 in C order, shape
+  (1, 3, H, W) = 602,112 bytes at 224 px: the normalised image, exactly timm's eval transform.
+- **label file** (``--gt-path``, ``.npy``): a structured array with fields ``name`` (unicode) and
+  ``label`` (int32), one row per image, in processing order; loads with ``allow_pickle=False``.
+- **names**: ``<name>`` is the image's file stem when all stems are unique and contain no ``.``;
+  otherwise every ``.`` becomes ``_``, and images whose names still collide get ``_`` plus the first 8
+  hex digits of the SHA-1 of their path relative to the data dir. ais_bench names each output after
+  its input up to the first dot, so a name never contains one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from t2t_vit import ToolkitError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_SYNSETS_FILE = Path(__file__).with_name("imagenet_synsets.txt")
+IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp",
+                              ".gif"})
+BIN_DTYPE = np.dtype("<f4")
+LABEL_DTYPE_INT = np.int32
+
+
+class DatasetError(ToolkitError):
+    """The data dir, label file or class list cannot be used."""
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One image to process: where it is, what it is called in the output, and its class index."""
+
+    path: Path
+    relative: str
+    name: str
+    label: int
+
+
+@dataclass
+class Discovery:
+    """What a data dir holds: the images to process and the files that were left out (with why)."""
+
+    layout: str
+    items: list[ImageItem]
+    ignored: list[str]
+
+
+# ----------------------------------------------------------------------------------------------- classes
+
+def read_class_list(path: str | os.PathLike | None = None) -> list[str]:
+    """Class names, one per line; the index of a class is its line number from 0.
+
+    Without ``path``: the 1000 ImageNet synsets in sorted order (the order every ImageNet model uses).
+    """
+    source = Path(path) if path is not None else IMAGENET_SYNSETS_FILE
+    try:
+        names = [line.strip() for line in source.read_text().splitlines() if line.strip()]
+    except OSError as error:
+        raise DatasetError(f"cannot read the class list {source}: {error.strerror}") from None
+    if not names:
+        raise DatasetError(f"the class list {source} is empty")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise DatasetError(f"the class list {source} repeats {', '.join(duplicates[:5])}")
+    return names
+
+
+# --------------------------------------------------------------------------------------------- discovery
+
+def _is_candidate(path: Path) -> bool:
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def discover_images(data_dir: str | os.PathLike, label_file: str | os.PathLike | None = None,
+                    class_names: Sequence[str] | None = None) -> Discovery:
+    """Find the images of a data dir and their labels.
+
+    Two layouts:
+
+    - ``DIR/<class>/<image>`` (the ImageNet val layout, images may sit in sub-folders of the class
+      folder): each class folder must be a name in ``class_names`` (the ImageNet synsets by default).
+    - ``DIR/<image>`` with ``label_file`` lines ``<file name> <class index>``: every listed file must
+      exist; images not listed are left out and reported.
+
+    Files whose extension is not an image extension, and hidden files (``.DS_Store``), are left out and
+    reported in ``ignored``. Items come sorted by their path relative to ``data_dir``.
+    """
+    root = Path(data_dir)
+    if not root.exists():
+        raise DatasetError(f"--data-dir {root} does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"--data-dir {root} is not a directory")
+    class_names = list(class_names) if class_names is not None else read_class_list()
+    if label_file is not None:
+        layout, found, ignored = "flat", _flat_items(root, Path(label_file), len(class_names)), []
+        listed = {relative for relative, _, _ in found}
+        for path in sorted(root.iterdir()):
+            if path.name not in listed:
+                ignored.append(path.name)
+    else:
+        layout = "class_folders"
+        found, ignored = _class_folder_items(root, class_names)
+    if not found:
+        raise DatasetError(f"no images found in {root}" + (f" ({len(ignored)} other files left out)" if ignored else ""))
+    found.sort()
+    names = assign_names([relative for relative, _, _ in found])
+    items = [ImageItem(path=path, relative=relative, name=name, label=label)
+             for (relative, path, label), name in zip(found, names)]
+    if ignored:
+        log.warning("left out %d files that are not images: %s%s", len(ignored), ", ".join(ignored[:5]),
+                    " ..." if len(ignored) > 5 else "")
+    return Discovery(layout=layout, items=items, ignored=ignored)
+
+
+def _class_folder_items(root: Path, class_names: Sequence[str]) -> tuple[list[tuple[str, Path, int]], list[str]]:
+    index = {name: position for position, name in enumerate(class_names)}
+    entries = sorted(root.iterdir())
+    loose_images = [entry.name for entry in entries if entry.is_file() and _is_candidate(entry)]
+    if loose_images:
+        raise DatasetError(f"{root} holds images directly ({', '.join(loose_images[:3])}, ...): for a flat folder "
+                           f"give --label-file with '<file name> <class index>' lines, or sort them into "
+                           f"class folders")
+    folders = [entry for entry in entries if entry.is_dir() and not entry.name.startswith(".")]
+    unknown = [folder.name for folder in folders if folder.name not in index]
+    if unknown:
+        raise DatasetError(f"{len(unknown)} folders of {root} are not classes of the class list "
+                           f"({', '.join(unknown[:5])}); ImageNet val folders are synset ids such as n01440764. "
+                           f"For another dataset give --class-list FILE")
+    found: list[tuple[str, Path, int]] = []
+    ignored = [entry.name for entry in entries if entry.is_file()]
+    for folder in folders:
+        for directory, subdirs, files in os.walk(folder):
+            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+            for file_name in sorted(files):
+                path = Path(directory) / file_name
+                relative = path.relative_to(root).as_posix()
+                if _is_candidate(path):
+                    found.append((relative, path, index[folder.name]))
+                else:
+                    ignored.append(relative)
+    return found, ignored
+
+
+def _flat_items(root: Path, label_file: Path, num_classes: int) -> list[tuple[str, Path, int]]:
+    try:
+        lines = label_file.read_text().splitlines()
+    except OSError as error:
+        raise DatasetError(f"cannot read --label-file {label_file}: {error.strerror}") from None
+    found: list[tuple[str, Path, int]] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise DatasetError(f"{label_file} line {number}: expected '<file name> <class index>', got {line!r}")
+        file_name, label = parts[0].strip(), int(parts[1])
+        if not 0 <= label < num_classes:
+            raise DatasetError(f"{label_file} line {number}: class index {label} is outside 0..{num_classes - 1}")
+        if file_name in seen:
+            raise DatasetError(f"{label_file} line {number}: {file_name} is listed twice")
+        seen.add(file_name)
+        found.append((file_name, root / file_name, label))
+    missing = [relative for relative, path, _ in found if not os.path.lexists(path)]
+    if missing:
+        raise DatasetError(f"{len(missing)} files listed in {label_file} are not in {root}: {', '.join(missing[:5])}")
+    return found
+
+
+def assign_names(relatives: Sequence[str]) -> list[str]:
+    """Output names without dots, unique over the whole set, each depending only on its path and collisions."""
+    bases = [Path(relative).stem.replace(".", "_") for relative in relatives]
+    counts: dict[str, int] = defaultdict(int)
+    for base in bases:
+        counts[base] += 1
+    names = [base if counts[base] == 1 else f"{base}_{hashlib.sha1(relative.encode()).hexdigest()[:8]}"
+             for base, relative in zip(bases, relatives)]
+    if len(set(names)) != len(names):  # would need two paths with equal stems and equal hash prefixes
+        raise DatasetError("could not give every image a unique output name; rename the clashing files")
+    return names
+
+
+def select_subset(items: Sequence[ImageItem], limit: int | None) -> list[ImageItem]:
+    """A deterministic subset of ``limit`` images spread over the classes: the first image of every class
+    in class order, then the second of every class, and so on; returned in the original order."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    rank_in_class: dict[int, int] = defaultdict(int)
+    keyed = []
+    for position, item in enumerate(items):
+        keyed.append((rank_in_class[item.label], item.label, position))
+        rank_in_class[item.label] += 1
+    chosen = sorted(position for _, _, position in sorted(keyed)[:limit])
+    return [items[position] for position in chosen]
+
+
+# ----------------------------------------------------------------------------------------------- transform
+
+_PIL_FILTERS = {"nearest": "NEAREST", "bilinear": "BILINEAR", "bicubic": "BICUBIC", "lanczos": "LANCZOS",
+                "box": "BOX", "hamming": "HAMMING"}
+
+
+class EvalTransform:
+    """timm's eval transform for a data config, computed with Pillow and numpy, bytes equal to timm's.
+
+    timm's ``transforms_imagenet_eval`` (crop_mode ``center``) is: resize the shorter side to
+    ``floor(size / crop_pct)`` keeping the aspect ratio (torchvision's rule: the longer side becomes
+    ``int(new_short * long / short)``), centre-crop ``size`` (offsets ``int(round((h - size) / 2))``),
+    divide by 255, subtract mean and divide by std, in float32. Every step here is the same Pillow call
+    or the same float32 operation in the same order, so the result is bit-identical.
+    """
+
+    def __init__(self, data_config: Mapping[str, Any]) -> None:
+        from PIL import Image
+
+        channels, self.height, self.width = (int(v) for v in data_config["input_size"])
+        if channels != 3:
+            raise DatasetError(f"input_size {data_config['input_size']}: only 3-channel input is supported")
+        crop_mode = data_config.get("crop_mode") or "center"
+        if crop_mode != "center":
+            raise DatasetError(f"crop_mode {crop_mode!r} is not supported; T2T-ViT uses 'center'")
+        interpolation = data_config["interpolation"]
+        if interpolation not in _PIL_FILTERS:
+            raise DatasetError(f"interpolation {interpolation!r} is not one of {sorted(_PIL_FILTERS)}")
+        self.resample = getattr(Image.Resampling, _PIL_FILTERS[interpolation])
+        crop_pct = data_config.get("crop_pct") or 0.875
+        self.scale_size = (int(np.floor(self.height / crop_pct)), int(np.floor(self.width / crop_pct)))
+        self.mean = np.asarray(data_config["mean"], dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(data_config["std"], dtype=np.float32).reshape(3, 1, 1)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (1, 3, self.height, self.width)
+
+    def resize(self, image):
+        width, height = image.size
+        if self.scale_size[0] == self.scale_size[1]:
+            short, long = (width, height) if width <= height else (height, width)
+            new_short, new_long = self.scale_size[0], int(self.scale_size[0] * long / short)
+            new_width, new_height = (new_short, new_long) if width <= height else (new_long, new_short)
+        else:  # timm's ResizeKeepRatio for non-square targets
+            ratio = min(width / self.scale_size[1], height / self.scale_size[0])
+            new_width, new_height = round(width / ratio), round(height / ratio)
+        if (new_width, new_height) == (width, height):
+            return image
+        return image.resize((new_width, new_height), self.resample)
+
+    def center_crop(self, image):
+        from PIL import Image
+
+        width, height = image.size
+        if self.width > width or self.height > height:  # torchvision pads with zeros, extra pixel right/bottom
+            left = (self.width - width) // 2 if self.width > width else 0
+            top = (self.height - height) // 2 if self.height > height else 0
+            right = (self.width - width + 1) // 2 if self.width > width else 0
+            bottom = (self.height - height + 1) // 2 if self.height > height else 0
+            padded = Image.new(image.mode, (width + left + right, height + top + bottom), 0)
+            padded.paste(image, (left, top))
+            image, (width, height) = padded, padded.size
+        top = int(round((height - self.height) / 2.0))
+        left = int(round((width - self.width) / 2.0))
+        return image.crop((left, top, left + self.width, top + self.height))
+
+    def __call__(self, image) -> np.ndarray:
+        """RGB PIL image -> float32 array of shape (1, 3, H, W)."""
+        pixels = np.asarray(self.center_crop(self.resize(image)), dtype=np.uint8)
+        chw = pixels.transpose(2, 0, 1).astype(np.float32, order="C")  # a new array, safe to work in place
+        np.divide(chw, np.float32(255), out=chw)
+        np.subtract(chw, self.mean, out=chw)
+        np.divide(chw, self.std, out=chw)
+        return chw[None]
+
+
+def open_rgb(path: str | os.PathLike):
+    """Open an image fully decoded and converted to RGB, as timm's dataset does (``convert('RGB')``)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        return image if image.mode == "RGB" else image.convert("RGB")  # converting RGB to RGB only copies
+
+
+# ------------------------------------------------------------------------------------------- bins, labels
+
+def bin_size(shape: Sequence[int]) -> int:
+    return int(np.prod(shape)) * BIN_DTYPE.itemsize
+
+
+def write_bin(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write an array as raw little-endian float32, C order, atomically."""
+    from t2t_vit.files import atomic_output
+
+    with atomic_output(path) as temp_path:
+        np.ascontiguousarray(array, dtype=BIN_DTYPE).tofile(temp_path)
+
+
+def read_bin(path: str | os.PathLike, shape: Sequence[int]) -> np.ndarray:
+    """Read a bin written by :func:`write_bin`; its size must match ``shape``."""
+    path = Path(path)
+    expected = bin_size(shape)
+    actual = path.stat().st_size
+    if actual != expected:
+        raise DatasetError(f"{path} has {actual} bytes, expected {expected} for float32 {tuple(shape)}")
+    return np.fromfile(path, dtype=BIN_DTYPE).reshape(shape)
+
+
+def write_labels(path: str | os.PathLike, names: Iterable[str], labels: Iterable[int]) -> None:
+    """Write the label file: a structured ``.npy`` of (name, label), atomically."""
+    from t2t_vit.files import atomic_output
+
+    names, labels = list(names), list(labels)
+    width = max((len(name) for name in names), default=1)
+    table = np.empty(len(names), dtype=[("name", f"<U{width}"), ("label", "<i4")])
+    table["name"], table["label"] = names, labels
+    with atomic_output(path) as temp_path:
+        with open(temp_path, "wb") as handle:
+            np.save(handle, table, allow_pickle=False)
+
+
+def read_labels(path: str | os.PathLike) -> np.ndarray:
+    """Read a label file written by :func:`write_labels` (structured array with ``name`` and ``label``)."""
+    try:
+        table = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"cannot read the label file {path}: {error}") from None
+    if table.dtype.names is None or not {"name", "label"} <= set(table.dtype.names):
+        raise DatasetError(f"{path} is not a label file of (name, label) rows (dtype {table.dtype})")
+    return table

@@ -1,0 +1,302 @@
+"""The preprocess stage: images -> one bin per image, a label file and a manifest; parallel and resumable.
+
+Resuming: every bin is written under a temporary name and renamed when complete. The manifest
+(``<out-dir>/manifest.json``) is written before the first bin, with the data config and the planned
+name -> source mapping. A re-run with the same config and data dir skips every bin that exists with
+the right size and the same source in that mapping, redoes the rest, and removes temporary files
+that a killed run left behind. The bins and the label file are the same bytes as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from t2t_vit import ToolkitError
+from t2t_vit.data import (DatasetError, EvalTransform, ImageItem, bin_size, discover_images, open_rgb,
+                          read_class_list, select_subset, write_bin, write_labels)
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "t2t_vit.preprocess/1"
+_LISTED = 10
+
+_transform: EvalTransform | None = None  # one per worker process, built by _init_worker
+
+
+@dataclass
+class Outcome:
+    """What happened to one image."""
+
+    index: int
+    status: str  # "written", "done" (already there), "bad"
+    detail: str = ""  # why it is bad, or a warning about how it was converted
+
+
+@dataclass
+class PreprocessReport:
+    """The result of a run, as a flat record for printing and the manifest."""
+
+    out_dir: str
+    gt_path: str | None
+    selected: int
+    written: int
+    already_done: int
+    bad: list[dict[str, str]] = field(default_factory=list)
+    ignored: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        return (f"{self.selected} images: {self.written} written, {self.already_done} already done, "
+                f"{len(self.bad)} undecodable, {self.ignored} non-image files left out; "
+                f"{self.images_per_s:.1f} images/s over {self.seconds:.1f} s")
+
+
+def _set_transform(data_config: Mapping[str, Any]) -> None:
+    global _transform
+    _transform = EvalTransform(data_config)
+
+
+def _init_worker(data_config: Mapping[str, Any]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    _set_transform(data_config)
+
+
+def _decode(path: Path) -> tuple[Any, str]:
+    """Open and convert to RGB as timm's dataset does; returns the image and a note on anything lossy."""
+    from PIL import Image
+
+    notes = []
+    with warnings.catch_warnings(record=True) as caught:
+        # Pillow's decompression-bomb guard stays on: past 2x MAX_IMAGE_PIXELS it raises (the image is
+        # listed as bad); past MAX_IMAGE_PIXELS it warns, and the warning is kept as a note.
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            mode = image.mode
+            image.load()
+            rgb = image if mode == "RGB" else image.convert("RGB")  # converting RGB to RGB only copies
+    notes += [str(warning.message) for warning in caught if issubclass(warning.category, Image.DecompressionBombWarning)]
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        notes.append(f"{mode} image: Pillow's RGB conversion clips values above 255 (as timm's loader does)")
+    return rgb, "; ".join(notes)
+
+
+def _process(task: tuple[int, str, str]) -> Outcome:
+    index, source, target = task
+    path = Path(source)
+    if not path.is_file():
+        return Outcome(index, "bad", "not a regular file (directory, broken link or device)")
+    try:
+        image, note = _decode(path)
+        array = _transform(image)
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - Pillow raises many kinds on broken files; all mean "bad"
+        return Outcome(index, "bad", f"{type(error).__name__}: {error}".splitlines()[0][:300])
+    write_bin(target, array)
+    return Outcome(index, "written", note)
+
+
+def _read_manifest(out_dir: Path) -> dict[str, Any] | None:
+    import json
+
+    path = out_dir / MANIFEST_NAME
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ToolkitError(f"{path} is unreadable ({error}); remove it or use a new --out-dir") from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ToolkitError(f"{path} is not a manifest of this toolkit; use a new --out-dir")
+    return manifest
+
+
+def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest of a bin folder, or None when it has none."""
+    return _read_manifest(Path(out_dir))
+
+
+def _check_previous(previous: Mapping[str, Any] | None, config_hash: str, source_root: str) -> dict[str, Any]:
+    """Refuse an out-dir made with another data config or data dir; return its name -> source mapping."""
+    if previous is None:
+        return {}
+    if previous.get("data_config_hash") != config_hash:
+        raise ToolkitError(f"the out-dir holds bins made with another data config ({previous.get('data_config')}); "
+                           f"use a new --out-dir, or remove the old bins and {MANIFEST_NAME}")
+    if previous.get("source_root") != source_root:
+        raise ToolkitError(f"the out-dir holds bins made from {previous.get('source_root')}, not {source_root}; "
+                           f"use a new --out-dir")
+    return {name: entry.get("source") for name, entry in previous.get("images", {}).items()}
+
+
+def _remove_partial_files(out_dir: Path) -> int:
+    removed = 0
+    for path in out_dir.glob(".*.partial"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        log.info("removed %d incomplete files left by an interrupted run", removed)
+    return removed
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_path: str | os.PathLike,
+                   data_config: Mapping[str, Any], label_file: str | os.PathLike | None = None,
+                   class_list: str | os.PathLike | None = None, workers: int | None = None,
+                   limit: int | None = None, skip_bad: bool = False, progress: bool | None = None,
+                   run_args: Mapping[str, Any] | None = None) -> PreprocessReport:
+    """Preprocess every image of ``data_dir`` into ``out_dir`` and write the label file ``gt_path``.
+
+    Args:
+        data_dir: ``DIR/<synset>/<image>``, or a flat folder with ``label_file``.
+        out_dir: where the bins and the manifest go (created if needed).
+        gt_path: the label file (``.npy``); must not be inside ``out_dir``.
+        data_config: the resolved data config (:func:`t2t_vit.model.resolve_data_config`).
+        label_file: ``<file name> <class index>`` lines for a flat folder.
+        class_list: class names, one per line, instead of the ImageNet synsets.
+        workers: processes; 0 runs in this process. Default: the usable cores.
+        limit: process a deterministic subset of this many images, spread over the classes.
+        skip_bad: leave undecodable images out (listed in the manifest) instead of failing.
+        progress: show a progress bar (default: when stderr is a terminal).
+        run_args: the command-line arguments, recorded in the manifest.
+
+    Raises:
+        ToolkitError: bad input, or undecodable images without ``skip_bad`` (after every good image
+            has been written, so a re-run with ``--skip-bad`` only writes the label file).
+    """
+    from tqdm import tqdm
+
+    from t2t_vit.config import data_config_hash
+    from t2t_vit.provenance import provenance, write_json
+
+    started = time.perf_counter()
+    data_config = dict(data_config)
+    transform = EvalTransform(data_config)  # validates the config before any work
+    out_dir, gt_path = Path(out_dir), Path(gt_path)
+    if gt_path.suffix != ".npy":
+        raise ToolkitError(f"--gt-path {gt_path} must end in .npy (it is written with numpy.save)")
+    if gt_path.resolve().parent == out_dir.resolve():
+        raise ToolkitError(f"--gt-path {gt_path} is inside --out-dir: ais_bench and the runner read every .npy "
+                           f"there as an input; put the label file elsewhere")
+    if limit is not None and limit < 1:
+        raise ToolkitError(f"--limit must be at least 1, got {limit}")
+    class_names = read_class_list(class_list)
+    discovery = discover_images(data_dir, label_file, class_names)
+    items = select_subset(discovery.items, limit)
+    source_root = str(Path(data_dir).resolve())
+    config_hash = data_config_hash(data_config)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    previous_sources = _check_previous(_read_manifest(out_dir), config_hash, source_root)
+    _remove_partial_files(out_dir)
+    expected_bytes = bin_size(transform.shape)
+    planned = {item.name: item for item in items}
+    extra_bins = sorted(path.name for path in out_dir.glob("*.bin") if path.stem not in planned)
+    if extra_bins:
+        log.warning("%s holds %d bins that are not part of this run (e.g. %s): the runner will read them too",
+                    out_dir, len(extra_bins), extra_bins[0])
+
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "status": "running",
+        "data_config": data_config,
+        "data_config_hash": config_hash,
+        "bin": {"dtype": "float32", "byte_order": "little", "order": "C", "shape": list(transform.shape),
+                "bytes": expected_bytes},
+        "source_root": source_root,
+        "layout": discovery.layout,
+        "label_file": str(label_file) if label_file else None,
+        "class_list": str(class_list) if class_list else "imagenet-1k synsets (shipped)",
+        "num_classes": len(class_names),
+        "gt_path": str(gt_path),
+        "limit": limit,
+        "images": {item.name: {"source": item.relative, "label": item.label} for item in items},
+        "ignored": discovery.ignored,
+        "extra_bins": extra_bins,
+    }
+    manifest.update(provenance(run_args))
+    write_json(out_dir / MANIFEST_NAME, manifest)
+
+    outcomes: list[Outcome] = []
+    tasks = []
+    for index, item in enumerate(items):
+        target = out_dir / f"{item.name}.bin"
+        if (previous_sources.get(item.name) == item.relative and target.is_file()
+                and target.stat().st_size == expected_bytes):
+            outcomes.append(Outcome(index, "done"))
+        else:
+            tasks.append((index, str(item.path), str(target)))
+    if outcomes:
+        log.info("%d of %d bins are already done; processing the other %d", len(outcomes), len(items), len(tasks))
+
+    workers = default_workers() if workers is None else workers
+    bar = tqdm(total=len(tasks), unit="img", desc="preprocess", disable=None if progress is None else not progress)
+    work_started = time.perf_counter()
+    try:
+        if workers <= 0 or len(tasks) <= 1:
+            _set_transform(data_config)
+            for outcome in map(_process, tasks):
+                outcomes.append(outcome)
+                bar.update()
+        else:
+            with multiprocessing.Pool(min(workers, len(tasks)), _init_worker, (data_config,)) as pool:
+                for outcome in pool.imap_unordered(_process, tasks, chunksize=4):
+                    outcomes.append(outcome)
+                    bar.update()
+    except OSError as error:
+        raise ToolkitError(f"cannot write to {out_dir}: {error}") from None
+    finally:
+        bar.close()
+    work_seconds = time.perf_counter() - work_started
+
+    outcomes.sort(key=lambda outcome: outcome.index)
+    bad = [{"name": items[o.index].name, "source": items[o.index].relative, "reason": o.detail}
+           for o in outcomes if o.status == "bad"]
+    notes = [{"name": items[o.index].name, "source": items[o.index].relative, "note": o.detail}
+             for o in outcomes if o.status == "written" and o.detail]
+    for note in notes:
+        log.warning("%s: %s", note["source"], note["note"])
+    good = [items[o.index] for o in outcomes if o.status != "bad"]
+    report = PreprocessReport(out_dir=str(out_dir), gt_path=None, selected=len(items),
+                              written=sum(o.status == "written" for o in outcomes),
+                              already_done=sum(o.status == "done" for o in outcomes), bad=bad,
+                              ignored=len(discovery.ignored), seconds=work_seconds)
+    failed = bool(bad) and not skip_bad
+    if not failed:
+        write_labels(gt_path, [item.name for item in good], [item.label for item in good])
+        report.gt_path = str(gt_path)
+    manifest.update({
+        "status": "failed" if failed else "complete",
+        "images": {item.name: {"source": item.relative, "label": item.label} for item in good},
+        "bad": bad,
+        "conversion_notes": notes,
+        "counts": {"found": len(discovery.items), "selected": len(items), "in_label_file": 0 if failed else len(good),
+                   "written": report.written, "already_done": report.already_done, "bad": len(bad),
+                   "ignored": len(discovery.ignored), "extra_bins": len(extra_bins)},
+        "seconds": round(time.perf_counter() - started, 3),
+        "images_per_s": round(report.images_per_s, 2),
+    })
+    write_json(out_dir / MANIFEST_NAME, manifest)
+    if failed:
+        listed = "; ".join(f"{entry['source']} ({entry['reason']})" for entry in bad[:_LISTED])
+        more = f"; and {len(bad) - _LISTED} more" if len(bad) > _LISTED else ""
+        raise ToolkitError(f"{len(bad)} of {len(items)} images could not be decoded: {listed}{more}. "
+                           f"The other {len(good)} bins are written; no label file was written. Re-run with "
+                           f"--skip-bad to leave the bad images out (they stay listed in {MANIFEST_NAME})")
+    return report
