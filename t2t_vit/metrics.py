@@ -1,0 +1,271 @@
+"""Scoring result files: top-1 / top-5 matched by name, and the comparison of two result sets.
+
+Result files are the runner's (and ais_bench's) outputs ``<name>_0.<bin|npy|txt>`` for output 0. A
+result holds the sample's 1000 logits: raw float32 (``bin``), a ``.npy`` array of 1000 floats, or text
+of 1000 numbers (ais_bench's TXT: ``%f`` values separated by spaces).
+
+Tie rule: a sample is top-k correct when fewer than k classes have a strictly greater logit than its
+true class, so a class tied with the true class never pushes it out. A sample with a NaN or infinite
+logit is counted as wrong (and reported).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from t2t_vit import ToolkitError
+
+log = logging.getLogger(__name__)
+
+NUM_CLASSES = 1000
+RESULT_FORMATS = ("bin", "npy", "txt")
+_RESULT_NAME = re.compile(r"^(?P<name>.+)_(?P<output>\d+)\.(?P<fmt>bin|npy|txt)$", re.IGNORECASE)
+_MODELZOO_NAME = re.compile(r"^(?P<index>\d+)(?:_output)?_0\.(?:bin|npy|txt)$", re.IGNORECASE)
+_LISTED = 5
+_LISTED_CHANGED = 20
+
+
+class ResultError(ToolkitError):
+    """Result files or labels that cannot be scored."""
+
+
+@dataclass
+class Scores:
+    """Top-k accuracy over a set of samples, in percent."""
+
+    count: int
+    top1: float
+    top5: float
+    correct_top1: int
+    correct_top5: int
+    nonfinite: list[str]
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+def find_results(result_dir: str | os.PathLike, output_index: int = 0) -> dict[str, Path]:
+    """``name -> path`` for every ``<name>_<output_index>.<bin|npy|txt>`` in ``result_dir``."""
+    root = Path(result_dir)
+    if not root.is_dir():
+        raise ResultError(f"result dir {root} does not exist or is not a directory")
+    found: dict[str, Path] = {}
+    for entry in os.scandir(root):
+        match = _RESULT_NAME.match(entry.name)
+        if not match or int(match["output"]) != output_index or not entry.is_file():
+            continue
+        name = match["name"]
+        if name in found:
+            raise ResultError(f"{root} holds two results for {name}: {found[name].name} and {entry.name}")
+        found[name] = Path(entry.path)
+    if not found:
+        raise ResultError(f"no result files <name>_{output_index}.bin|npy|txt in {root}")
+    return found
+
+
+def read_logits(paths: Sequence[Path], values_per_file: int = NUM_CLASSES) -> np.ndarray:
+    """Read result files into a float32 array of shape (len(paths), values_per_file).
+
+    Raises:
+        ResultError: naming the first file whose size or content is not ``values_per_file`` numbers.
+    """
+    logits = np.empty((len(paths), values_per_file), dtype=np.float32)
+    expected_bytes = values_per_file * 4
+    for row, path in enumerate(paths):
+        suffix = path.suffix.lower()
+        if suffix == ".bin":
+            with open(path, "rb", buffering=0) as handle:
+                got = handle.readinto(memoryview(logits[row]).cast("B"))
+                if got != expected_bytes or handle.read(1):
+                    size = path.stat().st_size
+                    raise ResultError(f"{path} has {size} bytes, expected {expected_bytes} "
+                                      f"({values_per_file} float32 logits)")
+        else:
+            try:
+                values = (np.load(path, allow_pickle=False) if suffix == ".npy"
+                          else np.array(path.read_text().split(), dtype=np.float64))
+            except (OSError, ValueError) as error:
+                raise ResultError(f"{path} is not a readable result ({error})") from None
+            if values.size != values_per_file or not np.issubdtype(values.dtype, np.floating):
+                raise ResultError(f"{path} holds {values.size} values of {values.dtype}, expected "
+                                  f"{values_per_file} floating-point logits")
+            logits[row] = values.reshape(-1)
+    return logits
+
+
+# --------------------------------------------------------------------------------------------- matching
+
+@dataclass
+class MatchedSet:
+    """Logits and labels of the samples that have both, and what was missing on either side."""
+
+    names: list[str]
+    logits: np.ndarray
+    labels: np.ndarray
+    missing_results: list[str]
+    unlabelled_results: list[str]
+    label_mode: str
+
+
+def load_labels(gt_path: str | os.PathLike) -> np.ndarray:
+    """The label file: the preprocess stage's (name, label) table, or a plain integer array (ModelZoo)."""
+    try:
+        table = np.load(gt_path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ResultError(f"cannot read --gt-path {gt_path}: {error}") from None
+    if table.dtype.names is not None:
+        if not {"name", "label"} <= set(table.dtype.names):
+            raise ResultError(f"{gt_path} has fields {table.dtype.names}, expected (name, label)")
+    elif not np.issubdtype(table.dtype, np.integer) or table.ndim not in (1, 2):
+        raise ResultError(f"{gt_path} is neither a (name, label) table nor an integer label array "
+                          f"(dtype {table.dtype}, shape {table.shape})")
+    return table
+
+
+def match_results(result_dir: str | os.PathLike, gt_path: str | os.PathLike,
+                  num_classes: int = NUM_CLASSES) -> MatchedSet:
+    """Pair every result with its label by name (never by listing order) and read the logits.
+
+    A plain integer label array (what the ModelZoo preprocess wrote: one row of labels per batch file,
+    shape (batches, batch_size), or (N,) for batch 1) is matched by the number that starts the result
+    name: ``00012_0.bin`` (or msame's ``00012_output_0.bin``) holds batch 12, and its i-th row of
+    logits is scored against ``labels[12][i]``.
+    """
+    table = load_labels(gt_path)
+    if table.dtype.names is not None:
+        results = find_results(result_dir)
+        label_of = {str(name): int(label) for name, label in zip(table["name"].tolist(), table["label"].tolist())}
+        if len(label_of) != len(table):
+            raise ResultError(f"{gt_path} lists a name more than once")
+        names = sorted(set(results) & set(label_of))
+        missing = sorted(set(label_of) - set(results))
+        unlabelled = sorted(set(results) - set(label_of))
+        logits = read_logits([results[name] for name in names], num_classes)
+        labels = np.array([label_of[name] for name in names], dtype=np.int64)
+        return MatchedSet(names, logits, labels, missing, unlabelled, "named")
+    return _match_modelzoo(Path(result_dir), table, num_classes)
+
+
+def _match_modelzoo(result_dir: Path, table: np.ndarray, num_classes: int) -> MatchedSet:
+    rows = table.reshape(len(table), -1)
+    per_file = rows.shape[1]
+    if not result_dir.is_dir():
+        raise ResultError(f"result dir {result_dir} does not exist or is not a directory")
+    results: dict[int, Path] = {}
+    for entry in os.scandir(result_dir):
+        match = _MODELZOO_NAME.match(entry.name)
+        if match:
+            results[int(match["index"])] = Path(entry.path)
+    if not results:
+        raise ResultError(f"no numbered result files (<k>_0.bin, <k>_output_0.bin) in {result_dir} for the "
+                          f"integer label array")
+    indices = sorted(set(results) & set(range(len(rows))))
+    logits = read_logits([results[index] for index in indices], per_file * num_classes).reshape(-1, num_classes)
+    labels = rows[indices].reshape(-1).astype(np.int64)
+    label = (lambda index, i: f"{index}") if per_file == 1 else (lambda index, i: f"{index}[{i}]")
+    names = [label(index, i) for index in indices for i in range(per_file)]
+    missing = [str(index) for index in range(len(rows)) if index not in results]
+    unlabelled = [results[index].name for index in sorted(set(results) - set(range(len(rows))))]
+    return MatchedSet(names, logits, labels, missing, unlabelled, "modelzoo")
+
+
+# --------------------------------------------------------------------------------------------- scoring
+
+def ranks(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """How many classes score strictly higher than the true class, per sample (-1 for non-finite rows)."""
+    if len(labels) and (labels.min() < 0 or labels.max() >= logits.shape[1]):
+        raise ResultError(f"labels must be within 0..{logits.shape[1] - 1}, found {labels.min()}..{labels.max()}")
+    true = logits[np.arange(len(labels)), labels]
+    higher = (logits > true[:, None]).sum(axis=1)
+    finite = np.isfinite(logits).all(axis=1)
+    return np.where(finite, higher, -1)
+
+
+def score(names: Sequence[str], logits: np.ndarray, labels: np.ndarray) -> Scores:
+    """Top-1 and top-5 accuracy under the tie rule of this module; non-finite rows are wrong."""
+    rank = ranks(logits, labels)
+    valid = rank >= 0
+    correct1 = int(np.sum(valid & (rank < 1)))
+    correct5 = int(np.sum(valid & (rank < 5)))
+    count = len(labels)
+    nonfinite = [names[i] for i in np.flatnonzero(~valid)]
+    return Scores(count=count, top1=100.0 * correct1 / count if count else 0.0,
+                  top5=100.0 * correct5 / count if count else 0.0, correct_top1=correct1, correct_top5=correct5,
+                  nonfinite=nonfinite)
+
+
+def per_class(logits: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """``class index -> {count, top1, top5}`` (percent) for every class that has samples."""
+    rank = ranks(logits, labels)
+    table: dict[str, Any] = {}
+    for label in np.unique(labels):
+        mask = labels == label
+        ranks_of = rank[mask]
+        valid = ranks_of >= 0
+        entry = {"count": int(mask.sum()), "top1": 100.0 * float(np.mean(valid & (ranks_of < 1))),
+                 "top5": 100.0 * float(np.mean(valid & (ranks_of < 5)))}
+        if class_names is not None and label < len(class_names):
+            entry["class"] = class_names[label]
+        table[str(int(label))] = entry
+    return table
+
+
+def compare(names: Sequence[str], logits: np.ndarray, other: np.ndarray) -> dict[str, Any]:
+    """How far two scorings of the same samples are apart.
+
+    Returns max and mean |difference| over all logits, the mean cosine similarity of the logit
+    vectors, top-1 agreement (percent of samples whose arg-max class is the same; ties go to the
+    lower class index) and the names whose top-1 changed. Rows with a non-finite value on either side
+    are left out of these figures and counted.
+    """
+    finite = np.isfinite(logits).all(axis=1) & np.isfinite(other).all(axis=1)
+    a, b = logits[finite].astype(np.float64), other[finite].astype(np.float64)
+    difference = np.abs(a - b)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cosine = np.sum(a * b, axis=1) / np.where(norms > 0, norms, 1.0)
+    top1_a, top1_b = np.argmax(logits, axis=1), np.argmax(other, axis=1)
+    changed = [names[i] for i in np.flatnonzero(top1_a != top1_b)]
+    count = int(finite.sum())
+    return {
+        "count": len(names),
+        "compared": count,
+        "nonfinite": len(names) - count,
+        "max_abs_diff": float(difference.max()) if count else float("nan"),
+        "mean_abs_diff": float(difference.mean()) if count else float("nan"),
+        "mean_cosine_similarity": float(cosine.mean()) if count else float("nan"),
+        "top1_agreement": 100.0 * (len(names) - len(changed)) / len(names) if len(names) else float("nan"),
+        "top1_changed": changed,
+    }
+
+
+def align(reference: MatchedSet, other: MatchedSet,
+          allow_missing: bool) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """The samples scored in both sets: names, both sets' logits in the same order, and their labels."""
+    position = {name: row for row, name in enumerate(other.names)}
+    only_reference = [name for name in reference.names if name not in position]
+    only_other = sorted(set(other.names) - set(reference.names))
+    if (only_reference or only_other) and not allow_missing:
+        raise ResultError(f"the two result sets differ: {len(only_reference)} samples only in the first "
+                          f"({', '.join(only_reference[:_LISTED])}), {len(only_other)} only in the compared one "
+                          f"({', '.join(only_other[:_LISTED])}); pass --allow-missing to compare the common ones")
+    rows = [row for row, name in enumerate(reference.names) if name in position]
+    names = [reference.names[row] for row in rows]
+    return names, reference.logits[rows], other.logits[[position[name] for name in names]], reference.labels[rows]
+
+
+def describe_missing(matched: MatchedSet) -> str:
+    parts = []
+    if matched.missing_results:
+        parts.append(f"{len(matched.missing_results)} labels have no result "
+                     f"({', '.join(matched.missing_results[:_LISTED])}{', ...' if len(matched.missing_results) > _LISTED else ''})")
+    if matched.unlabelled_results:
+        parts.append(f"{len(matched.unlabelled_results)} results have no label "
+                     f"({', '.join(matched.unlabelled_results[:_LISTED])}"
+                     f"{', ...' if len(matched.unlabelled_results) > _LISTED else ''})")
+    return " and ".join(parts)

@@ -1,0 +1,229 @@
+"""Scoring by name with ties, missing / extra / NaN / wrong-size results, ModelZoo labels, comparisons."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import T2T_ViT_postprocess
+from t2t_vit import metrics
+from t2t_vit.data import write_labels
+
+
+def reference_topk(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Independent reference: rank by sorting, counting classes strictly above the true one."""
+    correct = 0
+    for row, label in zip(logits, labels):
+        if not np.all(np.isfinite(row)):
+            continue
+        ordered = np.sort(row)
+        above = len(row) - np.searchsorted(ordered, row[label], side="right")
+        correct += above < k
+    return 100.0 * correct / len(labels)
+
+
+def write_results(folder, names, logits, fmt="bin"):
+    folder.mkdir(parents=True, exist_ok=True)
+    order = np.random.default_rng(1).permutation(len(names))  # created in shuffled order
+    for index in order:
+        path = folder / f"{names[index]}_0.{fmt}"
+        if fmt == "bin":
+            logits[index].astype("<f4").tofile(path)
+        elif fmt == "npy":
+            np.save(path, logits[index][None].astype(np.float32))  # ais_bench saves (1, 1000)
+        else:  # ais_bench's TXT: '%f' values separated by spaces, one line per row
+            path.write_text(" ".join(f"{value:f}" for value in logits[index]) + " \n")
+
+
+def tied_logits(count: int, seed: int = 0) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Integer-valued logits in a small range, so ties with the true class are everywhere."""
+    rng = np.random.default_rng(seed)
+    logits = rng.integers(0, 6, (count, 1000)).astype(np.float32)
+    labels = rng.integers(0, 1000, count)
+    logits[: count // 3, :] = 0  # every class tied: each of these is top-1 correct under the rule
+    logits[count // 3: count // 2, labels[count // 3: count // 2]] = 10  # clear winners
+    names = [f"ILSVRC2012_val_{index:08d}" for index in rng.permutation(count)]
+    return names, logits, labels
+
+
+def run(*args) -> int:
+    return T2T_ViT_postprocess.main([*map(str, args), "-q"])
+
+
+@pytest.mark.parametrize("fmt", ["bin", "npy", "txt"])
+def test_top1_top5_equal_the_reference_including_ties(tmp_path, fmt, capsys):
+    names, logits, labels = tied_logits(300)
+    write_results(tmp_path / "res", names, logits, fmt)
+    write_labels(tmp_path / "label.npy", names, labels)
+    out = tmp_path / "acc.json"
+    assert run("--result-dir", tmp_path / "res", "--gt-path", tmp_path / "label.npy", "--results-file", out) == 0
+    report = json.loads(out.read_text())
+    assert report["top1"] == reference_topk(logits, labels, 1) and report["top5"] == reference_topk(logits, labels, 5)
+    assert report["count"] == 300 and report["missing_results"] == 0
+    assert 0 < report["top1"] < 100
+    printed = capsys.readouterr().out
+    assert f"Top-1 accuracy of the model is: {report['top1']:.3f}%" in printed
+    assert f"Top-5 accuracy of the model is: {report['top5']:.3f}%" in printed and "over 300 images" in printed
+
+
+def test_random_logits_match_reference(tmp_path):
+    rng = np.random.default_rng(5)
+    logits = rng.standard_normal((200, 1000)).astype(np.float32)
+    labels = rng.integers(0, 1000, 200)
+    logits[np.arange(0, 200, 3), labels[::3]] += 3.0
+    names = [f"n{index}" for index in range(200)]
+    scores = metrics.score(names, logits, labels)
+    assert scores.top1 == reference_topk(logits, labels, 1) and scores.top5 == reference_topk(logits, labels, 5)
+
+
+def _setup(tmp_path, count=10):
+    names, logits, labels = tied_logits(count, seed=3)
+    write_results(tmp_path / "res", names, logits)
+    write_labels(tmp_path / "label.npy", names, labels)
+    return names, logits, labels
+
+
+def test_missing_and_extra_results_fail_unless_allowed(tmp_path, capsys):
+    names, logits, labels = _setup(tmp_path)
+    (tmp_path / "res" / f"{names[2]}_0.bin").unlink()
+    logits[0].astype("<f4").tofile(tmp_path / "res" / "stray_0.bin")
+    assert run("--result-dir", tmp_path / "res", "--gt-path", tmp_path / "label.npy") == 1
+    error = capsys.readouterr().err
+    assert f"1 labels have no result ({names[2]})" in error and "1 results have no label (stray)" in error
+    assert "--allow-missing" in error
+    out = tmp_path / "acc.json"
+    assert run("--result-dir", tmp_path / "res", "--gt-path", tmp_path / "label.npy", "--allow-missing",
+               "--results-file", out) == 0
+    report = json.loads(out.read_text())
+    assert report["count"] == 9 and report["missing_results"] == 1 and report["unlabelled_results"] == 1
+    keep = [index for index in range(10) if index != 2]
+    assert report["top1"] == reference_topk(logits[keep], labels[keep], 1)
+
+
+def test_nan_and_inf_are_reported_and_wrong(tmp_path, capsys):
+    names, logits, labels = _setup(tmp_path)
+    for index, bad in ((0, np.nan), (1, np.inf)):
+        row = np.full(1000, -1.0, dtype=np.float32)
+        row[labels[index]] = bad if index == 1 else 5.0  # +inf on the true class would otherwise be "correct"
+        if index == 0:
+            row[7] = np.nan
+        row.astype("<f4").tofile(tmp_path / "res" / f"{names[index]}_0.bin")
+        logits[index] = row
+    out = tmp_path / "acc.json"
+    assert run("--result-dir", tmp_path / "res", "--gt-path", tmp_path / "label.npy", "--results-file", out) == 0
+    report = json.loads(out.read_text())
+    assert report["nonfinite"] == 2 and set(report["nonfinite_names"]) == {names[0], names[1]}
+    assert report["top1"] == reference_topk(logits, labels, 1)
+    assert "2 samples have NaN or infinite logits" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt, content, pattern", [
+    ("bin", np.zeros(999, dtype="<f4").tobytes(), "has 3996 bytes, expected 4000"),
+    ("bin", np.zeros(1000, dtype="<f8").tobytes(), "has 8000 bytes, expected 4000"),
+    ("txt", b"1.0 2.0\n", "holds 2 values"),
+    ("npy", None, "holds 10 values"),
+])
+def test_wrong_size_result_is_an_error_naming_it(tmp_path, capsys, fmt, content, pattern):
+    names, _, _ = _setup(tmp_path)
+    target = tmp_path / "res" / f"{names[4]}_0.{fmt}"
+    (tmp_path / "res" / f"{names[4]}_0.bin").unlink()
+    if content is None:
+        np.save(target, np.zeros(10, dtype=np.float32))
+    else:
+        target.write_bytes(content)
+    assert run("--result-dir", tmp_path / "res", "--gt-path", tmp_path / "label.npy") == 1
+    error = capsys.readouterr().err
+    assert str(target) in error and pattern in error
+
+
+def test_modelzoo_integer_labels_are_matched_by_batch_number(tmp_path):
+    rng = np.random.default_rng(9)
+    batches, batch = 5, 4
+    labels = rng.integers(0, 1000, (batches, batch))
+    logits = rng.standard_normal((batches * batch, 1000)).astype(np.float32)
+    boosted = np.arange(0, batches * batch, 2)  # every other sample gets its true class far ahead
+    logits[boosted, labels.reshape(-1)[boosted]] += 9
+    (tmp_path / "res").mkdir()
+    for index in rng.permutation(batches):
+        logits[index * batch:(index + 1) * batch].astype("<f4").tofile(tmp_path / "res" / f"{index:05d}_0.bin")
+    np.save(tmp_path / "gt.npy", labels)
+    matched = metrics.match_results(tmp_path / "res", tmp_path / "gt.npy")
+    assert matched.label_mode == "modelzoo" and matched.names[:5] == ["0[0]", "0[1]", "0[2]", "0[3]", "1[0]"]
+    scores = metrics.score(matched.names, matched.logits, matched.labels)
+    assert scores.top1 == reference_topk(logits, labels.reshape(-1), 1) == 50.0
+    np.save(tmp_path / "gt1.npy", labels[:, 0])  # 1-D, batch 1: msame's naming too
+    (tmp_path / "res1").mkdir()
+    for index in range(batches):
+        logits[index].astype("<f4").tofile(tmp_path / "res1" / f"{index:05d}_output_0.bin")
+    matched = metrics.match_results(tmp_path / "res1", tmp_path / "gt1.npy")
+    assert matched.names == ["0", "1", "2", "3", "4"] and matched.labels.tolist() == labels[:, 0].tolist()
+
+
+def test_compare_equals_a_reference_computation(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    names = [f"img_{index}" for index in rng.permutation(40)]
+    logits = rng.standard_normal((40, 1000)).astype(np.float32)
+    labels = rng.integers(0, 1000, 40)
+    logits[np.arange(40), labels] += 3.5
+    write_results(tmp_path / "res", names, logits)
+    write_labels(tmp_path / "label.npy", names, labels)
+    other = logits + rng.normal(0, 0.4, logits.shape).astype(np.float32)  # an fp16-like perturbation
+    write_results(tmp_path / "other", names, other)
+    out = tmp_path / "acc.json"
+    assert run("--result-dir", tmp_path / "res", "--gt-path", tmp_path / "label.npy", "--compare-dir",
+               tmp_path / "other", "--results-file", out) == 0
+    comparison = json.loads(out.read_text())["compare"]
+    order = sorted(range(40), key=lambda index: names[index])  # the report lists samples by name
+    a, b = logits[order].astype(np.float64), other[order].astype(np.float64)
+    assert comparison["max_abs_diff"] == pytest.approx(np.abs(a - b).max(), rel=1e-12)
+    assert comparison["mean_abs_diff"] == pytest.approx(np.abs(a - b).mean(), rel=1e-9)
+    cosines = [x @ y / np.linalg.norm(x) / np.linalg.norm(y) for x, y in zip(a, b)]
+    assert comparison["mean_cosine_similarity"] == pytest.approx(np.mean(cosines), rel=1e-12)
+    changed = [names[index] for index in order if np.argmax(logits[index]) != np.argmax(other[index])]
+    assert comparison["top1_changed"] == changed and len(changed) > 0
+    assert comparison["top1_agreement"] == 100.0 * (40 - len(changed)) / 40
+    assert comparison["other_top1"] == reference_topk(other, labels, 1)
+    assert "top-1 agreement" in capsys.readouterr().out
+
+
+def test_compare_with_a_different_set_fails_unless_allowed(tmp_path, capsys):
+    names, logits, _ = _setup(tmp_path)
+    write_results(tmp_path / "other", names[:8], logits[:8])
+    assert run("--result-dir", tmp_path / "res", "--gt-path", tmp_path / "label.npy", "--compare-dir",
+               tmp_path / "other") == 1
+    assert "the two result sets differ" in capsys.readouterr().err
+
+
+def test_per_class(tmp_path):
+    names, logits, labels = _setup(tmp_path, count=30)
+    out = tmp_path / "acc.json"
+    assert run("--result-dir", tmp_path / "res", "--gt-path", tmp_path / "label.npy", "--per-class",
+               "--results-file", out) == 0
+    table = json.loads(out.read_text())["per_class"]
+    for label in set(labels.tolist()):
+        mask = labels == label
+        assert table[str(label)]["count"] == int(mask.sum())
+        assert table[str(label)]["top1"] == reference_topk(logits[mask], labels[mask], 1)
+    assert table[str(labels[0])]["class"].startswith("n")
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("no_dir", "does not exist"), ("empty_dir", "no result files"), ("bad_labels", "cannot read --gt-path"),
+    ("float_labels", "neither a (name, label) table nor an integer label array"),
+])
+def test_unusable_inputs(tmp_path, capsys, case, pattern):
+    _setup(tmp_path)
+    result_dir, gt = tmp_path / "res", tmp_path / "label.npy"
+    if case == "no_dir":
+        result_dir = tmp_path / "nowhere"
+    elif case == "empty_dir":
+        result_dir = tmp_path / "empty"
+        result_dir.mkdir()
+    elif case == "bad_labels":
+        gt.write_text("not numpy")
+    else:
+        np.save(gt, np.zeros(3))
+    assert run("--result-dir", result_dir, "--gt-path", gt) == 1
+    assert pattern in capsys.readouterr().err
