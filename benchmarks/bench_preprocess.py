@@ -13,7 +13,6 @@ for byte. A flat folder of ImageNet JPEGs named ``<synset>_*.JPEG`` is laid out 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     medians = {path: statistics.median(values) for path, values in timings.items()}
     ratio = medians["toolkit"] / medians["reference"]
     print(f"{count} images, {args.workers} workers, {args.rounds} alternating rounds (median images/s, end to end)")
-    print(f"| path | images/s | rounds |\n|---|---|---|")
+    print("| path | images/s | rounds |\n|---|---|---|")
     for path, values in timings.items():
         print(f"| {path} | {medians[path]:.1f} | {', '.join(f'{v:.1f}' for v in values)} |")
     print(f"ratio toolkit / reference: {ratio:.2f}x; bins byte-identical: {identical}")

@@ -32,7 +32,6 @@ IMAGENET_SYNSETS_FILE = Path(__file__).with_name("imagenet_synsets.txt")
 IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp",
                               ".gif"})
 BIN_DTYPE = np.dtype("<f4")
-LABEL_DTYPE_INT = np.int32
 
 
 class DatasetError(ToolkitError):
@@ -284,13 +283,21 @@ class EvalTransform:
         return chw[None]
 
 
-def open_rgb(path: str | os.PathLike):
-    """Open an image fully decoded and converted to RGB, as timm's dataset does (``convert('RGB')``)."""
+def decode_rgb(path: str | os.PathLike) -> tuple[Any, str]:
+    """Open an image fully decoded and converted to RGB, as timm's dataset does (``convert('RGB')``).
+
+    Returns the RGB image and the mode the file was stored in.
+    """
     from PIL import Image
 
     with Image.open(path) as image:
         image.load()
-        return image if image.mode == "RGB" else image.convert("RGB")  # converting RGB to RGB only copies
+        return (image if image.mode == "RGB" else image.convert("RGB")), image.mode  # RGB->RGB only copies
+
+
+def open_rgb(path: str | os.PathLike):
+    """The image at ``path`` as RGB (see :func:`decode_rgb`)."""
+    return decode_rgb(path)[0]
 
 
 # ------------------------------------------------------------------------------------------- bins, labels

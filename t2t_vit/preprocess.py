@@ -17,11 +17,11 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from t2t_vit import ToolkitError
-from t2t_vit.data import (DatasetError, EvalTransform, ImageItem, bin_size, discover_images, open_rgb,
-                          read_class_list, select_subset, write_bin, write_labels)
+from t2t_vit.data import (EvalTransform, bin_size, decode_rgb, discover_images, read_class_list, select_subset,
+                          write_bin, write_labels)
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +75,15 @@ def _init_worker(data_config: Mapping[str, Any]) -> None:
 
 
 def _decode(path: Path) -> tuple[Any, str]:
-    """Open and convert to RGB as timm's dataset does; returns the image and a note on anything lossy."""
+    """Decode to RGB as timm's dataset does; returns the image and a note on anything lossy."""
     from PIL import Image
 
-    notes = []
     with warnings.catch_warnings(record=True) as caught:
         # Pillow's decompression-bomb guard stays on: past 2x MAX_IMAGE_PIXELS it raises (the image is
         # listed as bad); past MAX_IMAGE_PIXELS it warns, and the warning is kept as a note.
         warnings.simplefilter("always", Image.DecompressionBombWarning)
-        with Image.open(path) as image:
-            mode = image.mode
-            image.load()
-            rgb = image if mode == "RGB" else image.convert("RGB")  # converting RGB to RGB only copies
-    notes += [str(warning.message) for warning in caught if issubclass(warning.category, Image.DecompressionBombWarning)]
+        rgb, mode = decode_rgb(path)
+    notes = [str(warning.message) for warning in caught if issubclass(warning.category, Image.DecompressionBombWarning)]
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         notes.append(f"{mode} image: Pillow's RGB conversion clips values above 255 (as timm's loader does)")
     return rgb, "; ".join(notes)
@@ -109,10 +105,11 @@ def _process(task: tuple[int, str, str]) -> Outcome:
     return Outcome(index, "written", note)
 
 
-def _read_manifest(out_dir: Path) -> dict[str, Any] | None:
+def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest of a bin folder, or None when it has none."""
     import json
 
-    path = out_dir / MANIFEST_NAME
+    path = Path(out_dir) / MANIFEST_NAME
     if not path.exists():
         return None
     try:
@@ -122,11 +119,6 @@ def _read_manifest(out_dir: Path) -> dict[str, Any] | None:
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ToolkitError(f"{path} is not a manifest of this toolkit; use a new --out-dir")
     return manifest
-
-
-def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The manifest of a bin folder, or None when it has none."""
-    return _read_manifest(Path(out_dir))
 
 
 def _check_previous(previous: Mapping[str, Any] | None, config_hash: str, source_root: str) -> dict[str, Any]:
@@ -203,7 +195,7 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
     config_hash = data_config_hash(data_config)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    previous_sources = _check_previous(_read_manifest(out_dir), config_hash, source_root)
+    previous_sources = _check_previous(read_manifest(out_dir), config_hash, source_root)
     _remove_partial_files(out_dir)
     expected_bytes = bin_size(transform.shape)
     planned = {item.name: item for item in items}
