@@ -101,3 +101,19 @@ def reference_transform(path, data_config=None):
     transform = timm.data.create_transform(**(data_config or resolve_data_config()))
     with Image.open(path) as image:
         return transform(image.convert("RGB")).numpy()[None]
+
+
+@pytest.fixture(scope="session")
+def exported_onnx(tmp_path_factory, reference_weights):
+    """The T2T-ViT-14 exports (sum and matmul, opset 11; einsum, opset 12) of the reference weights."""
+    from t2t_vit.config import resolve_data_config
+    from t2t_vit.export import export_onnx
+
+    folder = tmp_path_factory.mktemp("exports")
+    paths = {}
+    for performer, opset in (("sum", 11), ("matmul", 11), ("einsum", 12)):
+        model = create_model(performer)
+        model.load_state_dict(reference_weights)
+        paths[performer] = folder / f"t2t_vit_{performer}.onnx"
+        export_onnx(model, paths[performer], opset=opset, data_config=resolve_data_config(), verify_batch_sizes=(1,))
+    return paths

@@ -1,0 +1,140 @@
+"""CPU inference backends behind one small interface: load an ONNX file, run one batch.
+
+Each backend reports the model's input (name, per-sample shape, dtype, static batch or None) and
+output names, and ``run`` returns the outputs of one batch as numpy arrays. They hold no global
+state; the runner measures the time of ``run`` as the compute time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from t2t_vit import ToolkitError
+
+BACKENDS = ("onnxruntime", "openvino")
+DEFAULT_BACKEND = "onnxruntime"
+
+
+class BackendError(ToolkitError):
+    """The model cannot be loaded or run by the backend."""
+
+
+@dataclass
+class InputSpec:
+    name: str
+    sample_shape: tuple[int, ...]  # without the batch axis
+    dtype: np.dtype
+    static_batch: int | None
+
+    @property
+    def sample_bytes(self) -> int:
+        return int(np.prod(self.sample_shape)) * self.dtype.itemsize
+
+
+class Backend:
+    """Interface: ``name``, ``version``, ``input``, ``output_names``, ``run(batch) -> list of arrays``."""
+
+    name = ""
+
+    def __init__(self, model_path: str | os.PathLike, threads: int, batch_size: int) -> None:
+        raise NotImplementedError
+
+    @property
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+def _dims(shape: Sequence, model_path) -> tuple[int | None, tuple[int, ...]]:
+    """Split a model input shape into (static batch or None, per-sample shape); only the batch may vary."""
+    batch, *rest = shape
+    if any(not isinstance(dim, int) or dim <= 0 for dim in rest):
+        raise BackendError(f"{model_path}: only the batch axis may be dynamic, input shape is {list(shape)}")
+    return (batch if isinstance(batch, int) and batch > 0 else None), tuple(rest)
+
+
+_ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+                "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, model_path, threads, batch_size):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise BackendError(f"onnxruntime cannot load {model_path}: {error}") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise BackendError(f"{model_path} has {len(inputs)} inputs; the runner feeds models with one input")
+        static_batch, sample_shape = _dims(inputs[0].shape, model_path)
+        self.input = InputSpec(inputs[0].name, sample_shape, np.dtype(_ONNX_DTYPES.get(inputs[0].type, np.float32)),
+                               static_batch)
+        self.output_names = [output.name for output in self.session.get_outputs()]
+
+    @property
+    def version(self):
+        import onnxruntime
+
+        return onnxruntime.__version__
+
+    def run(self, batch):
+        return self.session.run(self.output_names, {self.input.name: batch})
+
+
+class OpenVinoBackend(Backend):
+    """OpenVINO CPU in f32 (the precision hint is pinned: some CPUs would otherwise pick bf16)."""
+
+    name = "openvino"
+
+    def __init__(self, model_path, threads, batch_size):
+        import openvino
+
+        core = openvino.Core()
+        try:
+            model = core.read_model(str(model_path))
+        except Exception as error:  # noqa: BLE001
+            raise BackendError(f"OpenVINO cannot read {model_path}: {error}") from None
+        if len(model.inputs) != 1:
+            raise BackendError(f"{model_path} has {len(model.inputs)} inputs; the runner feeds models with one input")
+        port = model.inputs[0]
+        shape = [dim.get_length() if dim.is_static else None for dim in port.get_partial_shape()]
+        static_batch, sample_shape = _dims(shape, model_path)
+        if static_batch is None:  # a static shape compiles to faster kernels
+            model.reshape({port.any_name: [batch_size, *sample_shape]})
+        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.input = InputSpec(port.any_name, sample_shape, np.dtype(port.get_element_type().to_dtype()), static_batch)
+        self.output_names = [output.any_name for output in self.compiled.outputs]
+
+    @property
+    def version(self):
+        import openvino
+
+        return openvino.__version__
+
+    def run(self, batch):
+        results = self.request.infer({0: batch})
+        return [np.array(results[output]) for output in self.compiled.outputs]
+
+
+def load_backend(name: str, model_path: str | os.PathLike, threads: int, batch_size: int) -> Backend:
+    """Build backend ``name`` for ``model_path``."""
+    classes = {"onnxruntime": OnnxRuntimeBackend, "openvino": OpenVinoBackend}
+    if name not in classes:
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return classes[name](model_path, threads, batch_size)

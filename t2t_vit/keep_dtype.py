@@ -1,0 +1,128 @@
+"""Finding the performer attention subgraphs in an ONNX graph, for ATC's ``--keep_dtype`` file.
+
+A performer attention starts at the Split that cuts the kqv projection into k, q and v (a Split with
+three outputs) and ends at the Div that normalises the attention output by D: the first Div, in the
+graph's topological order, that depends on all three of k, q and v. (The other Divs inside, the
+``/ sqrt(m)`` of the random features, depend on k or on q alone.) The subgraph is every node that
+lies on a path from the Split to that Div, plus the constant nodes feeding them: what ATC must keep
+in fp32. Only the ``onnx`` package is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+
+from t2t_vit import ToolkitError
+
+log = logging.getLogger(__name__)
+
+
+class KeepDtypeError(ToolkitError):
+    """The graph has no performer attention that ATC could keep in fp32."""
+
+
+@dataclass
+class PerformerSubgraph:
+    split: str
+    div: str
+    nodes: list[str]  # in graph order, Split first, Div last
+
+
+def find_performer_subgraphs(graph) -> list[PerformerSubgraph]:
+    """Every (three-output Split -> normalising Div) subgraph of an ``onnx.GraphProto``, in graph order."""
+    nodes = list(graph.node)
+    consumers: dict[str, list[int]] = defaultdict(list)
+    producer: dict[str, int] = {}
+    for index, node in enumerate(nodes):
+        for name in node.input:
+            if name:
+                consumers[name].append(index)
+        for name in node.output:
+            producer[name] = index
+    constant_only = _constant_only(nodes, {init.name for init in graph.initializer})
+
+    def descendants(tensors) -> set[int]:
+        seen: set[int] = set()
+        stack = [index for tensor in tensors for index in consumers.get(tensor, [])]
+        while stack:
+            index = stack.pop()
+            if index not in seen:
+                seen.add(index)
+                stack.extend(i for output in nodes[index].output for i in consumers.get(output, []))
+        return seen
+
+    found = []
+    for split_index, split in enumerate(nodes):
+        if split.op_type != "Split" or len(split.output) != 3:
+            continue
+        reach = [descendants([output]) for output in split.output]
+        common = reach[0] & reach[1] & reach[2]
+        divs = sorted(index for index in common if nodes[index].op_type == "Div")
+        if not divs:
+            continue
+        div_index = divs[0]
+        forward = reach[0] | reach[1] | reach[2] | {split_index}
+        # Walk back from the Div; keep what comes from the Split, and constants feeding it.
+        members: set[int] = set()
+        stack = [div_index]
+        while stack:
+            index = stack.pop()
+            if index in members or not (index in forward or index in constant_only):
+                continue
+            members.add(index)
+            if index == split_index:
+                continue
+            stack.extend(producer[name] for name in nodes[index].input if name in producer)
+        found.append(PerformerSubgraph(split=split.name, div=nodes[div_index].name,
+                                       nodes=[nodes[index].name for index in sorted(members)]))
+    return found
+
+
+def _constant_only(nodes, initializers: set[str]) -> set[int]:
+    """Nodes whose every input is an initializer or the output of another constant-only node."""
+    constant_tensors = set(initializers)
+    result = set()
+    for index, node in enumerate(nodes):  # ONNX nodes are in topological order
+        if all(not name or name in constant_tensors for name in node.input):
+            result.add(index)
+            constant_tensors.update(node.output)
+    return result
+
+
+def keep_dtype_nodes(onnx_path: str | os.PathLike) -> list[PerformerSubgraph]:
+    """Load ``onnx_path`` and return its performer subgraphs; refuse graphs that ATC cannot keep in fp32."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except FileNotFoundError:
+        raise KeepDtypeError(f"{onnx_path} does not exist") from None
+    except Exception as error:  # noqa: BLE001 - onnx raises DecodeError and others for non-ONNX files
+        raise KeepDtypeError(f"{onnx_path} is not an ONNX model ({type(error).__name__}: {error})") from None
+    subgraphs = find_performer_subgraphs(model.graph)
+    if not subgraphs:
+        raise KeepDtypeError(f"{onnx_path} has no performer attention (a 3-output Split feeding a Div through k, q "
+                             f"and v): is it T2T-ViT? Export it with T2T_ViT_pth2onnx.py --performer sum")
+    by_name = {node.name: node for node in model.graph.node}
+    for subgraph in subgraphs:
+        einsums = [name for name in subgraph.nodes if by_name[name].op_type == "Einsum"]
+        if einsums:
+            raise KeepDtypeError(f"{onnx_path} computes the performer with Einsum ({einsums[0]}): ATC inserts "
+                                 f"TransData before Einsum and --keep_dtype does not take effect. Export with "
+                                 f"T2T_ViT_pth2onnx.py --performer sum")
+        if any(not name for name in subgraph.nodes):
+            raise KeepDtypeError(f"{onnx_path} has unnamed nodes in a performer subgraph; ATC's keep_dtype needs "
+                                 f"names (export with T2T_ViT_pth2onnx.py)")
+    return subgraphs
+
+
+def write_keep_dtype(path: str | os.PathLike, subgraphs: list[PerformerSubgraph]) -> int:
+    """Write one node name per line, atomically; returns how many."""
+    from t2t_vit.files import write_text_atomic
+
+    names = [name for subgraph in subgraphs for name in subgraph.nodes]
+    write_text_atomic(path, "".join(f"{name}\n" for name in names))
+    return len(names)

@@ -1,0 +1,289 @@
+"""An ais_bench-compatible inference runner for the CPU: the same inputs, batching, file names and summary.
+
+Rules (ais_bench's, FACTS section 4):
+
+- ``--input`` is one folder (its ``*.bin`` / ``*.npy`` files, natural-sorted by path) or a
+  comma-separated list of files. Every file holds one sample or one whole batch (all the same size);
+  one-sample files are grouped ``batch`` at a time, and the last short group is padded with copies of
+  that group's first file. No output is written for a padding slot.
+- Output ``i`` of the sample from ``<dir>/<stem>.<ext...>`` is ``<output>/<output_dirname>/<stem up to
+  the first dot>_<i>.<bin|npy|txt>``; the summary JSON is ``<output>/<output_dirname>_summary.json``.
+  Without ``--output_dirname`` the folder is named by the start time, ``%Y_%m_%d-%H_%M_%S``.
+- ``throughput = 1000 * batch / mean(compute time in ms)``, compute time being the time of the
+  backend's run of one batch. Without ``--input`` the inputs are zeros (pure inference).
+
+Every check on the inputs runs before the first output is written. Outputs are written under a
+hidden temporary name and renamed, so an interrupted run leaves no half-written result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from t2t_vit import ToolkitError
+from t2t_vit.backends import Backend, load_backend
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = ("BIN", "NPY", "TXT")
+INPUT_SUFFIXES = (".bin", ".BIN", ".npy", ".NPY")
+PERCENTILE = 99
+
+
+class RunnerError(ToolkitError):
+    """Inputs or arguments the runner cannot use."""
+
+
+def natural_key(text: str) -> list:
+    """ais_bench's sort key: digit runs compare as numbers, the rest case-insensitively."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"([0-9]+)", text)]
+
+
+def list_input_files(inputs: Sequence[str]) -> list[Path]:
+    """The input files, in the order ais_bench takes them."""
+    paths = [Path(item) for item in inputs if item]
+    if not paths:
+        raise RunnerError("--input is empty")
+    if len(paths) == 1 and not paths[0].exists():
+        raise RunnerError(f"--input {paths[0]} does not exist")
+    if paths[0].is_dir():
+        if len(paths) != 1:
+            raise RunnerError(f"--input names {len(paths)} folders; the model has one input, give one folder")
+        entries = [Path(entry.path) for entry in os.scandir(paths[0])
+                   if entry.name.endswith(INPUT_SUFFIXES) and entry.is_file()]
+        if not entries:
+            raise RunnerError(f"--input folder {paths[0]} holds no .bin or .npy files")
+        return sorted(entries, key=lambda path: natural_key(str(path)))
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise RunnerError(f"--input: {', '.join(missing[:5])} {'does' if len(missing) == 1 else 'do'} not exist "
+                          f"or {'is' if len(missing) == 1 else 'are'} not a file or folder")
+    return paths
+
+
+def _data_bytes(path: Path) -> int:
+    if path.suffix.lower() == ".npy":
+        try:
+            return int(np.load(path, mmap_mode="r", allow_pickle=False).nbytes)
+        except (OSError, ValueError) as error:
+            raise RunnerError(f"input {path} is not a readable .npy file ({error})") from None
+    return path.stat().st_size
+
+
+def plan_groups(files: Sequence[Path], sample_bytes: int, batch: int) -> tuple[int, list[list[Path | None]]]:
+    """How many files make one batch, and the groups (``None`` = a padding slot)."""
+    sizes = [_data_bytes(path) for path in files]
+    for path, size in zip(files, sizes):
+        if size not in (sample_bytes, sample_bytes * batch):
+            raise RunnerError(f"input {path} has {size} bytes: neither one sample ({sample_bytes}) nor one batch "
+                              f"of {batch} ({sample_bytes * batch})")
+    per_batch = batch if sizes[0] == sample_bytes else 1
+    for path, size in zip(files, sizes):
+        if size != sizes[0]:
+            raise RunnerError(f"input {path} has {size} bytes, unlike {files[0]} ({sizes[0]}): every input file must "
+                              f"hold the same number of samples")
+    groups: list[list[Path | None]] = []
+    for start in range(0, len(files), per_batch):
+        group: list[Path | None] = list(files[start:start + per_batch])
+        groups.append(group + [None] * (per_batch - len(group)))
+    return per_batch, groups
+
+
+def output_file_name(input_path: Path, output_index: int, outfmt: str) -> str:
+    return f"{input_path.name.split('.')[0]}_{output_index}.{outfmt.lower()}"
+
+
+def _check_unique_names(files: Sequence[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for path in files:
+        stem = path.name.split(".")[0]
+        if stem in seen:
+            raise RunnerError(f"inputs {seen[stem]} and {path} would both write {stem}_0: ais_bench names outputs after "
+                              f"the input name up to its first dot; rename one")
+        seen[stem] = path
+
+
+def save_output(path: Path, data: np.ndarray, outfmt: str) -> None:
+    """Write one output as ais_bench does (BIN raw, NPY numpy, TXT rows of '%f' separated by spaces)."""
+    temp = path.with_name(f".{path.name}.partial")
+    if outfmt == "NPY":
+        with open(temp, "wb") as handle:
+            np.save(handle, data)
+    elif outfmt == "TXT":
+        rows = data.reshape(-1, data.shape[-1])
+        fmt = "%f" if np.issubdtype(rows.dtype, np.floating) else "%d"
+        temp.write_text("".join(" ".join(fmt % value for value in row) + " \n" for row in rows))
+    else:
+        data.tofile(temp)
+    os.replace(temp, path)
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {"min": 0.0, "max": 0.0, "mean": 0.0, "median": 0.0, f"percentile({PERCENTILE}%)": 0.0, "count": 0}
+    array = np.asarray(values, dtype=np.float64)
+    return {"min": float(array.min()), "max": float(array.max()), "mean": float(array.mean()),
+            "median": float(np.median(array)), f"percentile({PERCENTILE}%)": float(np.percentile(array, PERCENTILE)),
+            "count": len(values)}
+
+
+@dataclass
+class RunResult:
+    batch: int
+    compute_ms: list[float]
+    h2d_ms: list[float] = field(default_factory=list)
+    d2h_ms: list[float] = field(default_factory=list)
+    filesinfo: dict[int, dict[str, list[str]]] = field(default_factory=dict)
+    result_dir: Path | None = None
+    summary_path: Path | None = None
+
+    @property
+    def throughput(self) -> float:
+        mean = float(np.mean(self.compute_ms)) if self.compute_ms else 0.0
+        return 1000.0 * self.batch / mean if mean else 0.0
+
+    def performance_lines(self) -> list[str]:
+        """ais_bench's Performance Summary, line for line."""
+        stats = _stats(self.compute_ms)
+        return [
+            "[INFO] -----------------Performance Summary------------------",
+            f"[INFO] NPU_compute_time (ms): min = {stats['min']}, max = {stats['max']}, mean = {stats['mean']}, "
+            f"median = {stats['median']}, percentile({PERCENTILE}%) = {stats[f'percentile({PERCENTILE}%)']}",
+            f"[INFO] throughput 1000*batchsize.mean({self.batch})/NPU_compute_time.mean({stats['mean']}): "
+            f"{self.throughput}",
+            "[INFO] ------------------------------------------------------",
+        ]
+
+
+def _check_data_config(model_path: str, files: Sequence[Path]) -> None:
+    """Refuse bins made with another data config than the one recorded in the exported model."""
+    if not files or not str(model_path).endswith(".onnx"):
+        return
+    manifest_path = files[0].parent / "manifest.json"
+    if not manifest_path.is_file():
+        return
+    from t2t_vit.export import read_metadata
+
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError:
+        return
+    model_hash = read_metadata(model_path).get("data_config_hash")
+    bins_hash = manifest.get("data_config_hash")
+    if model_hash and bins_hash and model_hash != bins_hash:
+        raise RunnerError(f"the inputs in {files[0].parent} were made with data config {manifest.get('data_config')}, "
+                          f"the model was exported for another one (hash {model_hash} != {bins_hash}); preprocess "
+                          f"again with the model's config")
+
+
+def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, output_dirname: str | None,
+                  outfmt: str = "BIN", batchsize: int | None = None, loop: int = 1, warmup_count: int = 1,
+                  backend_name: str = "onnxruntime", threads: int | None = None, progress: bool | None = None,
+                  args: dict[str, Any] | None = None) -> RunResult:
+    """Run ``model`` over ``inputs`` (or zeros) as ais_bench would, and write outputs and summary."""
+    from tqdm import tqdm
+
+    from t2t_vit.provenance import versions, write_json
+
+    outfmt = outfmt.upper()
+    if outfmt not in OUTPUT_FORMATS:
+        raise RunnerError(f"--outfmt {outfmt} is not one of {', '.join(OUTPUT_FORMATS)}")
+    if loop < 1 or warmup_count < 0 or (batchsize is not None and batchsize < 1):
+        raise RunnerError("--loop and --batchsize must be at least 1, --warmup_count at least 0")
+    if not Path(model).is_file():
+        raise RunnerError(f"--model {model} does not exist")
+    files = list_input_files(inputs) if inputs else []
+    _check_data_config(model, files)
+    threads = threads or len(os.sched_getaffinity(0))
+    backend: Backend = load_backend(backend_name, model, threads, batchsize or 1)
+    spec = backend.input
+    batch = spec.static_batch or batchsize or 1
+    if spec.static_batch and batchsize and batchsize != spec.static_batch:
+        log.warning("the model's batch is fixed at %d; --batchsize %d is ignored", spec.static_batch, batchsize)
+    if files:
+        per_batch, groups = plan_groups(files, spec.sample_bytes, batch)
+        _check_unique_names(files)
+    else:
+        per_batch, groups = batch, [[None] * batch]
+    result = RunResult(batch=batch, compute_ms=[])
+    if output is not None:
+        dirname = output_dirname or time.strftime("%Y_%m_%d-%H_%M_%S")
+        result.result_dir = Path(output) / dirname
+        result.summary_path = Path(output) / f"{dirname}_summary.json"
+        if files:
+            result.result_dir.mkdir(parents=True, exist_ok=True)
+
+    def assemble(group: list[Path | None]) -> np.ndarray:
+        if not files:
+            return np.zeros((batch, *spec.sample_shape), dtype=spec.dtype)
+        arrays = []
+        for path in group:
+            source = path if path is not None else group[0]  # padding repeats the group's first file
+            data = (np.load(source, allow_pickle=False) if source.suffix.lower() == ".npy"
+                    else np.fromfile(source, dtype=spec.dtype))
+            if data.dtype != spec.dtype:
+                raise RunnerError(f"input {source} holds {data.dtype}, the model takes {spec.dtype}")
+            arrays.append(data.reshape(-1))
+        return np.concatenate(arrays).reshape(batch, *spec.sample_shape)
+
+    first = assemble(groups[0])
+    for _ in range(warmup_count):
+        backend.run(first)
+    show = None if progress is None else progress  # None: only on a terminal
+    bar = tqdm(total=len(groups), unit="batch", desc=f"infer bs{batch}",
+               disable=True if len(groups) < 2 else (None if show is None else not show))
+    with bar:
+        for group_index, group in enumerate(groups):
+            started = time.perf_counter()
+            batch_data = first if group_index == 0 else assemble(group)
+            result.h2d_ms.append(1000 * (time.perf_counter() - started))
+            for _ in range(loop):
+                started = time.perf_counter()
+                outputs = backend.run(batch_data)
+                result.compute_ms.append(1000 * (time.perf_counter() - started))
+            if files and result.result_dir is not None:
+                started = time.perf_counter()
+                for output_index, data in enumerate(outputs):
+                    parts = np.array_split(np.asarray(data), per_batch, axis=0)
+                    for slot, path in enumerate(group):
+                        if path is None:
+                            continue
+                        target = result.result_dir / output_file_name(path, output_index, outfmt)
+                        save_output(target, parts[slot], outfmt)
+                        entry = result.filesinfo.setdefault(group_index * per_batch + slot,
+                                                            {"infiles": [str(path)], "outfiles": []})
+                        entry["outfiles"].append(str(target))
+                result.d2h_ms.append(1000 * (time.perf_counter() - started))
+            bar.update()
+
+    if result.summary_path is not None:
+        summary = {
+            "filesinfo": result.filesinfo,
+            "args": args or {},
+            "NPU_compute_time": _stats(result.compute_ms),
+            "H2D_latency": _stats(result.h2d_ms),
+            "D2H_latency": _stats(result.d2h_ms),
+            "throughput": result.throughput,
+            "npu_compute_time_list": result.compute_ms,
+            "pid": os.getpid(),
+            "backend": backend.name,
+            "backend_version": backend.version,
+            "threads": threads,
+            "batchsize": batch,
+            "model": str(model),
+            "versions": versions(),
+            "latency_note": "CPU runner: H2D_latency = reading and assembling a batch's input files, D2H_latency = "
+                            "writing its outputs; NPU_compute_time = the backend's run of one batch",
+        }
+        result.summary_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(result.summary_path, summary)
+    return result

@@ -1,0 +1,96 @@
+"""T2T_ViT_atc.sh up to the process boundary: stand-in atc and npu-smi record what they are given."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from conftest import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "T2T_ViT_atc.sh"
+
+NPU_SMI = r"""#!/usr/bin/env bash
+cat <<'T'
++-------------------------------+-----------------+------------------------------------------------------+
+| NPU     Name                  | Health          | Power(W)     Temp(C)           Hugepages-Usage(page) |
+| Chip    Device                | Bus-Id          | AICore(%)    Memory-Usage(MB)                        |
++===============================+=================+======================================================+
+| 0       310P3                 | OK              | NA           42                0     / 0             |
+| 0       0                     | 0000:3B:00.0    | 0            1423 / 21527                            |
++===============================+=================+======================================================+
+T
+"""
+
+# Records its arguments, one call per line, and writes the .om under the name $ATC_NAMING asks for.
+ATC = r"""#!/usr/bin/env bash
+echo "$*" >> "$ATC_LOG"
+for argument in "$@"; do case "$argument" in --output=*) output="${argument#--output=}";; esac; done
+if [ "$ATC_NAMING" = "suffixed" ]; then touch "${output}_linux_x86_64.om"; else touch "${output}.om"; fi
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("atc", ATC), ("npu-smi", NPU_SMI)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    (tmp_path / "keep_dtype.cfg").write_text("/tokens_to_token/attention1/kernel/Split\n")
+    return tmp_path
+
+
+def run(workdir, *args, naming="plain", tools=("atc", "npu-smi")):
+    path_dirs = [str(workdir / "bin")] if tools else []
+    if tools != ("atc", "npu-smi"):
+        limited = workdir / "limited"
+        limited.mkdir(exist_ok=True)
+        for tool in tools:
+            if not (limited / tool).exists():
+                (limited / tool).symlink_to(workdir / "bin" / tool)
+        path_dirs = [str(limited)]
+    env = {**os.environ, "PATH": ":".join(path_dirs + ["/usr/bin", "/bin"]), "ATC_LOG": str(workdir / "atc.log"),
+           "ATC_NAMING": naming}
+    return subprocess.run(["bash", str(SCRIPT), *args], cwd=workdir, env=env, capture_output=True, text=True)
+
+
+def test_default_batch_sizes_and_exact_command_lines(workdir):
+    result = run(workdir, "--onnx", "model.onnx")
+    assert result.returncode == 0, result.stderr
+    calls = (workdir / "atc.log").read_text().splitlines()
+    assert calls == [f"--framework=5 --model=model.onnx --output=./T2T_ViT_bs{bs} --input_format=NCHW "
+                     f"--input_shape=image:{bs},3,224,224 --log=error --soc_version=Ascend310P3 "
+                     f"--keep_dtype=keep_dtype.cfg" for bs in (1, 4, 8, 16, 32, 64)]
+    assert all((workdir / f"T2T_ViT_bs{bs}.om").is_file() for bs in (1, 4, 8, 16, 32, 64))
+
+
+@pytest.mark.parametrize("given, expected", [("310P3", "Ascend310P3"), ("Ascend310P3", "Ascend310P3"),
+                                             ("Ascend910B", "Ascend910B")])
+def test_soc_version_prefix_is_never_doubled(workdir, given, expected):
+    result = run(workdir, "--onnx", "model.onnx", "--batch-sizes", "1", "--soc-version", given, tools=("atc",))
+    assert result.returncode == 0, result.stderr
+    assert f"--soc_version={expected} " in (workdir / "atc.log").read_text()
+
+
+def test_suffixed_om_name_is_found_and_linked(workdir):
+    result = run(workdir, "--onnx", "model.onnx", "--batch-sizes", "8", "--out-dir", "om", naming="suffixed")
+    assert result.returncode == 0, result.stderr
+    link = workdir / "om" / "T2T_ViT_bs8.om"
+    assert link.is_symlink() and os.readlink(link) == "T2T_ViT_bs8_linux_x86_64.om"
+
+
+@pytest.mark.parametrize("args, tools, pattern", [
+    (("--onnx", "model.onnx"), ("npu-smi",), "atc not found on PATH"),
+    (("--onnx", "model.onnx"), ("atc",), "no --soc-version given and npu-smi not found"),
+    (("--onnx", "missing.onnx"), ("atc", "npu-smi"), "ONNX model missing.onnx does not exist"),
+    (("--onnx", "model.onnx", "--keep-dtype", "none.cfg"), ("atc", "npu-smi"), "gen_cfg.py"),
+    (("--onnx", "model.onnx", "--batch-sizes", "1 x"), ("atc", "npu-smi"), "batch size 'x'"),
+    ((), ("atc", "npu-smi"), "--onnx is required"),
+])
+def test_clear_errors(workdir, args, tools, pattern):
+    result = run(workdir, *args, tools=tools)
+    assert result.returncode == 1 and pattern in result.stderr
+    assert not (workdir / "atc.log").exists()

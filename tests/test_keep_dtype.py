@@ -1,0 +1,91 @@
+"""gen_cfg.py: the performer subgraphs ATC keeps in fp32."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import gen_cfg
+from t2t_vit.keep_dtype import KeepDtypeError, find_performer_subgraphs, keep_dtype_nodes
+
+pytestmark = pytest.mark.slow
+
+
+def _scope_nodes(path):
+    """What computes the performer kernel, from the exporter's node-name scopes (module .../kernel)."""
+    graph = onnx.load(str(path)).graph
+    return {block: {node.name for node in graph.node if node.name.startswith(f"/tokens_to_token/{block}/kernel/")}
+            for block in ("attention1", "attention2")}
+
+
+@pytest.mark.parametrize("performer", ["sum", "matmul"])
+def test_node_set_is_exactly_the_performer_kernels(exported_onnx, performer, tmp_path, capsys):
+    cfg = tmp_path / "keep_dtype.cfg"
+    assert gen_cfg.main([str(exported_onnx[performer]), str(cfg), "-q"]) == 0
+    names = cfg.read_text().splitlines()
+    scopes = _scope_nodes(exported_onnx[performer])
+    assert len(names) == len(set(names))
+    assert set(names) == scopes["attention1"] | scopes["attention2"]  # none missing, none extra
+    subgraphs = keep_dtype_nodes(exported_onnx[performer])
+    assert len(subgraphs) == 2
+    graph = {node.name: node for node in onnx.load(str(exported_onnx[performer])).graph.node}
+    for subgraph, block in zip(subgraphs, ("attention1", "attention2")):
+        assert set(subgraph.nodes) == scopes[block]
+        assert graph[subgraph.split].op_type == "Split" and graph[subgraph.div].op_type == "Div"
+        assert subgraph.nodes[0] == subgraph.split and subgraph.nodes[-1] == subgraph.div
+        assert all(name in graph for name in subgraph.nodes)  # every name exists in the ONNX
+    if performer == "sum":
+        ops = {graph[name].op_type for name in names}
+        assert {"Split", "Mul", "ReduceSum", "Exp", "Div", "Add"} <= ops and "MatMul" not in ops
+        div = graph[subgraphs[0].div]
+        assert graph_producer(exported_onnx[performer], div.input[0]).op_type == "ReduceSum"
+    assert "2 performer subgraphs" in capsys.readouterr().out
+
+
+def graph_producer(path, tensor):
+    return next(node for node in onnx.load(str(path)).graph.node if tensor in node.output)
+
+
+def test_einsum_export_is_refused_without_writing(exported_onnx, tmp_path, capsys):
+    cfg = tmp_path / "keep_dtype.cfg"
+    assert gen_cfg.main([str(exported_onnx["einsum"]), str(cfg)]) == 1
+    assert "computes the performer with Einsum" in capsys.readouterr().err
+    assert not cfg.exists()
+
+
+def _tiny_graph(with_performer: bool):
+    """A 3-way Split whose parts meet in a Div (a performer's shape) or never meet."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])
+    nodes = [helper.make_node("Split", ["x"], ["k", "q", "v"], name="split", axis=1, split=[2, 2, 2]),
+             helper.make_node("Exp", ["k"], ["ek"], name="exp_k"),
+             helper.make_node("Constant", [], ["two"], name="two",
+                              value=helper.make_tensor("t", TensorProto.FLOAT, [], [2.0])),
+             helper.make_node("Div", ["ek", "two"], ["half"], name="div_k_only")]
+    if with_performer:
+        nodes += [helper.make_node("Mul", ["q", "v"], ["qv"], name="mul_qv"),
+                  helper.make_node("Div", ["qv", "half"], ["y"], name="div_all")]
+    else:
+        nodes += [helper.make_node("Add", ["q", "v"], ["y"], name="add_qv")]
+    return helper.make_graph(nodes, "tiny", [x], [y])
+
+
+def test_subgraph_ends_at_the_first_div_that_sees_k_q_and_v():
+    (subgraph,) = find_performer_subgraphs(_tiny_graph(True))
+    assert subgraph.div == "div_all"
+    assert subgraph.nodes == ["split", "exp_k", "two", "div_k_only", "mul_qv", "div_all"]
+
+
+def test_graph_without_a_performer_is_an_error(tmp_path, capsys):
+    model = helper.make_model(_tiny_graph(False), opset_imports=[helper.make_opsetid("", 11)], ir_version=7)
+    path = tmp_path / "plain.onnx"
+    onnx.save(model, str(path))
+    assert gen_cfg.main([str(path), str(tmp_path / "k.cfg")]) == 1
+    assert "has no performer attention" in capsys.readouterr().err
+    assert not (tmp_path / "k.cfg").exists()
+    (tmp_path / "junk.onnx").write_text("not a model")
+    with pytest.raises(KeepDtypeError, match="is not an ONNX model"):
+        keep_dtype_nodes(tmp_path / "junk.onnx")
+    with pytest.raises(KeepDtypeError, match="does not exist"):
+        keep_dtype_nodes(tmp_path / "missing.onnx")

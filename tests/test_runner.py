@@ -1,0 +1,272 @@
+"""T2T_ViT_infer.py: ais_bench's batching, padding, naming, formats and summary, on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import T2T_ViT_infer
+from conftest import REPO_ROOT
+from t2t_vit.runner import RunnerError, natural_key, run_inference
+
+SAMPLE = (3, 4, 4)
+
+
+def tiny_model(path, batch="N", metadata=None):
+    """image (batch,3,4,4) -> class = flatten @ W (batch,10), aux = mean over pixels (batch,3)."""
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((48, 10)).astype(np.float32), "W")
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 48])
+    nodes = [helper.make_node("Reshape", ["image", "shape"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "W"], ["class"]),
+             helper.make_node("ReduceMean", ["image"], ["aux"], axes=[2, 3], keepdims=0)]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, *SAMPLE])],
+                              [helper.make_tensor_value_info("class", TensorProto.FLOAT, [batch, 10]),
+                               helper.make_tensor_value_info("aux", TensorProto.FLOAT, [batch, 3])],
+                              initializer=[weight, shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=7)
+    for key, value in (metadata or {}).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path
+
+
+def write_samples(folder, names, shape=SAMPLE, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    data = {}
+    for name in names:
+        data[name] = rng.standard_normal((1, *shape)).astype("<f4")
+        data[name].tofile(folder / name)
+    return data
+
+
+def direct(model_path, sample):
+    session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": sample})
+
+
+def infer(*args) -> int:
+    return T2T_ViT_infer.main([*map(str, args), "--no-progress", "-q"])
+
+
+TRAPS = ["2.bin", "10.bin", "1.bin", "a.b.c.bin", "img_9.bin", "img_10.bin", "IMG_11.bin", "x.npy.bin", "b.bin", "3.bin"]
+
+
+def test_ten_files_at_batch_4(tmp_path, capsys):
+    model = tiny_model(tmp_path / "tiny.onnx")
+    data = write_samples(tmp_path / "bins", TRAPS)
+    (tmp_path / "bins" / "notes.txt").write_text("ignored")
+    assert infer("--model", model, "--input", tmp_path / "bins", "--output", tmp_path / "out", "--output_dirname",
+                 "bs4", "--batchsize", 4) == 0
+    result_dir = tmp_path / "out" / "bs4"
+    expected_order = sorted(TRAPS, key=lambda name: natural_key(str(tmp_path / "bins" / name)))
+    assert expected_order[:4] == ["1.bin", "2.bin", "3.bin", "10.bin"]
+    produced = sorted(path.name for path in result_dir.iterdir())
+    stems = [name.split(".")[0] for name in TRAPS]
+    assert produced == sorted([f"{stem}_0.bin" for stem in stems] + [f"{stem}_1.bin" for stem in stems])
+    for name, sample in data.items():
+        stem = name.split(".")[0]
+        want_class, want_aux = direct(model, sample)
+        np.testing.assert_allclose(np.fromfile(result_dir / f"{stem}_0.bin", dtype=np.float32), want_class[0],
+                                   rtol=0, atol=1e-5)
+        np.testing.assert_allclose(np.fromfile(result_dir / f"{stem}_1.bin", dtype=np.float32), want_aux[0],
+                                   rtol=0, atol=1e-5)
+    summary = json.loads((tmp_path / "out" / "bs4_summary.json").read_text())
+    assert list(summary["filesinfo"]) == [str(i) for i in range(10)]  # 3 groups of 4, 2 padded slots unwritten
+    assert [entry["infiles"] for entry in summary["filesinfo"].values()] == \
+        [[str(tmp_path / "bins" / name)] for name in expected_order]
+    assert summary["filesinfo"]["9"]["outfiles"] == [str(result_dir / f"{expected_order[9].split('.')[0]}_{i}.bin")
+                                                     for i in (0, 1)]
+    assert summary["NPU_compute_time"]["count"] == 3 and summary["batchsize"] == 4
+    for key in ("min", "max", "mean", "median", "percentile(99%)", "count"):
+        assert key in summary["NPU_compute_time"] and key in summary["H2D_latency"] and key in summary["D2H_latency"]
+    assert summary["throughput"] == pytest.approx(1000 * 4 / summary["NPU_compute_time"]["mean"])
+    assert summary["args"]["batchsize"] == 4 and summary["backend"] == "onnxruntime"
+    assert "onnxruntime" in summary["versions"]
+    assert "throughput 1000*batchsize.mean(4)/NPU_compute_time.mean(" in capsys.readouterr().out
+
+
+def test_padding_repeats_the_groups_first_file(tmp_path, monkeypatch):
+    import t2t_vit.backends as backends
+
+    model = tiny_model(tmp_path / "tiny.onnx")
+    data = write_samples(tmp_path / "bins", [f"{i}.bin" for i in range(6)])
+    seen = []
+    original = backends.OnnxRuntimeBackend.run
+    monkeypatch.setattr(backends.OnnxRuntimeBackend, "run", lambda self, batch: seen.append(batch.copy()) or
+                        original(self, batch))
+    run_inference(str(model), [str(tmp_path / "bins")], str(tmp_path / "out"), "x", batchsize=4, warmup_count=0)
+    last = seen[-1]
+    np.testing.assert_array_equal(last[:2], np.concatenate([data["4.bin"], data["5.bin"]]))
+    np.testing.assert_array_equal(last[2], data["4.bin"][0])
+    np.testing.assert_array_equal(last[3], data["4.bin"][0])
+
+
+@pytest.mark.parametrize("fmt", ["NPY", "TXT"])
+def test_npy_and_txt_formats(tmp_path, fmt):
+    model = tiny_model(tmp_path / "tiny.onnx")
+    data = write_samples(tmp_path / "bins", ["a.bin", "b.bin", "c.bin"])
+    assert infer("--model", model, "--input", tmp_path / "bins", "--output", tmp_path / "out", "--output_dirname",
+                 "r", "--outfmt", fmt.lower(), "--batchsize", 2) == 0
+    for name, sample in data.items():
+        want = direct(model, sample)[0]
+        path = tmp_path / "out" / "r" / f"{name[0]}_0.{fmt.lower()}"
+        if fmt == "NPY":
+            got = np.load(path)
+            assert got.shape == (1, 10) and got.dtype == np.float32
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+        else:
+            text = path.read_text()
+            assert text.endswith(" \n") and text.count("\n") == 1
+            assert all(re.fullmatch(r"-?\d+\.\d{6}", value) for value in text.split())  # '%f'
+            np.testing.assert_allclose(np.array(text.split(), dtype=np.float64), want[0], rtol=0, atol=5e-7)
+
+
+def test_whole_batch_files_and_npy_inputs(tmp_path):
+    model = tiny_model(tmp_path / "tiny.onnx")
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "batches"
+    folder.mkdir()
+    batches = {name: rng.standard_normal((4, *SAMPLE)).astype(np.float32) for name in ("p0", "p1")}
+    for name, batch in batches.items():
+        np.save(folder / f"{name}.npy", batch)
+    result = run_inference(str(model), [str(folder)], str(tmp_path / "out"), "r", batchsize=4)
+    assert len(result.filesinfo) == 2
+    for name, batch in batches.items():
+        np.testing.assert_allclose(np.fromfile(tmp_path / "out" / "r" / f"{name}_0.bin", np.float32).reshape(4, 10),
+                                   direct(model, batch)[0], rtol=0, atol=1e-5)
+
+
+def test_static_batch_model_uses_its_own_batch(tmp_path, caplog):
+    model = tiny_model(tmp_path / "static.onnx", batch=2)
+    write_samples(tmp_path / "bins", [f"{i}.bin" for i in range(3)])
+    result = run_inference(str(model), [str(tmp_path / "bins")], str(tmp_path / "out"), "r", batchsize=8)
+    assert result.batch == 2 and len(result.compute_ms) == 2 and len(result.filesinfo) == 3
+    assert "--batchsize 8 is ignored" in caplog.text
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("wrong_size", r"input .*bad\.bin has 100 bytes: neither one sample \(192\) nor one batch of 4 \(768\)"),
+    ("mixed_sizes", r"input .*z\.bin has 768 bytes, unlike"),
+    ("missing_folder", "does not exist"),
+    ("empty_folder", "holds no .bin or .npy files"),
+    ("clashing_names", "would both write a_0"),
+    ("missing_file", "does not exist or is not a file"),
+])
+def test_bad_inputs_fail_before_any_output(tmp_path, capsys, case, pattern):
+    model = tiny_model(tmp_path / "tiny.onnx")
+    folder = tmp_path / "bins"
+    write_samples(folder, ["a.bin", "b.bin"])
+    target = str(folder)
+    if case == "wrong_size":
+        (folder / "bad.bin").write_bytes(b"\0" * 100)
+    elif case == "mixed_sizes":
+        (folder / "z.bin").write_bytes(b"\0" * 768)
+    elif case == "missing_folder":
+        target = str(tmp_path / "nowhere")
+    elif case == "empty_folder":
+        target = str(tmp_path / "empty")
+        os.mkdir(target)
+    elif case == "clashing_names":
+        write_samples(folder, ["a.1.bin"], seed=4)
+    elif case == "missing_file":
+        target = f"{folder / 'a.bin'},{folder / 'gone.bin'}"
+    assert infer("--model", model, "--input", target, "--output", tmp_path / "out", "--batchsize", 4) == 1
+    error = capsys.readouterr().err
+    assert re.search(pattern, error), error
+    assert not (tmp_path / "out").exists()
+
+
+def test_file_list_input(tmp_path):
+    model = tiny_model(tmp_path / "tiny.onnx")
+    write_samples(tmp_path / "bins", ["a.bin", "b.bin", "c.bin"])
+    files = ",".join(str(tmp_path / "bins" / name) for name in ("c.bin", "a.bin"))
+    result = run_inference(str(model), files.split(","), str(tmp_path / "out"), "r", batchsize=1)
+    assert [entry["infiles"][0].rsplit("/", 1)[1] for entry in result.filesinfo.values()] == ["c.bin", "a.bin"]
+
+
+def test_pure_inference_prints_ais_bench_summary(tmp_path, capsys):
+    model = tiny_model(tmp_path / "tiny.onnx")
+    assert infer("--model", model, "--batchsize", 8, "--loop", 5, "--warmup_count", 2) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "[INFO] -----------------Performance Summary------------------"
+    timing = re.fullmatch(r"\[INFO\] NPU_compute_time \(ms\): min = (\S+), max = (\S+), mean = (\S+), "
+                          r"median = (\S+), percentile\(99%\) = (\S+)", out[1])
+    assert timing
+    minimum, maximum, mean = (float(timing.group(i)) for i in (1, 2, 3))
+    assert 0 < minimum <= mean <= maximum
+    throughput = re.fullmatch(r"\[INFO\] throughput 1000\*batchsize\.mean\(8\)/NPU_compute_time\.mean\((\S+)\): (\S+)",
+                              out[2])
+    assert float(throughput.group(1)) == mean
+    assert float(throughput.group(2)) == pytest.approx(1000 * 8 / mean)
+    assert not (tmp_path / "out").exists()
+
+
+def test_openvino_backend_agrees_with_onnxruntime(tmp_path):
+    model = tiny_model(tmp_path / "tiny.onnx")
+    data = write_samples(tmp_path / "bins", [f"{i}.bin" for i in range(5)])
+    run_inference(str(model), [str(tmp_path / "bins")], str(tmp_path / "out"), "ov", batchsize=2,
+                  backend_name="openvino")
+    for name, sample in data.items():
+        np.testing.assert_allclose(np.fromfile(tmp_path / "out" / "ov" / f"{name[0]}_0.bin", np.float32),
+                                   direct(model, sample)[0][0], rtol=0, atol=1e-5)
+
+
+def test_bins_made_with_another_data_config_are_refused(tmp_path, capsys):
+    model = tiny_model(tmp_path / "tiny.onnx", metadata={"t2t_vit.data_config_hash": "aaaa"})
+    write_samples(tmp_path / "bins", ["a.bin"])
+    (tmp_path / "bins" / "manifest.json").write_text(json.dumps({"data_config_hash": "bbbb",
+                                                                 "data_config": {"crop_pct": 0.875}}))
+    assert infer("--model", model, "--input", tmp_path / "bins", "--output", tmp_path / "out") == 1
+    assert "made with data config" in capsys.readouterr().err
+
+
+def test_om_model_without_ais_bench_says_what_to_install(tmp_path, capsys):
+    om = tmp_path / "T2T_ViT_bs1.om"
+    om.write_bytes(b"om")
+    assert infer("--model", om, "--input", tmp_path) == 1
+    assert "install the aclruntime and ais_bench wheels" in capsys.readouterr().err.lower()
+
+
+def test_om_model_is_handed_to_ais_bench(tmp_path):
+    # A stand-in ais_bench package records the command line it was given (the real one needs an NPU).
+    package = tmp_path / "site" / "ais_bench"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text("import json, sys\njson.dump(sys.argv[1:], open(sys.argv[-1] + '.args', 'w'))\n")
+    om = tmp_path / "T2T_ViT_bs8.om"
+    om.write_bytes(b"om")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}:{REPO_ROOT}"}
+    command = [sys.executable, str(REPO_ROOT / "T2T_ViT_infer.py"), "--model", str(om), "--backend", "openvino",
+               "--threads", "2", "--input", "bins", "--output", "result", "--outfmt", "BIN", "--batchsize", "8",
+               "--output_dirname", str(tmp_path / "bs8")]
+    assert subprocess.run(command, env=env).returncode == 0
+    forwarded = json.loads((tmp_path / "bs8.args").read_text())
+    assert forwarded == ["--model", str(om), "--input", "bins", "--output", "result", "--outfmt", "BIN",
+                         "--batchsize", "8", "--output_dirname", str(tmp_path / "bs8")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_real_export_outputs_equal_single_image_runs(exported_onnx, tmp_path, backend):
+    data = write_samples(tmp_path / "bins", [f"ILSVRC2012_val_{i:08d}.bin" for i in range(1, 6)], (3, 224, 224))
+    run_inference(str(exported_onnx["matmul"]), [str(tmp_path / "bins")], str(tmp_path / "out"), "bs4",
+                  batchsize=4, backend_name=backend)
+    for name, sample in data.items():
+        got = np.fromfile(tmp_path / "out" / "bs4" / f"{name[:-4]}_0.bin", np.float32)
+        np.testing.assert_allclose(got, direct(exported_onnx["matmul"], sample)[0][0], rtol=0, atol=1e-5)
+
+
+def test_runner_error_type_is_a_toolkit_error():
+    with pytest.raises(RunnerError, match="--outfmt XML"):
+        run_inference("x.onnx", None, None, None, outfmt="XML")
