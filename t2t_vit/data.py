@@ -15,6 +15,7 @@ Formats (one writer and one reader each, here):
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 from collections import defaultdict
@@ -325,16 +326,20 @@ def read_bin(path: str | os.PathLike, shape: Sequence[int]) -> np.ndarray:
 
 
 def write_labels(path: str | os.PathLike, names: Iterable[str], labels: Iterable[int]) -> None:
-    """Write the label file: a structured ``.npy`` of (name, label), atomically."""
+    """Write the label file: a structured ``.npy`` of (name, label), atomically; an identical file is kept."""
     from t2t_vit.files import atomic_output
 
     names, labels = list(names), list(labels)
     width = max((len(name) for name in names), default=1)
     table = np.empty(len(names), dtype=[("name", f"<U{width}"), ("label", "<i4")])
     table["name"], table["label"] = names, labels
+    buffer = io.BytesIO()
+    np.save(buffer, table, allow_pickle=False)
+    path = Path(path)
+    if path.is_file() and path.read_bytes() == buffer.getvalue():
+        return  # unchanged: keep the file, and its time stamp for the stages that check freshness
     with atomic_output(path) as temp_path:
-        with open(temp_path, "wb") as handle:
-            np.save(handle, table, allow_pickle=False)
+        temp_path.write_bytes(buffer.getvalue())
 
 
 def read_labels(path: str | os.PathLike) -> np.ndarray:

@@ -187,7 +187,7 @@ def _check_data_config(model_path: str, files: Sequence[Path]) -> None:
 
 def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, output_dirname: str | None,
                   outfmt: str = "BIN", batchsize: int | None = None, loop: int = 1, warmup_count: int = 1,
-                  backend_name: str = "onnxruntime", threads: int | None = None, progress: bool | None = None,
+                  backend_name: str = "openvino", threads: int | None = None, progress: bool | None = None,
                   args: dict[str, Any] | None = None) -> RunResult:
     """Run ``model`` over ``inputs`` (or zeros) as ais_bench would, and write outputs and summary."""
     from tqdm import tqdm

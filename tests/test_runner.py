@@ -67,7 +67,7 @@ def test_ten_files_at_batch_4(tmp_path, capsys):
     data = write_samples(tmp_path / "bins", TRAPS)
     (tmp_path / "bins" / "notes.txt").write_text("ignored")
     assert infer("--model", model, "--input", tmp_path / "bins", "--output", tmp_path / "out", "--output_dirname",
-                 "bs4", "--batchsize", 4) == 0
+                 "bs4", "--batchsize", 4, "--backend", "onnxruntime") == 0
     result_dir = tmp_path / "out" / "bs4"
     expected_order = sorted(TRAPS, key=lambda name: natural_key(str(tmp_path / "bins" / name)))
     assert expected_order[:4] == ["1.bin", "2.bin", "3.bin", "10.bin"]
@@ -105,7 +105,8 @@ def test_padding_repeats_the_groups_first_file(tmp_path, monkeypatch):
     original = backends.OnnxRuntimeBackend.run
     monkeypatch.setattr(backends.OnnxRuntimeBackend, "run", lambda self, batch: seen.append(batch.copy()) or
                         original(self, batch))
-    run_inference(str(model), [str(tmp_path / "bins")], str(tmp_path / "out"), "x", batchsize=4, warmup_count=0)
+    run_inference(str(model), [str(tmp_path / "bins")], str(tmp_path / "out"), "x", batchsize=4, warmup_count=0,
+                  backend_name="onnxruntime")
     last = seen[-1]
     np.testing.assert_array_equal(last[:2], np.concatenate([data["4.bin"], data["5.bin"]]))
     np.testing.assert_array_equal(last[2], data["4.bin"][0])

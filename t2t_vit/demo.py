@@ -1,0 +1,79 @@
+"""A demo for a fresh machine: synthetic images and a randomly initialised checkpoint in the upstream layout.
+
+    python3 -m t2t_vit.demo --out-dir work/demo
+
+Writes ``<out-dir>/val/<synset>/<image>.JPEG`` (small synthetic pictures in a few ImageNet class
+folders, of varied sizes, one grayscale) and ``<out-dir>/random_t2t_vit_14.pth.tar`` (the published
+checkpoint's layout: ``state_dict``, ``state_dict_ema``, ``epoch``, ``arch``, ``args`` as a Namespace),
+so every stage can run end to end without ImageNet. The weights are random: the accuracy means nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+DEMO_SYNSETS = ("n01440764", "n01443537", "n02085620", "n04037443")
+
+
+def make_images(root: Path, count: int, seed: int = 0) -> list[Path]:
+    """``count`` synthetic JPEGs spread over :data:`DEMO_SYNSETS` (gradients with a coloured disc)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for index in range(count):
+        synset = DEMO_SYNSETS[index % len(DEMO_SYNSETS)]
+        width, height = int(rng.integers(160, 420)), int(rng.integers(160, 420))
+        y, x = np.mgrid[0:height, 0:width]
+        base = rng.uniform(0, 255, 3)
+        pixels = np.stack([(base[c] + 80 * np.sin(x / (20 + 10 * c)) + 60 * np.cos(y / 30)) % 256
+                           for c in range(3)], axis=-1)
+        cy, cx, radius = rng.uniform(0.3, 0.7) * height, rng.uniform(0.3, 0.7) * width, min(width, height) / 4
+        pixels[(y - cy) ** 2 + (x - cx) ** 2 < radius ** 2] = rng.uniform(0, 255, 3)
+        image = Image.fromarray(pixels.astype(np.uint8))
+        if index == 1:
+            image = image.convert("L")  # ImageNet has grayscale JPEGs too
+        folder = root / synset
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"demo_{index:04d}.JPEG"
+        image.save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def make_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A randomly initialised T2T-ViT-14 saved as the published checkpoint is laid out."""
+    import torch
+
+    from t2t_vit.model import create_model
+
+    torch.manual_seed(seed)
+    weights = create_model("einsum").state_dict()
+    torch.save({"state_dict": weights, "state_dict_ema": weights, "epoch": 0, "arch": "t2t_vit_14", "version": 2,
+                "args": argparse.Namespace(model="t2t_vit_14", demo=True)}, path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
+    parser.add_argument("--out-dir", required=True, metavar="DIR", help="where the demo data goes")
+    parser.add_argument("--images", type=int, default=16, metavar="N", help="synthetic images (default: 16)")
+    args = parser.parse_args(argv)
+    out = Path(args.out_dir)
+    checkpoint = out / "random_t2t_vit_14.pth.tar"
+    if not (out / "val").is_dir():
+        make_images(out / "val", args.images)
+    if not checkpoint.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        make_checkpoint(checkpoint)
+    print(f"demo data: {out / 'val'} ({args.images} synthetic images), checkpoint {checkpoint} (random weights: "
+          f"the accuracy means nothing)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
