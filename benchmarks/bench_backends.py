@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""CPU throughput of every inference path against the machine's f32 MatMul ceiling, in one run.
+
+    python3 benchmarks/bench_backends.py --rounds 3 --json bench_backends.json
+
+Measures, interleaved over ``--rounds`` rounds (this machine is shared and drifts), images/s at batch
+1 and 8 for: PyTorch eager (the einsum reference model), onnxruntime and OpenVINO f32 on the ``sum``,
+``matmul`` and ``einsum`` exports, and the runner's default path (``T2T_ViT_infer.py`` with no
+``--backend``, on the export form ``T2T_ViT_eval.sh`` uses). Each measurement: warm-up runs excluded,
+then ``--repeats`` timed runs, median. Threads are pinned to the usable cores. The ceiling is a
+2048x2048 f32 MatMul through OpenVINO, measured in each round; the model's FLOPs per image are
+counted from the matmul export's graph (2 x M x K x N over every MatMul and Gemm, at batch 1). The
+default path's outputs are compared with PyTorch (max abs difference). Weights are random: speed does
+not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from t2t_vit.backends import DEFAULT_BACKEND, load_backend  # noqa: E402
+
+CPU_FORM = "matmul"  # the export T2T_ViT_eval.sh gives the CPU runner
+BATCHES = (1, 8)
+
+
+def matmul_ceiling(threads: int, size: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of a large f32 MatMul through OpenVINO on ``threads`` threads."""
+    import openvino
+    from openvino import opset13 as ops
+
+    rng = np.random.default_rng(0)
+    left = ops.parameter([size, size], np.float32)
+    product = ops.matmul(left, ops.constant(rng.random((size, size), dtype=np.float32)), False, False)
+    compiled = openvino.Core().compile_model(openvino.Model([product], [left]), "CPU",
+                                             {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    data = rng.random((size, size), dtype=np.float32)
+    request.infer({0: data})
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        request.infer({0: data})
+        times.append(time.perf_counter() - started)
+    return 2 * size ** 3 / statistics.median(times) / 1e9
+
+
+def graph_gflops(onnx_path: Path) -> float:
+    """FLOPs per image of the graph's MatMul nodes (2 x output elements x inner size), at batch 1.
+
+    The shapes come from OpenVINO's static shape propagation of the ONNX graph (onnx's own shape
+    inference stops at the exported Unfold); OpenVINO reads ONNX Gemm as MatMul too.
+    """
+    import openvino
+
+    model = openvino.Core().read_model(str(onnx_path))
+    model.reshape({model.inputs[0].any_name: [1, 3, 224, 224]})
+    flops = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "MatMul":
+            left = list(op.get_input_shape(0))
+            inner = left[-2] if op.get_attributes().get("transpose_a") else left[-1]
+            flops += 2 * int(np.prod(list(op.get_output_shape(0)))) * inner
+    return flops / 1e9
+
+
+class TorchPath:
+    name = "pytorch eager (einsum)"
+
+    def __init__(self, model):
+        self.model = model
+
+    def run(self, batch):
+        import torch
+
+        with torch.no_grad():
+            return [self.model(torch.from_numpy(batch)).numpy()]
+
+
+class RuntimePath:
+    def __init__(self, name, backend, onnx_path, threads, batch):
+        self.name = name
+        self.backend = load_backend(backend, onnx_path, threads, batch)
+
+    def run(self, batch):
+        return self.backend.run(batch)
+
+
+def images_per_s(path, batch: np.ndarray, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        path.run(batch)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        path.run(batch)
+        times.append(time.perf_counter() - started)
+    return len(batch) / statistics.median(times)
+
+
+def run_stage_benchmarks(workers: int) -> dict:
+    """The preprocess and postprocess benchmarks of this folder, their JSON results keyed by stage."""
+    import importlib.util
+    import json
+
+    found = {}
+    for stage, extra in (("preprocess", ["--workers", str(workers)]), ("postprocess", [])):
+        script = Path(__file__).with_name(f"bench_{stage}.py")
+        spec = importlib.util.spec_from_file_location(f"bench_{stage}", script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        with tempfile.TemporaryDirectory() as folder:
+            output = Path(folder) / "result.json"
+            module.main([*extra, "--json", str(output)])
+            found[stage] = json.loads(output.read_text())
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    import torch
+
+    from t2t_vit.export import export_onnx
+    from t2t_vit.model import create_model
+
+    parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, metavar="N", help="interleaved rounds (default: 3)")
+    parser.add_argument("--repeats", type=int, default=5, metavar="N", help="timed runs per measurement (default: 5)")
+    parser.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed runs first (default: 2)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), metavar="N",
+                        help="threads for every path (default: the usable cores)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--with-stages", action="store_true",
+                        help="also run bench_preprocess.py and bench_postprocess.py and put their figures in the JSON")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    torch.manual_seed(0)
+    reference = create_model("einsum")
+    weights = reference.state_dict()
+    scratch = Path(tempfile.mkdtemp(prefix="bench_backends_"))
+    exports = {}
+    for form, opset in (("sum", 11), ("matmul", 11), ("einsum", 12)):
+        model = create_model(form)
+        model.load_state_dict(weights)
+        exports[form] = scratch / f"{form}.onnx"
+        export_onnx(model, exports[form], opset=opset, verify_batch_sizes=(1,))
+    gflops = graph_gflops(exports["matmul"])
+
+    rng = np.random.default_rng(0)
+    inputs = {batch: rng.standard_normal((batch, 3, 224, 224)).astype(np.float32) for batch in BATCHES}
+    results: dict[str, dict[int, list[float]]] = {}
+    ceilings: list[float] = []
+    max_abs_diff: dict[int, float] = {}
+    paths_by_batch = {}
+    for batch in BATCHES:  # compiled once per batch (OpenVINO compiles a static batch)
+        paths = [TorchPath(reference)]
+        for backend in ("onnxruntime", "openvino"):
+            for form in ("sum", "matmul", "einsum"):
+                paths.append(RuntimePath(f"{backend} {form}", backend, exports[form], args.threads, batch))
+        paths.append(RuntimePath(f"runner default ({DEFAULT_BACKEND} {CPU_FORM})", DEFAULT_BACKEND,
+                                 exports[CPU_FORM], args.threads, batch))
+        paths_by_batch[batch] = paths
+        expected = paths[0].run(inputs[batch])[0]
+        max_abs_diff[batch] = float(np.max(np.abs(paths[-1].run(inputs[batch])[0] - expected)))
+    for round_index in range(args.rounds):
+        ceilings.append(matmul_ceiling(args.threads))
+        for batch in BATCHES:
+            paths = paths_by_batch[batch]
+            for path in (paths if round_index % 2 == 0 else paths[::-1]):
+                speed = images_per_s(path, inputs[batch], args.warmup, args.repeats)
+                results.setdefault(path.name, {}).setdefault(batch, []).append(speed)
+        print(f"round {round_index + 1}/{args.rounds} done (ceiling {ceilings[-1]:.0f} GFLOP/s)", file=sys.stderr)
+
+    ceiling = statistics.median(ceilings)
+    ceiling_images = ceiling / gflops
+    medians = {name: {batch: statistics.median(values) for batch, values in by_batch.items()}
+               for name, by_batch in results.items()}
+    eager = medians[TorchPath.name]
+    print(f"f32 MatMul ceiling {ceiling:.0f} GFLOP/s (median of {args.rounds}); model {gflops:.2f} GFLOP/image "
+          f"(counted from the graph) -> ceiling {ceiling_images:.1f} images/s; {args.threads} threads")
+    print("| path | images/s bs1 | bs8 | % of ceiling bs1 | bs8 | x eager bs1 | bs8 |")
+    print("|---|---|---|---|---|---|---|")
+    table = []
+    for name, by_batch in medians.items():
+        row = {"path": name, **{f"images_per_s_bs{b}": by_batch[b] for b in BATCHES},
+               **{f"ceiling_fraction_bs{b}": by_batch[b] / ceiling_images for b in BATCHES},
+               **{f"x_eager_bs{b}": by_batch[b] / eager[b] for b in BATCHES}}
+        table.append(row)
+        print(f"| {name} | {by_batch[1]:.1f} | {by_batch[8]:.1f} | {100 * row['ceiling_fraction_bs1']:.0f} % | "
+              f"{100 * row['ceiling_fraction_bs8']:.0f} % | {row['x_eager_bs1']:.2f} | {row['x_eager_bs8']:.2f} |")
+    print(f"runner default vs PyTorch: max abs diff {max_abs_diff[1]:.2e} (bs1), {max_abs_diff[8]:.2e} (bs8)")
+    stages = run_stage_benchmarks(args.threads) if args.with_stages else {}
+    if args.json:
+        from t2t_vit.provenance import provenance, write_json
+
+        write_json(args.json, {"benchmark": "backends", "ceiling_gflops": ceiling, "ceilings": ceilings,
+                               "gflop_per_image": gflops, "ceiling_images_per_s": ceiling_images, "rows": table,
+                               "rounds": {name: {str(b): v for b, v in by.items()} for name, by in results.items()},
+                               "max_abs_diff_vs_pytorch": max_abs_diff, "stages": stages,
+                               **provenance(vars(args))})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
