@@ -342,12 +342,25 @@ def write_labels(path: str | os.PathLike, names: Iterable[str], labels: Iterable
         temp_path.write_bytes(buffer.getvalue())
 
 
-def read_labels(path: str | os.PathLike) -> np.ndarray:
-    """Read a label file written by :func:`write_labels` (structured array with ``name`` and ``label``)."""
+def read_labels(path: str | os.PathLike, allow_plain: bool = False, source: str = "the label file") -> np.ndarray:
+    """Read a label file written by :func:`write_labels` (structured array with ``name`` and ``label``).
+
+    Args:
+        path: the ``.npy`` file; it is loaded with ``allow_pickle=False``.
+        allow_plain: also accept a plain 1-D or 2-D integer array (what the ModelZoo preprocess wrote).
+        source: how error messages name the file (e.g. the flag it came from).
+    """
     try:
         table = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise DatasetError(f"cannot read the label file {path}: {error}") from None
-    if table.dtype.names is None or not {"name", "label"} <= set(table.dtype.names):
-        raise DatasetError(f"{path} is not a label file of (name, label) rows (dtype {table.dtype})")
-    return table
+        raise DatasetError(f"cannot read {source} {path}: {error}") from None
+    if table.dtype.names is not None:
+        if not {"name", "label"} <= set(table.dtype.names):
+            raise DatasetError(f"{path} has fields {table.dtype.names}, expected (name, label)")
+        return table
+    if allow_plain and np.issubdtype(table.dtype, np.integer) and table.ndim in (1, 2):
+        return table
+    if allow_plain:
+        raise DatasetError(f"{path} is neither a (name, label) table nor an integer label array "
+                           f"(dtype {table.dtype}, shape {table.shape})")
+    raise DatasetError(f"{path} is not a label file of (name, label) rows (dtype {table.dtype})")

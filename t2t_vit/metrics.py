@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from t2t_vit import ToolkitError
+from t2t_vit.data import read_labels
 
 log = logging.getLogger(__name__)
 
@@ -113,21 +114,6 @@ class MatchedSet:
     label_mode: str
 
 
-def load_labels(gt_path: str | os.PathLike) -> np.ndarray:
-    """The label file: the preprocess stage's (name, label) table, or a plain integer array (ModelZoo)."""
-    try:
-        table = np.load(gt_path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise ResultError(f"cannot read --gt-path {gt_path}: {error}") from None
-    if table.dtype.names is not None:
-        if not {"name", "label"} <= set(table.dtype.names):
-            raise ResultError(f"{gt_path} has fields {table.dtype.names}, expected (name, label)")
-    elif not np.issubdtype(table.dtype, np.integer) or table.ndim not in (1, 2):
-        raise ResultError(f"{gt_path} is neither a (name, label) table nor an integer label array "
-                          f"(dtype {table.dtype}, shape {table.shape})")
-    return table
-
-
 def match_results(result_dir: str | os.PathLike, gt_path: str | os.PathLike,
                   num_classes: int = NUM_CLASSES) -> MatchedSet:
     """Pair every result with its label by name (never by listing order) and read the logits.
@@ -137,7 +123,7 @@ def match_results(result_dir: str | os.PathLike, gt_path: str | os.PathLike,
     name: ``00012_0.bin`` (or msame's ``00012_output_0.bin``) holds batch 12, and its i-th row of
     logits is scored against ``labels[12][i]``.
     """
-    table = load_labels(gt_path)
+    table = read_labels(gt_path, allow_plain=True, source="--gt-path")
     if table.dtype.names is not None:
         results = find_results(result_dir)
         label_of = {str(name): int(label) for name, label in zip(table["name"].tolist(), table["label"].tolist())}

@@ -168,10 +168,12 @@ def _check_data_config(model_path: str, files: Sequence[Path]) -> None:
     """Refuse bins made with another data config than the one recorded in the exported model."""
     if not files or not str(model_path).endswith(".onnx"):
         return
-    manifest_path = files[0].parent / "manifest.json"
+    from t2t_vit.export import read_metadata
+    from t2t_vit.preprocess import MANIFEST_NAME
+
+    manifest_path = files[0].parent / MANIFEST_NAME
     if not manifest_path.is_file():
         return
-    from t2t_vit.export import read_metadata
 
     try:
         manifest = json.loads(manifest_path.read_text())
