@@ -14,15 +14,18 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
 
 from t2t_vit import ToolkitError, __version__
-from t2t_vit.files import atomic_output
 from t2t_vit.config import data_config_hash
-from t2t_vit.model import T2TViT
+from t2t_vit.files import atomic_output
+
+if TYPE_CHECKING:  # torch is imported where it is used: read_metadata() serves the runner without it
+    import torch
+
+    from t2t_vit.model import T2TViT
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,7 @@ def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAUL
 def _metadata(performer: str, opset: int, data_config: dict[str, Any] | None,
               extra: dict[str, str] | None) -> dict[str, str]:
     import onnx
+    import torch
 
     metadata = {
         "performer": performer,
@@ -130,6 +134,8 @@ def _metadata(performer: str, opset: int, data_config: dict[str, Any] | None,
 
 
 def _export(model: T2TViT, path: Path, opset: int, input_size: tuple[int, ...]) -> None:
+    import torch
+
     dummy = torch.zeros((1, *input_size), dtype=torch.float32)
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -170,6 +176,7 @@ def verify_onnx(onnx_path: str | os.PathLike, model: torch.nn.Module, batch_size
                 input_size: tuple[int, ...] = (3, 224, 224), seed: int = 0) -> float:
     """Largest |onnxruntime - PyTorch| over random batches of each size in ``batch_sizes``."""
     import onnxruntime
+    import torch
 
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     generator = torch.Generator().manual_seed(seed)
