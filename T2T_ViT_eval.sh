@@ -2,7 +2,7 @@
 # The main job: every stage for a list of batch sizes, ending with accuracy and images/s tables.
 #
 #   bash T2T_ViT_eval.sh --pth-path 81.5_T2T_ViT_14.pth.tar --data-dir /data/imagenet/val [--batch-sizes "1 4 8"]
-#                        [--work-dir work] [--backend openvino|onnxruntime] [--loop 5] [--om-dir WORK/om]
+#                        [--work-dir work] [--backend openvino|onnxruntime] [--loop 6] [--om-dir WORK/om]
 #   bash T2T_ViT_eval.sh --demo [--demo-images 16]   # no checkpoint, no dataset: synthetic images, random weights
 #
 # Stages: preprocess once (WORK/prep_bins, WORK/label.npy); export the sum form and keep_dtype.cfg for
@@ -45,7 +45,7 @@ done
 for bs in $batch_sizes; do
   [[ "$bs" =~ ^[1-9][0-9]*$ ]] || die "batch size '$bs' is not a positive integer (--batch-sizes \"1 4 8\")"
 done
-loop="${loop:-$([ "$demo" = 1 ] && echo 2 || echo 5)}"  # timed runs per batch size
+loop="${loop:-$([ "$demo" = 1 ] && echo 2 || echo 6)}"  # timed runs per batch size: best a multiple of the runner's streams (one per core)
 [[ "$loop" =~ ^[1-9][0-9]*$ ]] || die "--loop must be a positive integer"
 case "$backend" in openvino|onnxruntime) ;; *) die "--backend must be openvino or onnxruntime" ;; esac
 mkdir -p "$work"

@@ -8,7 +8,7 @@
 Same options, batching, padding, output names and summary JSON as ais_bench (see the README), so the
 Ascend commands work with only the program name and model file changed. A dynamic-batch ONNX runs at
 --batchsize; a static one at its own batch. An .om model is handed to ais_bench itself when it is
-installed. Extra options: --backend and --threads.
+installed. Extra options: --backend, --threads and --streams.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import sys
 
 from t2t_vit import cli
 
-_OWN_OPTIONS = {"--backend": True, "--threads": True, "--no-progress": False, "-v": False, "--verbose": False,
-                "-q": False, "--quiet": False}
+_OWN_OPTIONS = {"--backend": True, "--threads": True, "--streams": True, "--no-progress": False, "-v": False,
+                "--verbose": False, "-q": False, "--quiet": False}
 
 
 def build_parser():
@@ -48,6 +48,9 @@ def build_parser():
     cpu.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                      help=f"CPU runtime (default: {DEFAULT_BACKEND})")
     cpu.add_argument("--threads", type=int, metavar="N", help="runtime threads (default: the usable cores)")
+    cpu.add_argument("--streams", type=int, metavar="N",
+                     help="batches run at once, each on threads/N threads (default: one per thread, the fastest "
+                          "here; 1 gives each batch every thread, ais_bench's one-at-a-time timing)")
     cpu.add_argument("--no-progress", action="store_true", help="no progress bar")
     cli.add_verbosity(parser)
     return parser
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_inference(args.model, args.input.split(",") if args.input else None, args.output,
                                args.output_dirname, args.outfmt, args.batchsize, args.loop, args.warmup_count,
                                args.backend, args.threads, progress=False if args.no_progress else None,
-                               args=vars(args))
+                               args=vars(args), streams=args.streams)
         for line in result.performance_lines():
             print(line)
         if result.summary_path is not None:

@@ -5,13 +5,18 @@
 
 Measures, interleaved over ``--rounds`` rounds (this machine is shared and drifts), images/s at batch
 1 and 8 for: PyTorch eager (the einsum reference model), onnxruntime and OpenVINO f32 on the ``sum``,
-``matmul`` and ``einsum`` exports, and the runner's default path (``T2T_ViT_infer.py`` with no
-``--backend``, on the export form ``T2T_ViT_eval.sh`` uses). Each measurement: warm-up runs excluded,
-then ``--repeats`` timed runs, median. Threads are pinned to the usable cores. The ceiling is a
-2048x2048 f32 MatMul through OpenVINO, measured in each round; the model's FLOPs per image are
-counted from the matmul export's graph (2 x M x K x N over every MatMul and Gemm, at batch 1). The
-default path's outputs are compared with PyTorch (max abs difference). Weights are random: speed does
-not depend on them.
+``matmul`` and ``einsum`` exports, each loaded and called the plain way (one batch at a time on every
+thread), and the runner's default path (``T2T_ViT_infer.py`` with no ``--backend`` or ``--streams``, on
+the export form ``T2T_ViT_eval.sh`` uses, through the runner's own pipeline). Two more rows give the
+runner's streams to the onnxruntime matmul and OpenVINO einsum paths, so the gain of the streams and
+the gain of the export form can be told apart.
+
+Each measurement: ``--warmup`` untimed batches, then ``--repeats`` windows of ``--window`` batches run
+back to back, images/s per window (wall clock), median; the table shows the median over rounds.
+Threads are pinned to the usable cores. The ceiling is a 2048x2048 f32 MatMul through OpenVINO on the
+same threads, measured in each round; the model's FLOPs per image are counted from the matmul export's
+graph (2 x M x K x N over every MatMul, at batch 1). The default path's outputs are compared with
+PyTorch (max abs difference). Weights are random: speed does not depend on them.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from t2t_vit.backends import DEFAULT_BACKEND, load_backend  # noqa: E402
+from t2t_vit.backends import DEFAULT_BACKEND, default_streams, load_backend  # noqa: E402
+from t2t_vit.runner import pipeline  # noqa: E402
 
 CPU_FORM = "matmul"  # the export T2T_ViT_eval.sh gives the CPU runner
 BATCHES = (1, 8)
@@ -86,24 +92,35 @@ class TorchPath:
             return [self.model(torch.from_numpy(batch)).numpy()]
 
 
+    def run_many(self, batch, count):
+        for _ in range(count):
+            self.run(batch)
+
+
 class RuntimePath:
-    def __init__(self, name, backend, onnx_path, threads, batch):
+    """A backend; with more than one stream, batches go through the runner's pipeline."""
+
+    def __init__(self, name, backend, onnx_path, threads, batch, streams=1):
         self.name = name
-        self.backend = load_backend(backend, onnx_path, threads, batch)
+        self.backend = load_backend(backend, onnx_path, threads, batch, streams)
 
     def run(self, batch):
         return self.backend.run(batch)
 
+    def run_many(self, batch, count):
+        for _ in pipeline(self.backend, (batch for _ in range(count))):
+            pass
 
-def images_per_s(path, batch: np.ndarray, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        path.run(batch)
-    times = []
+
+def images_per_s(path, batch: np.ndarray, warmup: int, repeats: int, window: int) -> float:
+    """Median over ``repeats`` windows of images/s, each window ``window`` batches back to back."""
+    path.run_many(batch, warmup)
+    speeds = []
     for _ in range(repeats):
         started = time.perf_counter()
-        path.run(batch)
-        times.append(time.perf_counter() - started)
-    return len(batch) / statistics.median(times)
+        path.run_many(batch, window)
+        speeds.append(window * len(batch) / (time.perf_counter() - started))
+    return statistics.median(speeds)
 
 
 def run_stage_benchmarks(workers: int) -> dict:
@@ -134,8 +151,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, metavar="N", help="interleaved rounds (default: 3)")
-    parser.add_argument("--repeats", type=int, default=5, metavar="N", help="timed runs per measurement (default: 5)")
-    parser.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed runs first (default: 2)")
+    parser.add_argument("--repeats", type=int, default=3, metavar="N",
+                        help="timed windows per measurement (default: 3)")
+    parser.add_argument("--window", type=int, default=4, metavar="N",
+                        help="batches per timed window (default: 4; keep it a multiple of the streams)")
+    parser.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed batches first (default: 2)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), metavar="N",
                         help="threads for every path (default: the usable cores)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -143,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run bench_preprocess.py and bench_postprocess.py and put their figures in the JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    streams = default_streams(args.threads)
 
     torch.manual_seed(0)
     reference = create_model("einsum")
@@ -167,17 +188,22 @@ def main(argv: list[str] | None = None) -> int:
         for backend in ("onnxruntime", "openvino"):
             for form in ("sum", "matmul", "einsum"):
                 paths.append(RuntimePath(f"{backend} {form}", backend, exports[form], args.threads, batch))
-        paths.append(RuntimePath(f"runner default ({DEFAULT_BACKEND} {CPU_FORM})", DEFAULT_BACKEND,
-                                 exports[CPU_FORM], args.threads, batch))
+        for backend, form in (("onnxruntime", "matmul"), ("openvino", "einsum")):
+            paths.append(RuntimePath(f"{backend} {form}, {streams} streams", backend, exports[form], args.threads,
+                                     batch, streams))
+        default = RuntimePath(f"runner default ({DEFAULT_BACKEND} {CPU_FORM}, {streams} streams)", DEFAULT_BACKEND,
+                              exports[CPU_FORM], args.threads, batch, streams)
+        paths.append(default)
         paths_by_batch[batch] = paths
         expected = paths[0].run(inputs[batch])[0]
-        max_abs_diff[batch] = float(np.max(np.abs(paths[-1].run(inputs[batch])[0] - expected)))
+        got = [outputs[0] for outputs, _, _ in pipeline(default.backend, [inputs[batch]] * streams)]
+        max_abs_diff[batch] = max(float(np.max(np.abs(output - expected))) for output in got)
     for round_index in range(args.rounds):
         ceilings.append(matmul_ceiling(args.threads))
         for batch in BATCHES:
             paths = paths_by_batch[batch]
             for path in (paths if round_index % 2 == 0 else paths[::-1]):
-                speed = images_per_s(path, inputs[batch], args.warmup, args.repeats)
+                speed = images_per_s(path, inputs[batch], args.warmup, args.repeats, args.window)
                 results.setdefault(path.name, {}).setdefault(batch, []).append(speed)
         print(f"round {round_index + 1}/{args.rounds} done (ceiling {ceilings[-1]:.0f} GFLOP/s)", file=sys.stderr)
 
@@ -187,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                for name, by_batch in results.items()}
     eager = medians[TorchPath.name]
     print(f"f32 MatMul ceiling {ceiling:.0f} GFLOP/s (median of {args.rounds}); model {gflops:.2f} GFLOP/image "
-          f"(counted from the graph) -> ceiling {ceiling_images:.1f} images/s; {args.threads} threads")
+          f"(counted from the graph) -> ceiling {ceiling_images:.1f} images/s; {args.threads} threads, "
+          f"runner default {streams} streams")
     print("| path | images/s bs1 | bs8 | % of ceiling bs1 | bs8 | x eager bs1 | bs8 |")
     print("|---|---|---|---|---|---|---|")
     table = []
@@ -204,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         from t2t_vit.provenance import provenance, write_json
 
         write_json(args.json, {"benchmark": "backends", "ceiling_gflops": ceiling, "ceilings": ceilings,
-                               "gflop_per_image": gflops, "ceiling_images_per_s": ceiling_images, "rows": table,
+                               "gflop_per_image": gflops, "streams": streams, "ceiling_images_per_s": ceiling_images, "rows": table,
                                "rounds": {name: {str(b): v for b, v in by.items()} for name, by in results.items()},
                                "max_abs_diff_vs_pytorch": max_abs_diff, "stages": stages,
                                **provenance(vars(args))})

@@ -2,7 +2,13 @@
 
 Each backend reports the model's input (name, per-sample shape, dtype, static batch or None) and
 output names, and ``run`` returns the outputs of one batch as numpy arrays. They hold no global
-state; the runner measures the time of ``run`` as the compute time.
+state.
+
+Streams: a backend built with ``streams`` > 1 splits its ``threads`` between that many independent
+execution slots, and ``run(batch, slot)`` may be called from ``streams`` threads at once, one per slot
+(the runner does this to keep every core busy; small matrix products on one thread each waste less
+time on synchronisation than one product split over all threads). With one stream, ``run`` uses every
+thread for one batch.
 """
 
 from __future__ import annotations
@@ -17,6 +23,11 @@ from t2t_vit import ToolkitError
 
 BACKENDS = ("onnxruntime", "openvino")
 DEFAULT_BACKEND = "openvino"  # the faster CPU path here (README, "Measured here")
+
+
+def default_streams(threads: int) -> int:
+    """Parallel requests by default: one per thread (benchmarks/bench_backends.py, README "CPU speed")."""
+    return max(1, threads)
 
 
 class BackendError(ToolkitError):
@@ -36,19 +47,29 @@ class InputSpec:
 
 
 class Backend:
-    """Interface: ``name``, ``version``, ``input``, ``output_names``, ``run(batch) -> list of arrays``."""
+    """Interface: ``name``, ``version``, ``input``, ``output_names``, ``streams``, ``run(batch, slot=0)``."""
 
     name = ""
+    streams = 1
 
-    def __init__(self, model_path: str | os.PathLike, threads: int, batch_size: int) -> None:
+    def __init__(self, model_path: str | os.PathLike, threads: int, batch_size: int, streams: int = 1) -> None:
         raise NotImplementedError
 
     @property
     def version(self) -> str:
         raise NotImplementedError
 
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+    def run(self, batch: np.ndarray, slot: int = 0) -> list[np.ndarray]:
+        """The outputs of one batch; ``slot`` (0 .. streams-1) is the execution slot, one caller per slot."""
         raise NotImplementedError
+
+
+def _check_streams(threads: int, streams: int) -> int:
+    if threads < 1 or streams < 1:
+        raise BackendError(f"threads and streams must be at least 1 (got {threads} and {streams})")
+    if streams > threads:
+        raise BackendError(f"{streams} streams need at least {streams} threads (got {threads})")
+    return streams
 
 
 def _dims(shape: Sequence, model_path) -> tuple[int | None, tuple[int, ...]]:
@@ -66,11 +87,12 @@ _ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "ten
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, model_path, threads, batch_size):
+    def __init__(self, model_path, threads, batch_size, streams=1):
         import onnxruntime
 
+        self.streams = _check_streams(threads, streams)
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads // self.streams  # a session runs concurrent calls safely
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
@@ -91,7 +113,7 @@ class OnnxRuntimeBackend(Backend):
 
         return onnxruntime.__version__
 
-    def run(self, batch):
+    def run(self, batch, slot=0):
         return self.session.run(self.output_names, {self.input.name: batch})
 
 
@@ -100,9 +122,10 @@ class OpenVinoBackend(Backend):
 
     name = "openvino"
 
-    def __init__(self, model_path, threads, batch_size):
+    def __init__(self, model_path, threads, batch_size, streams=1):
         import openvino
 
+        self.streams = _check_streams(threads, streams)
         core = openvino.Core()
         try:
             model = core.read_model(str(model_path))
@@ -115,9 +138,16 @@ class OpenVinoBackend(Backend):
         static_batch, sample_shape = _dims(shape, model_path)
         if static_batch is None:  # a static shape compiles to faster kernels
             model.reshape({port.any_name: [batch_size, *sample_shape]})
-        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-        self.compiled = core.compile_model(model, "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
+                  "PERFORMANCE_HINT": "LATENCY" if self.streams == 1 else "THROUGHPUT", "NUM_STREAMS": self.streams}
+        try:
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as error:  # noqa: BLE001
+            raise BackendError(f"OpenVINO cannot compile {model_path}: {error}") from None
+        compiled_streams = int(self.compiled.get_property("NUM_STREAMS"))
+        if compiled_streams != self.streams:
+            raise BackendError(f"OpenVINO gave {compiled_streams} streams where {self.streams} were asked for")
+        self.requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
         self.input = InputSpec(port.any_name, sample_shape, np.dtype(port.get_element_type().to_dtype()), static_batch)
         self.output_names = [output.any_name for output in self.compiled.outputs]
 
@@ -127,14 +157,15 @@ class OpenVinoBackend(Backend):
 
         return openvino.__version__
 
-    def run(self, batch):
-        results = self.request.infer({0: batch})
+    def run(self, batch, slot=0):
+        results = self.requests[slot].infer({0: batch})
         return [np.array(results[output]) for output in self.compiled.outputs]
 
 
-def load_backend(name: str, model_path: str | os.PathLike, threads: int, batch_size: int) -> Backend:
-    """Build backend ``name`` for ``model_path``."""
+def load_backend(name: str, model_path: str | os.PathLike, threads: int, batch_size: int,
+                 streams: int = 1) -> Backend:
+    """Build backend ``name`` for ``model_path`` with ``threads`` threads shared by ``streams`` slots."""
     classes = {"onnxruntime": OnnxRuntimeBackend, "openvino": OpenVinoBackend}
     if name not in classes:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    return classes[name](model_path, threads, batch_size)
+    return classes[name](model_path, threads, batch_size, streams)

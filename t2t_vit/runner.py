@@ -12,6 +12,11 @@ Rules (ais_bench's, FACTS section 4):
 - ``throughput = 1000 * batch / mean(compute time in ms)``, compute time being the time of the
   backend's run of one batch. Without ``--input`` the inputs are zeros (pure inference).
 
+With ``streams`` > 1 (the CPU default: one per thread) that many batches run at once, each on its own
+share of the threads. The compute time of a batch is then the time between its completion and the
+previous one (the first counts from the start), so the throughput formula still gives images per second
+of wall time; each request's own duration is kept as ``request_latency`` in the summary.
+
 Every check on the inputs runs before the first output is written. Outputs are written under a
 hidden temporary name and renamed, so an interrupted run leaves no half-written result.
 """
@@ -21,16 +26,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import re
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from t2t_vit import ToolkitError
-from t2t_vit.backends import Backend, load_backend
+from t2t_vit.backends import Backend, default_streams, load_backend
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +144,57 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
             "count": len(values)}
 
 
+def pipeline(backend: Backend, batches: Iterable[np.ndarray]) -> Iterator[tuple[list[np.ndarray], float, float]]:
+    """Run every batch, ``backend.streams`` at a time; yield ``(outputs, started, finished)`` in input order.
+
+    The next batch is taken from ``batches`` (and the caller handles the yielded outputs) while the
+    submitted ones run, so reading inputs and writing outputs overlap the computation.
+    """
+    if backend.streams == 1:
+        for data in batches:
+            started = time.perf_counter()
+            outputs = backend.run(data)
+            yield outputs, started, time.perf_counter()
+        return
+    slots: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for slot in range(backend.streams):
+        slots.put(slot)
+
+    def work(data: np.ndarray) -> tuple[list[np.ndarray], float, float]:
+        slot = slots.get()
+        try:
+            started = time.perf_counter()
+            outputs = backend.run(data, slot)
+            return outputs, started, time.perf_counter()
+        finally:
+            slots.put(slot)
+
+    pending: deque = deque()
+    with ThreadPoolExecutor(backend.streams, thread_name_prefix="infer") as pool:
+        try:
+            for data in batches:
+                pending.append(pool.submit(work, data))
+                if len(pending) > backend.streams:  # one batch ready beyond those running
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def completion_intervals(start: float, finished: Sequence[float]) -> list[float]:
+    """Seconds between successive completions, the first measured from ``start``; they sum to the wall time."""
+    times = [start, *sorted(finished)]
+    return [later - earlier for earlier, later in zip(times, times[1:])]
+
+
 @dataclass
 class RunResult:
     batch: int
     compute_ms: list[float]
+    streams: int = 1
+    request_ms: list[float] = field(default_factory=list)
     h2d_ms: list[float] = field(default_factory=list)
     d2h_ms: list[float] = field(default_factory=list)
     filesinfo: dict[int, dict[str, list[str]]] = field(default_factory=dict)
@@ -190,7 +245,7 @@ def _check_data_config(model_path: str, files: Sequence[Path]) -> None:
 def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, output_dirname: str | None,
                   outfmt: str = "BIN", batchsize: int | None = None, loop: int = 1, warmup_count: int = 1,
                   backend_name: str = "openvino", threads: int | None = None, progress: bool | None = None,
-                  args: dict[str, Any] | None = None) -> RunResult:
+                  args: dict[str, Any] | None = None, streams: int | None = None) -> RunResult:
     """Run ``model`` over ``inputs`` (or zeros) as ais_bench would, and write outputs and summary."""
     from tqdm import tqdm
 
@@ -201,12 +256,17 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
         raise RunnerError(f"--outfmt {outfmt} is not one of {', '.join(OUTPUT_FORMATS)}")
     if loop < 1 or warmup_count < 0 or (batchsize is not None and batchsize < 1):
         raise RunnerError("--loop and --batchsize must be at least 1, --warmup_count at least 0")
+    if (threads is not None and threads < 1) or (streams is not None and streams < 1):
+        raise RunnerError("--threads and --streams must be at least 1")
     if not Path(model).is_file():
         raise RunnerError(f"--model {model} does not exist")
     files = list_input_files(inputs) if inputs else []
     _check_data_config(model, files)
     threads = threads or len(os.sched_getaffinity(0))
-    backend: Backend = load_backend(backend_name, model, threads, batchsize or 1)
+    streams = streams or default_streams(threads)
+    if streams > threads:
+        raise RunnerError(f"--streams {streams} needs at least as many --threads (got {threads})")
+    backend: Backend = load_backend(backend_name, model, threads, batchsize or 1, streams)
     spec = backend.input
     batch = spec.static_batch or batchsize or 1
     if spec.static_batch and batchsize and batchsize != spec.static_batch:
@@ -216,7 +276,10 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
         _check_unique_names(files)
     else:
         per_batch, groups = batch, [[None] * batch]
-    result = RunResult(batch=batch, compute_ms=[])
+    if len(groups) * loop < streams:
+        log.info("%d batch run(s) for %d streams: some streams stay idle (use --streams 1, or a larger --loop)",
+                 len(groups) * loop, streams)
+    result = RunResult(batch=batch, compute_ms=[], streams=streams)
     if output is not None:
         dirname = output_dirname or time.strftime("%Y_%m_%d-%H_%M_%S")
         result.result_dir = Path(output) / dirname
@@ -239,19 +302,30 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
 
     first = assemble(groups[0])
     for _ in range(warmup_count):
-        backend.run(first)
+        for slot in range(backend.streams):
+            backend.run(first, slot)
     show = None if progress is None else progress  # None: only on a terminal
     bar = tqdm(total=len(groups), unit="batch", desc=f"infer bs{batch}",
                disable=True if len(groups) < 2 else (None if show is None else not show))
-    with bar:
+
+    def batches() -> Iterator[np.ndarray]:
         for group_index, group in enumerate(groups):
             started = time.perf_counter()
             batch_data = first if group_index == 0 else assemble(group)
             result.h2d_ms.append(1000 * (time.perf_counter() - started))
             for _ in range(loop):
-                started = time.perf_counter()
-                outputs = backend.run(batch_data)
-                result.compute_ms.append(1000 * (time.perf_counter() - started))
+                yield batch_data
+
+    finished = []
+    with bar:
+        phase_start = time.perf_counter()
+        for run_index, (outputs, started, done) in enumerate(pipeline(backend, batches())):
+            result.request_ms.append(1000 * (done - started))
+            finished.append(done)
+            group_index, loop_index = divmod(run_index, loop)
+            if loop_index < loop - 1:
+                continue
+            group = groups[group_index]
             if files and result.result_dir is not None:
                 started = time.perf_counter()
                 for output_index, data in enumerate(outputs):
@@ -266,6 +340,8 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
                         entry["outfiles"].append(str(target))
                 result.d2h_ms.append(1000 * (time.perf_counter() - started))
             bar.update()
+    result.compute_ms = (result.request_ms if backend.streams == 1
+                         else [1000 * seconds for seconds in completion_intervals(phase_start, finished)])
 
     if result.summary_path is not None:
         summary = {
@@ -280,11 +356,16 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
             "backend": backend.name,
             "backend_version": backend.version,
             "threads": threads,
+            "streams": result.streams,
+            "request_latency": _stats(result.request_ms),
             "batchsize": batch,
             "model": str(model),
             "versions": versions(),
             "latency_note": "CPU runner: H2D_latency = reading and assembling a batch's input files, D2H_latency = "
-                            "writing its outputs; NPU_compute_time = the backend's run of one batch",
+                            "writing its outputs; NPU_compute_time = the backend's run of one batch with one "
+                            "stream, or with several streams running batches at once the time between a batch's "
+                            "completion and the previous one (so throughput is per wall-clock second); "
+                            "request_latency = each run's own duration",
         }
         result.summary_path.parent.mkdir(parents=True, exist_ok=True)
         write_json(result.summary_path, summary)

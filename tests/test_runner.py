@@ -103,8 +103,8 @@ def test_padding_repeats_the_groups_first_file(tmp_path, monkeypatch):
     data = write_samples(tmp_path / "bins", [f"{i}.bin" for i in range(6)])
     seen = []
     original = backends.OnnxRuntimeBackend.run
-    monkeypatch.setattr(backends.OnnxRuntimeBackend, "run", lambda self, batch: seen.append(batch.copy()) or
-                        original(self, batch))
+    monkeypatch.setattr(backends.OnnxRuntimeBackend, "run", lambda self, batch, slot=0: seen.append(batch.copy()) or
+                        original(self, batch, slot))
     run_inference(str(model), [str(tmp_path / "bins")], str(tmp_path / "out"), "x", batchsize=4, warmup_count=0,
                   backend_name="onnxruntime")
     last = seen[-1]
@@ -223,6 +223,72 @@ def test_openvino_backend_agrees_with_onnxruntime(tmp_path):
                                    direct(model, sample)[0][0], rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_streams_give_the_same_files_as_one_stream(tmp_path, backend):
+    model = tiny_model(tmp_path / "tiny.onnx")
+    data = write_samples(tmp_path / "bins", [f"{i}.bin" for i in range(23)])
+    for streams in (1, 2):
+        result = run_inference(str(model), [str(tmp_path / "bins")], str(tmp_path / "out"), f"s{streams}",
+                               outfmt="NPY", batchsize=2, loop=3, backend_name=backend, threads=2, streams=streams)
+        assert result.streams == streams and len(result.compute_ms) == len(result.request_ms) == 12 * 3
+        summary = json.loads((tmp_path / "out" / f"s{streams}_summary.json").read_text())
+        assert summary["streams"] == streams and summary["request_latency"]["count"] == 36
+        assert [entry["infiles"] for _, entry in sorted(summary["filesinfo"].items(), key=lambda kv: int(kv[0]))] == \
+            [[str(tmp_path / "bins" / f"{i}.bin")] for i in range(23)]
+    for name, sample in data.items():
+        one = np.load(tmp_path / "out" / "s1" / f"{name[:-4]}_0.npy")
+        two = np.load(tmp_path / "out" / "s2" / f"{name[:-4]}_0.npy")
+        np.testing.assert_array_equal(one, two)
+        np.testing.assert_allclose(two[0], direct(model, sample)[0][0], rtol=0, atol=1e-5)
+
+
+class RecordingBackend:
+    """A stand-in backend: each run sleeps, and records which slots were busy at the same time."""
+
+    name, version, output_names = "recording", "0", ["class"]
+
+    def __init__(self, streams):
+        import threading
+
+        self.streams, self.busy, self.lock = streams, set(), threading.Lock()
+        self.overlaps, self.batches = [], []
+
+    def run(self, batch, slot=0):
+        import time
+
+        with self.lock:
+            assert slot not in self.busy, "two runs on one slot"
+            self.busy.add(slot)
+            self.overlaps.append(len(self.busy))
+        time.sleep(0.02)
+        with self.lock:
+            self.busy.discard(slot)
+            self.batches.append(float(batch[0]))
+        return [batch * 2]
+
+
+@pytest.mark.parametrize("streams", [1, 2, 3])
+def test_pipeline_runs_streams_batches_at_once_and_keeps_the_order(streams):
+    from t2t_vit.runner import completion_intervals, pipeline
+
+    backend = RecordingBackend(streams)
+    start = __import__("time").perf_counter()
+    results = list(pipeline(backend, (np.full(1, index, np.float32) for index in range(9))))
+    assert [float(outputs[0][0]) for outputs, _, _ in results] == [2.0 * index for index in range(9)]
+    assert max(backend.overlaps) == streams
+    intervals = completion_intervals(start, [done for _, _, done in results])
+    assert len(intervals) == 9 and min(intervals) >= 0
+    assert sum(intervals) == pytest.approx(max(done for _, _, done in results) - start)
+
+
+@pytest.mark.parametrize("threads, streams, pattern", [(1, 2, "--streams 2 needs"), (2, 0, "at least 1"),
+                                                       (0, 1, "at least 1")])
+def test_bad_streams_are_refused(tmp_path, threads, streams, pattern):
+    model = tiny_model(tmp_path / "tiny.onnx")
+    with pytest.raises(RunnerError, match=pattern):
+        run_inference(str(model), None, None, None, threads=threads, streams=streams)
+
+
 def test_bins_made_with_another_data_config_are_refused(tmp_path, capsys):
     model = tiny_model(tmp_path / "tiny.onnx", metadata={"t2t_vit.data_config_hash": "aaaa"})
     write_samples(tmp_path / "bins", ["a.bin"])
@@ -249,7 +315,7 @@ def test_om_model_is_handed_to_ais_bench(tmp_path):
     om.write_bytes(b"om")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}:{REPO_ROOT}"}
     command = [sys.executable, str(REPO_ROOT / "T2T_ViT_infer.py"), "--model", str(om), "--backend", "openvino",
-               "--threads", "2", "--input", "bins", "--output", "result", "--outfmt", "BIN", "--batchsize", "8",
+               "--streams", "2", "--threads", "2", "--input", "bins", "--output", "result", "--outfmt", "BIN", "--batchsize", "8",
                "--output_dirname", str(tmp_path / "bs8")]
     assert subprocess.run(command, env=env).returncode == 0
     forwarded = json.loads((tmp_path / "bs8.args").read_text())
