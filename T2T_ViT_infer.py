@@ -50,7 +50,8 @@ def build_parser():
     cpu.add_argument("--threads", type=int, metavar="N", help="runtime threads (default: the usable cores)")
     cpu.add_argument("--streams", type=int, metavar="N",
                      help="batches run at once, each on threads/N threads (default: one per thread, the fastest "
-                          "here; 1 gives each batch every thread, ais_bench's one-at-a-time timing)")
+                          "here, or one per batch run if there are fewer; 1 gives each batch every thread, "
+                          "ais_bench's one-at-a-time timing)")
     cpu.add_argument("--no-progress", action="store_true", help="no progress bar")
     cli.add_verbosity(parser)
     return parser

@@ -12,10 +12,11 @@ Rules (ais_bench's, FACTS section 4):
 - ``throughput = 1000 * batch / mean(compute time in ms)``, compute time being the time of the
   backend's run of one batch. Without ``--input`` the inputs are zeros (pure inference).
 
-With ``streams`` > 1 (the CPU default: one per thread) that many batches run at once, each on its own
-share of the threads. The compute time of a batch is then the time between its completion and the
-previous one (the first counts from the start), so the throughput formula still gives images per second
-of wall time; each request's own duration is kept as ``request_latency`` in the summary.
+With ``streams`` > 1 (the CPU default: one per thread, or one per batch run when there are fewer runs
+than threads) that many batches run at once, each on its own share of the threads. The compute time
+of a batch is then the time between its completion and the previous one (the first counts from the
+start), so the throughput formula still gives images per second of wall time; each request's own
+duration is kept as ``request_latency`` in the summary.
 
 Every check on the inputs runs before the first output is written. Outputs are written under a
 hidden temporary name and renamed, so an interrupted run leaves no half-written result.
@@ -263,6 +264,7 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
     files = list_input_files(inputs) if inputs else []
     _check_data_config(model, files)
     threads = threads or len(os.sched_getaffinity(0))
+    chosen_streams = streams
     streams = streams or default_streams(threads)
     if streams > threads:
         raise RunnerError(f"--streams {streams} needs at least as many --threads (got {threads})")
@@ -276,9 +278,13 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
         _check_unique_names(files)
     else:
         per_batch, groups = batch, [[None] * batch]
-    if len(groups) * loop < streams:
-        log.info("%d batch run(s) for %d streams: some streams stay idle (use --streams 1, or a larger --loop)",
-                 len(groups) * loop, streams)
+    runs = len(groups) * loop
+    if runs < streams and chosen_streams is None:  # the default would leave streams, and their threads, idle
+        streams = runs
+        backend = load_backend(backend_name, model, threads, batchsize or 1, streams)
+    elif runs < streams:
+        log.warning("%d batch run(s) for %d streams: some streams stay idle (use --streams %d, or a larger --loop)",
+                    runs, streams, runs)
     result = RunResult(batch=batch, compute_ms=[], streams=streams)
     if output is not None:
         dirname = output_dirname or time.strftime("%Y_%m_%d-%H_%M_%S")
@@ -301,9 +307,8 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
         return np.concatenate(arrays).reshape(batch, *spec.sample_shape)
 
     first = assemble(groups[0])
-    for _ in range(warmup_count):
-        for slot in range(backend.streams):
-            backend.run(first, slot)
+    for _ in pipeline(backend, [first] * (warmup_count * backend.streams)):  # every stream, at once
+        pass
     show = None if progress is None else progress  # None: only on a terminal
     bar = tqdm(total=len(groups), unit="batch", desc=f"infer bs{batch}",
                disable=True if len(groups) < 2 else (None if show is None else not show))

@@ -281,6 +281,18 @@ def test_pipeline_runs_streams_batches_at_once_and_keeps_the_order(streams):
     assert sum(intervals) == pytest.approx(max(done for _, _, done in results) - start)
 
 
+def test_default_streams_never_exceed_the_batch_runs(tmp_path, caplog):
+    model = tiny_model(tmp_path / "tiny.onnx")
+    write_samples(tmp_path / "bins", [f"{i}.bin" for i in range(3)])
+    one_run = run_inference(str(model), [str(tmp_path / "bins")], None, None, batchsize=4, threads=2)
+    assert one_run.streams == 1  # a single batch gets every thread
+    pure = run_inference(str(model), None, None, None, batchsize=4, threads=2, loop=4)
+    assert pure.streams == 2
+    with caplog.at_level("WARNING"):
+        explicit = run_inference(str(model), None, None, None, batchsize=4, threads=2, streams=2)
+    assert explicit.streams == 2 and "1 batch run(s) for 2 streams" in caplog.text
+
+
 @pytest.mark.parametrize("threads, streams, pattern", [(1, 2, "--streams 2 needs"), (2, 0, "at least 1"),
                                                        (0, 1, "at least 1")])
 def test_bad_streams_are_refused(tmp_path, threads, streams, pattern):
