@@ -11,8 +11,9 @@ the export form ``T2T_ViT_eval.sh`` uses, through the runner's own pipeline). Tw
 runner's streams to the onnxruntime matmul and OpenVINO einsum paths, so the gain of the streams and
 the gain of the export form can be told apart.
 
-Each measurement: ``--warmup`` untimed batches, then ``--repeats`` windows of ``--window`` batches run
-back to back, images/s per window (wall clock), median; the table shows the median over rounds.
+Each measurement: ``--warmup`` untimed batches, then ``--repeats`` windows of at least ``--window``
+images (and at least two batches per stream) run back to back, images/s per window (wall clock),
+median; the table shows the median over rounds.
 Threads are pinned to the usable cores. The ceiling is a 2048x2048 f32 MatMul through OpenVINO on the
 same threads, measured in each round; the model's FLOPs per image are counted from the matmul export's
 graph (2 x M x K x N over every MatMul, at batch 1). The default path's outputs are compared with
@@ -112,6 +113,11 @@ class RuntimePath:
             pass
 
 
+def window_batches(images: int, batch: int, streams: int) -> int:
+    """Batches in a timed window: at least ``images`` images, and two batches per stream."""
+    return max(2 * streams, -(-images // batch))
+
+
 def images_per_s(path, batch: np.ndarray, warmup: int, repeats: int, window: int) -> float:
     """Median over ``repeats`` windows of images/s, each window ``window`` batches back to back."""
     path.run_many(batch, warmup)
@@ -153,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, metavar="N", help="interleaved rounds (default: 3)")
     parser.add_argument("--repeats", type=int, default=3, metavar="N",
                         help="timed windows per measurement (default: 3)")
-    parser.add_argument("--window", type=int, default=4, metavar="N",
-                        help="batches per timed window (default: 4; keep it a multiple of the streams)")
+    parser.add_argument("--window", type=int, default=16, metavar="N",
+                        help="images per timed window, at least two batches per stream (default: 16)")
     parser.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed batches first (default: 2)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), metavar="N",
                         help="threads for every path (default: the usable cores)")
@@ -203,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         for batch in BATCHES:
             paths = paths_by_batch[batch]
             for path in (paths if round_index % 2 == 0 else paths[::-1]):
-                speed = images_per_s(path, inputs[batch], args.warmup, args.repeats, args.window)
+                speed = images_per_s(path, inputs[batch], args.warmup, args.repeats,
+                                     window_batches(args.window, batch, streams))
                 results.setdefault(path.name, {}).setdefault(batch, []).append(speed)
         print(f"round {round_index + 1}/{args.rounds} done (ceiling {ceilings[-1]:.0f} GFLOP/s)", file=sys.stderr)
 

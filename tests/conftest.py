@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from t2t_vit.model import create_model
+from t2t_vit.model import create_model, scaled_random_state_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_ENV = "T2T_VIT_UPSTREAM"
-
-
-def scaled_random_state_dict(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights that make every part of the model matter.
-
-    The training initialisation (std 0.02) leaves the performer's attention almost uniform, so forms
-    that differed would still agree; unit-scale projections make its kernel features far from 1.
-    The fixed random projections ``w`` and the position table keep their values.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    weights = {}
-    for key, value in model.state_dict().items():
-        if key.endswith(".w") or key == "pos_embed":
-            weights[key] = value.clone()
-        elif value.dim() >= 2:
-            weights[key] = torch.randn(value.shape, generator=generator) / math.sqrt(value.shape[-1])
-        elif key.endswith("weight"):
-            weights[key] = 1 + 0.1 * torch.randn(value.shape, generator=generator)
-        else:
-            weights[key] = 0.1 * torch.randn(value.shape, generator=generator)
-    return weights
 
 
 @pytest.fixture(scope="session")
