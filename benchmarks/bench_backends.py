@@ -23,6 +23,7 @@ PyTorch (max abs difference). Weights are random: speed does not depend on them.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -113,6 +114,19 @@ class RuntimePath:
             pass
 
 
+def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every backend benchmark here shares: rounds, windows, warm-up, threads, JSON."""
+    parser.add_argument("--rounds", type=int, default=3, metavar="N", help="interleaved rounds (default: 3)")
+    parser.add_argument("--repeats", type=int, default=3, metavar="N",
+                        help="timed windows per measurement (default: 3)")
+    parser.add_argument("--window", type=int, default=16, metavar="N",
+                        help="images per timed window, at least two batches per stream (default: 16)")
+    parser.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed batches first (default: 2)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), metavar="N",
+                        help="threads for every path (default: the usable cores)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+
 def window_batches(images: int, batch: int, streams: int) -> int:
     """Batches in a timed window: at least ``images`` images, and two batches per stream."""
     return max(2 * streams, -(-images // batch))
@@ -148,23 +162,13 @@ def run_stage_benchmarks(workers: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
-
     import torch
 
     from t2t_vit.export import export_onnx
     from t2t_vit.model import create_model
 
     parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, metavar="N", help="interleaved rounds (default: 3)")
-    parser.add_argument("--repeats", type=int, default=3, metavar="N",
-                        help="timed windows per measurement (default: 3)")
-    parser.add_argument("--window", type=int, default=16, metavar="N",
-                        help="images per timed window, at least two batches per stream (default: 16)")
-    parser.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed batches first (default: 2)")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), metavar="N",
-                        help="threads for every path (default: the usable cores)")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    add_timing_arguments(parser)
     parser.add_argument("--with-stages", action="store_true",
                         help="also run bench_preprocess.py and bench_postprocess.py and put their figures in the JSON")
     args = parser.parse_args(argv)

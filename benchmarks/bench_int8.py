@@ -25,11 +25,9 @@ measured with it.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +35,11 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from t2t_vit.backends import DEFAULT_BACKEND, default_streams, load_backend  # noqa: E402
+from t2t_vit.backends import DEFAULT_BACKEND, default_streams  # noqa: E402
 from t2t_vit.runner import pipeline  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_backends import window_batches  # noqa: E402
+from bench_backends import RuntimePath, add_timing_arguments, images_per_s, window_batches  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "imagenet-sample"
 BATCHES = (1, 8)
@@ -81,18 +79,6 @@ def agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
             "logit_abs_max": float(np.max(np.abs(reference))), "f32_distinct_top1": int(len(np.unique(top1)))}
 
 
-def images_per_s(backend, batch: np.ndarray, warmup: int, repeats: int, window: int) -> float:
-    for _ in pipeline(backend, [batch] * warmup):
-        pass
-    speeds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in pipeline(backend, [batch] * window):
-            pass
-        speeds.append(window * len(batch) / (time.perf_counter() - started))
-    return statistics.median(speeds)
-
-
 def main(argv: list[str] | None = None) -> int:
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -107,14 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"images for the agreement figures (default: {DEFAULT_DATA})")
     parser.add_argument("--limit", type=int, metavar="N", help="use the first N images only")
     parser.add_argument("--per-channel", action="store_true", help="int8 scales per output channel")
-    parser.add_argument("--rounds", type=int, default=3, metavar="N", help="interleaved rounds (default: 3)")
-    parser.add_argument("--repeats", type=int, default=3, metavar="N", help="timed windows (default: 3)")
-    parser.add_argument("--window", type=int, default=16, metavar="N",
-                        help="images per timed window, at least two batches per stream (default: 16)")
-    parser.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed batches first (default: 2)")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), metavar="N",
-                        help="threads for every path (default: the usable cores)")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    add_timing_arguments(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     streams = default_streams(args.threads)
@@ -137,16 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(images)} images from {args.data_dir}; weights: {weights}", file=sys.stderr)
     paths = {}
     for batch in BATCHES:
-        paths[batch] = {
-            f"f32 default ({DEFAULT_BACKEND} matmul, {streams} streams)":
-                load_backend(DEFAULT_BACKEND, f32_path, args.threads, batch, streams),
-            f"f32 onnxruntime matmul, {streams} streams": load_backend("onnxruntime", f32_path, args.threads, batch,
-                                                                       streams),
-            f"int8 onnxruntime dynamic, {streams} streams": load_backend("onnxruntime", int8_path, args.threads,
-                                                                         batch, streams),
-        }
+        runs = [(f"f32 default ({DEFAULT_BACKEND} matmul, {streams} streams)", DEFAULT_BACKEND, f32_path),
+                (f"f32 onnxruntime matmul, {streams} streams", "onnxruntime", f32_path),
+                (f"int8 onnxruntime dynamic, {streams} streams", "onnxruntime", int8_path)]
+        paths[batch] = {name: RuntimePath(name, backend, path, args.threads, batch, streams)
+                        for name, backend, path in runs}
     default_name, ort_name, int8_name = list(paths[8])
-    logits = {name: run_all(backend, images, 8) for name, backend in paths[8].items()}
+    logits = {name: run_all(path.backend, images, 8) for name, path in paths[8].items()}
     agree = {"int8 vs f32 default": agreement(logits[default_name], logits[int8_name]),
              "f32 onnxruntime vs f32 default": agreement(logits[default_name], logits[ort_name])}
 
@@ -156,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     for round_index in range(args.rounds):
         for batch in BATCHES:
             items = list(paths[batch].items())
-            for name, backend in (items if round_index % 2 == 0 else items[::-1]):
-                speed = images_per_s(backend, inputs[batch], args.warmup, args.repeats,
+            for name, path in (items if round_index % 2 == 0 else items[::-1]):
+                speed = images_per_s(path, inputs[batch], args.warmup, args.repeats,
                                      window_batches(args.window, batch, streams))
                 results.setdefault(name, {}).setdefault(batch, []).append(speed)
         print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr)
