@@ -8,7 +8,7 @@
 Same options, batching, padding, output names and summary JSON as ais_bench (see the README), so the
 Ascend commands work with only the program name and model file changed. A dynamic-batch ONNX runs at
 --batchsize; a static one at its own batch. An .om model is handed to ais_bench itself when it is
-installed. Extra options: --backend, --threads and --streams.
+installed. Extra options: --backend, --threads, --streams and --micro-batch.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import sys
 
 from t2t_vit import cli
 
-_OWN_OPTIONS = {"--backend": True, "--threads": True, "--streams": True, "--no-progress": False, "-v": False,
-                "--verbose": False, "-q": False, "--quiet": False}
+_OWN_OPTIONS = {"--backend": True, "--threads": True, "--streams": True, "--micro-batch": True,
+                "--no-progress": False, "-v": False, "--verbose": False, "-q": False, "--quiet": False}
 
 
 def build_parser():
@@ -52,6 +52,9 @@ def build_parser():
                      help="batches run at once, each on threads/N threads (default: one per thread, the fastest "
                           "here, or one per batch run if there are fewer; 1 gives each batch every thread, "
                           "ais_bench's one-at-a-time timing)")
+    cpu.add_argument("--micro-batch", type=int, metavar="N",
+                     help="images per backend run within a batch; must divide --batchsize (default: 2 when it "
+                          "divides the batch, else 1; --micro-batch equal to --batchsize runs whole batches)")
     cpu.add_argument("--no-progress", action="store_true", help="no progress bar")
     cli.add_verbosity(parser)
     return parser
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_inference(args.model, args.input.split(",") if args.input else None, args.output,
                                args.output_dirname, args.outfmt, args.batchsize, args.loop, args.warmup_count,
                                args.backend, args.threads, progress=False if args.no_progress else None,
-                               args=vars(args), streams=args.streams)
+                               args=vars(args), streams=args.streams, micro_batch=args.micro_batch)
         for line in result.performance_lines():
             print(line)
         if result.summary_path is not None:

@@ -6,10 +6,11 @@
 Measures, interleaved over ``--rounds`` rounds (this machine is shared and drifts), images/s at batch
 1 and 8 for: PyTorch eager (the einsum reference model), onnxruntime and OpenVINO f32 on the ``sum``,
 ``matmul`` and ``einsum`` exports, each loaded and called the plain way (one batch at a time on every
-thread), and the runner's default path (``T2T_ViT_infer.py`` with no ``--backend`` or ``--streams``, on
-the export form ``T2T_ViT_eval.sh`` uses, through the runner's own pipeline). Two more rows give the
-runner's streams to the onnxruntime matmul and OpenVINO einsum paths, so the gain of the streams and
-the gain of the export form can be told apart.
+thread), and the runner's default path (``T2T_ViT_infer.py`` with no ``--backend``, ``--streams`` or
+``--micro-batch``, on
+the export form ``T2T_ViT_eval.sh`` uses, through the runner's own pipeline: one stream per thread,
+each batch in micro-batches). Two more rows give the runner's settings to the onnxruntime matmul and
+OpenVINO einsum paths, so the gain of the settings and the gain of the export form can be told apart.
 
 Each measurement: ``--warmup`` untimed batches, then ``--repeats`` windows of at least ``--window``
 images (and at least two batches per stream) run back to back, images/s per window (wall clock),
@@ -35,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from t2t_vit.backends import DEFAULT_BACKEND, default_streams, load_backend  # noqa: E402
-from t2t_vit.runner import pipeline  # noqa: E402
+from t2t_vit.runner import default_micro_batch, pipeline_batches  # noqa: E402
 
 CPU_FORM = "matmul"  # the export T2T_ViT_eval.sh gives the CPU runner
 BATCHES = (1, 8)
@@ -100,17 +101,17 @@ class TorchPath:
 
 
 class RuntimePath:
-    """A backend; with more than one stream, batches go through the runner's pipeline."""
+    """A backend run as the runner runs it: ``streams`` at once, each batch in pieces of ``micro``."""
 
-    def __init__(self, name, backend, onnx_path, threads, batch, streams=1):
-        self.name = name
-        self.backend = load_backend(backend, onnx_path, threads, batch, streams)
+    def __init__(self, name, backend, onnx_path, threads, batch, streams=1, micro=None):
+        self.name, self.batch, self.micro = name, batch, micro or batch
+        self.backend = load_backend(backend, onnx_path, threads, self.micro, streams)
 
     def run(self, batch):
-        return self.backend.run(batch)
+        return next(iter(pipeline_batches(self.backend, [batch], self.batch, self.micro)))[0]
 
     def run_many(self, batch, count):
-        for _ in pipeline(self.backend, (batch for _ in range(count))):
+        for _ in pipeline_batches(self.backend, (batch for _ in range(count)), self.batch, self.micro):
             pass
 
 
@@ -198,15 +199,17 @@ def main(argv: list[str] | None = None) -> int:
         for backend in ("onnxruntime", "openvino"):
             for form in ("sum", "matmul", "einsum"):
                 paths.append(RuntimePath(f"{backend} {form}", backend, exports[form], args.threads, batch))
+        micro = default_micro_batch(batch)
         for backend, form in (("onnxruntime", "matmul"), ("openvino", "einsum")):
-            paths.append(RuntimePath(f"{backend} {form}, {streams} streams", backend, exports[form], args.threads,
-                                     batch, streams))
-        default = RuntimePath(f"runner default ({DEFAULT_BACKEND} {CPU_FORM}, {streams} streams)", DEFAULT_BACKEND,
-                              exports[CPU_FORM], args.threads, batch, streams)
+            paths.append(RuntimePath(f"{backend} {form}, runner settings", backend, exports[form], args.threads,
+                                     batch, streams, micro))
+        default = RuntimePath(f"runner default ({DEFAULT_BACKEND} {CPU_FORM})", DEFAULT_BACKEND, exports[CPU_FORM],
+                              args.threads, batch, streams, micro)
         paths.append(default)
         paths_by_batch[batch] = paths
         expected = paths[0].run(inputs[batch])[0]
-        got = [outputs[0] for outputs, _, _ in pipeline(default.backend, [inputs[batch]] * streams)]
+        got = [outputs[0] for outputs, _, _ in pipeline_batches(default.backend, [inputs[batch]] * streams, batch,
+                                                                 micro)]
         max_abs_diff[batch] = max(float(np.max(np.abs(output - expected))) for output in got)
     for round_index in range(args.rounds):
         ceilings.append(matmul_ceiling(args.threads))
@@ -225,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     eager = medians[TorchPath.name]
     print(f"f32 MatMul ceiling {ceiling:.0f} GFLOP/s (median of {args.rounds}); model {gflops:.2f} GFLOP/image "
           f"(counted from the graph) -> ceiling {ceiling_images:.1f} images/s; {args.threads} threads, "
-          f"runner default {streams} streams")
+          f"runner settings: {streams} streams, micro-batch {default_micro_batch(8)} at bs8")
     print("| path | images/s bs1 | bs8 | % of ceiling bs1 | bs8 | x eager bs1 | bs8 |")
     print("|---|---|---|---|---|---|---|")
     table = []
@@ -242,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         from t2t_vit.provenance import provenance, write_json
 
         write_json(args.json, {"benchmark": "backends", "ceiling_gflops": ceiling, "ceilings": ceilings,
-                               "gflop_per_image": gflops, "streams": streams, "ceiling_images_per_s": ceiling_images, "rows": table,
+                               "gflop_per_image": gflops, "streams": streams, "ceiling_images_per_s": ceiling_images,
+                               "micro_batch": {str(b): default_micro_batch(b) for b in BATCHES}, "rows": table,
                                "rounds": {name: {str(b): v for b, v in by.items()} for name, by in results.items()},
                                "max_abs_diff_vs_pytorch": max_abs_diff, "stages": stages,
                                **provenance(vars(args))})

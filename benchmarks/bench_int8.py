@@ -6,8 +6,8 @@
 
 The int8 path is onnxruntime's dynamic quantization of the ``matmul`` export: every MatMul's weights
 stored as int8 (per output channel with ``--per-channel``), activations quantized to uint8 at run time.
-It is compared with the runner's default f32 path (OpenVINO, ``matmul`` export, one stream per thread)
-and with onnxruntime f32 on the same export and streams:
+It is compared with the runner's default f32 path (OpenVINO, ``matmul`` export) and with onnxruntime
+f32 on the same export, all three run with the runner's settings (one stream per thread, micro-batches):
 
 - agreement, on the shared ImageNet images preprocessed exactly as the toolkit does: max abs
   difference of the logits, top-1 agreement, and how often the f32 top-1 class is in the int8 top-5
@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from t2t_vit.backends import DEFAULT_BACKEND, default_streams  # noqa: E402
-from t2t_vit.runner import pipeline  # noqa: E402
+from t2t_vit.runner import default_micro_batch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_backends import RuntimePath, add_timing_arguments, images_per_s, window_batches  # noqa: E402
@@ -59,14 +59,14 @@ def load_images(data_dir: Path, limit: int | None) -> tuple[np.ndarray, list[str
     return np.concatenate([transform(open_rgb(path)) for path in paths]), [path.name for path in paths]
 
 
-def run_all(backend, images: np.ndarray, batch: int) -> np.ndarray:
+def run_all(path, images: np.ndarray, batch: int) -> np.ndarray:
     """Logits of every image, ``batch`` at a time (the last batch padded with its first image)."""
     batches = []
     for start in range(0, len(images), batch):
         chunk = images[start:start + batch]
         pad = batch - len(chunk)
         batches.append(np.concatenate([chunk, np.repeat(chunk[:1], pad, axis=0)]) if pad else chunk)
-    logits = [outputs[0] for outputs, _, _ in pipeline(backend, batches)]
+    logits = [path.run(data)[0] for data in batches]
     return np.concatenate(logits)[:len(images)]
 
 
@@ -116,13 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(images)} images from {args.data_dir}; weights: {weights}", file=sys.stderr)
     paths = {}
     for batch in BATCHES:
-        runs = [(f"f32 default ({DEFAULT_BACKEND} matmul, {streams} streams)", DEFAULT_BACKEND, f32_path),
-                (f"f32 onnxruntime matmul, {streams} streams", "onnxruntime", f32_path),
-                (f"int8 onnxruntime dynamic, {streams} streams", "onnxruntime", int8_path)]
-        paths[batch] = {name: RuntimePath(name, backend, path, args.threads, batch, streams)
-                        for name, backend, path in runs}
+        runs = [(f"f32 default ({DEFAULT_BACKEND} matmul)", DEFAULT_BACKEND, f32_path),
+                ("f32 onnxruntime matmul", "onnxruntime", f32_path),
+                ("int8 onnxruntime dynamic", "onnxruntime", int8_path)]
+        paths[batch] = {name: RuntimePath(name, backend, path, args.threads, batch, streams,
+                                          default_micro_batch(batch)) for name, backend, path in runs}
     default_name, ort_name, int8_name = list(paths[8])
-    logits = {name: run_all(path.backend, images, 8) for name, path in paths[8].items()}
+    logits = {name: run_all(path, images, 8) for name, path in paths[8].items()}
     agree = {"int8 vs f32 default": agreement(logits[default_name], logits[int8_name]),
              "f32 onnxruntime vs f32 default": agreement(logits[default_name], logits[ort_name])}
 

@@ -12,11 +12,13 @@ Rules (ais_bench's, FACTS section 4):
 - ``throughput = 1000 * batch / mean(compute time in ms)``, compute time being the time of the
   backend's run of one batch. Without ``--input`` the inputs are zeros (pure inference).
 
-With ``streams`` > 1 (the CPU default: one per thread, or one per batch run when there are fewer runs
-than threads) that many batches run at once, each on its own share of the threads. The compute time
-of a batch is then the time between its completion and the previous one (the first counts from the
-start), so the throughput formula still gives images per second of wall time; each request's own
-duration is kept as ``request_latency`` in the summary.
+On the CPU a batch runs in micro-batches (default: 2 images when 2 divides the batch), and with
+``streams`` > 1 (default: one per thread, or one per backend run when there are fewer runs than
+threads) that many run at once, each on its own share of the threads: small pieces on one thread
+each keep the cores busy and their data in cache. Outputs are joined back per batch, so files and
+names are as ais_bench writes them. The compute time of a batch is then the time between its
+completion and the previous one (the first counts from the start), so the throughput formula still
+gives images per second of wall time; each batch's own duration is kept as ``request_latency``.
 
 Every check on the inputs runs before the first output is written. Outputs are written under a
 hidden temporary name and renamed, so an interrupted run leaves no half-written result.
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 OUTPUT_FORMATS = ("BIN", "NPY", "TXT")
 INPUT_SUFFIXES = (".bin", ".BIN", ".npy", ".NPY")
 PERCENTILE = 99
+MICRO_BATCH = 2  # images per backend run within a batch, by default (benchmarks/bench_backends.py)
 
 
 class RunnerError(ToolkitError):
@@ -184,6 +187,37 @@ def pipeline(backend: Backend, batches: Iterable[np.ndarray]) -> Iterator[tuple[
                 future.cancel()
 
 
+def default_micro_batch(batch: int) -> int:
+    """The piece a batch runs in by default: 2 images when 2 divides the batch, else 1 (README "CPU speed")."""
+    return MICRO_BATCH if batch % MICRO_BATCH == 0 else 1
+
+
+def pipeline_batches(backend: Backend, batches: Iterable[np.ndarray], batch: int,
+                     micro: int) -> Iterator[tuple[list[np.ndarray], float, float]]:
+    """:func:`pipeline` for batches of ``batch`` samples that the backend runs ``micro`` at a time.
+
+    Each batch is cut into ``batch // micro`` pieces, the pieces run through the streams, and their
+    outputs are joined again in order: one ``(outputs, first start, last finish)`` per batch.
+    """
+    if batch % micro:
+        raise RunnerError(f"a micro-batch of {micro} does not divide the batch of {batch}")
+    parts = batch // micro
+
+    def pieces() -> Iterator[np.ndarray]:
+        for data in batches:
+            for start in range(0, batch, micro):
+                yield data[start:start + micro]
+
+    collected: list[tuple[list[np.ndarray], float, float]] = []
+    for piece in pipeline(backend, pieces()):
+        collected.append(piece)
+        if len(collected) == parts:
+            outputs = [np.concatenate([np.asarray(outs[index]) for outs, _, _ in collected]) if parts > 1
+                       else collected[0][0][index] for index in range(len(collected[0][0]))]
+            yield outputs, min(item[1] for item in collected), max(item[2] for item in collected)
+            collected = []
+
+
 def completion_intervals(start: float, finished: Sequence[float]) -> list[float]:
     """Seconds between successive completions, the first measured from ``start``; they sum to the wall time."""
     times = [start, *sorted(finished)]
@@ -195,6 +229,7 @@ class RunResult:
     batch: int
     compute_ms: list[float]
     streams: int = 1
+    micro_batch: int = 1
     request_ms: list[float] = field(default_factory=list)
     h2d_ms: list[float] = field(default_factory=list)
     d2h_ms: list[float] = field(default_factory=list)
@@ -246,7 +281,8 @@ def _check_data_config(model_path: str, files: Sequence[Path]) -> None:
 def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, output_dirname: str | None,
                   outfmt: str = "BIN", batchsize: int | None = None, loop: int = 1, warmup_count: int = 1,
                   backend_name: str = "openvino", threads: int | None = None, progress: bool | None = None,
-                  args: dict[str, Any] | None = None, streams: int | None = None) -> RunResult:
+                  args: dict[str, Any] | None = None, streams: int | None = None,
+                  micro_batch: int | None = None) -> RunResult:
     """Run ``model`` over ``inputs`` (or zeros) as ais_bench would, and write outputs and summary."""
     from tqdm import tqdm
 
@@ -257,8 +293,10 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
         raise RunnerError(f"--outfmt {outfmt} is not one of {', '.join(OUTPUT_FORMATS)}")
     if loop < 1 or warmup_count < 0 or (batchsize is not None and batchsize < 1):
         raise RunnerError("--loop and --batchsize must be at least 1, --warmup_count at least 0")
-    if (threads is not None and threads < 1) or (streams is not None and streams < 1):
-        raise RunnerError("--threads and --streams must be at least 1")
+    if any(value is not None and value < 1 for value in (threads, streams, micro_batch)):
+        raise RunnerError("--threads, --streams and --micro-batch must be at least 1")
+    if micro_batch and batchsize and batchsize % micro_batch:
+        raise RunnerError(f"--micro-batch {micro_batch} must divide --batchsize {batchsize}")
     if not Path(model).is_file():
         raise RunnerError(f"--model {model} does not exist")
     files = list_input_files(inputs) if inputs else []
@@ -268,24 +306,27 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
     streams = streams or default_streams(threads)
     if streams > threads:
         raise RunnerError(f"--streams {streams} needs at least as many --threads (got {threads})")
-    backend: Backend = load_backend(backend_name, model, threads, batchsize or 1, streams)
+    micro = micro_batch or default_micro_batch(batchsize or 1)
+    backend: Backend = load_backend(backend_name, model, threads, micro, streams)
     spec = backend.input
     batch = spec.static_batch or batchsize or 1
-    if spec.static_batch and batchsize and batchsize != spec.static_batch:
-        log.warning("the model's batch is fixed at %d; --batchsize %d is ignored", spec.static_batch, batchsize)
+    if spec.static_batch:  # a static model runs whole batches of its own size
+        micro = batch
+        if batchsize and batchsize != spec.static_batch:
+            log.warning("the model's batch is fixed at %d; --batchsize %d is ignored", spec.static_batch, batchsize)
     if files:
         per_batch, groups = plan_groups(files, spec.sample_bytes, batch)
         _check_unique_names(files)
     else:
         per_batch, groups = batch, [[None] * batch]
-    runs = len(groups) * loop
+    runs = len(groups) * loop * (batch // micro)
     if runs < streams and chosen_streams is None:  # the default would leave streams, and their threads, idle
         streams = runs
-        backend = load_backend(backend_name, model, threads, batchsize or 1, streams)
+        backend = load_backend(backend_name, model, threads, micro, streams)
     elif runs < streams:
-        log.warning("%d batch run(s) for %d streams: some streams stay idle (use --streams %d, or a larger --loop)",
-                    runs, streams, runs)
-    result = RunResult(batch=batch, compute_ms=[], streams=streams)
+        log.warning("%d backend run(s) for %d streams: some streams stay idle (use --streams %d, or a larger "
+                    "--loop)", runs, streams, runs)
+    result = RunResult(batch=batch, compute_ms=[], streams=streams, micro_batch=micro)
     if output is not None:
         dirname = output_dirname or time.strftime("%Y_%m_%d-%H_%M_%S")
         result.result_dir = Path(output) / dirname
@@ -307,7 +348,7 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
         return np.concatenate(arrays).reshape(batch, *spec.sample_shape)
 
     first = assemble(groups[0])
-    for _ in pipeline(backend, [first] * (warmup_count * backend.streams)):  # every stream, at once
+    for _ in pipeline(backend, [first[:micro]] * (warmup_count * backend.streams)):  # every stream, at once
         pass
     show = None if progress is None else progress  # None: only on a terminal
     bar = tqdm(total=len(groups), unit="batch", desc=f"infer bs{batch}",
@@ -324,7 +365,7 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
     finished = []
     with bar:
         phase_start = time.perf_counter()
-        for run_index, (outputs, started, done) in enumerate(pipeline(backend, batches())):
+        for run_index, (outputs, started, done) in enumerate(pipeline_batches(backend, batches(), batch, micro)):
             result.request_ms.append(1000 * (done - started))
             finished.append(done)
             group_index, loop_index = divmod(run_index, loop)
@@ -345,7 +386,7 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
                         entry["outfiles"].append(str(target))
                 result.d2h_ms.append(1000 * (time.perf_counter() - started))
             bar.update()
-    result.compute_ms = (result.request_ms if backend.streams == 1
+    result.compute_ms = (result.request_ms if backend.streams == 1 and micro == batch
                          else [1000 * seconds for seconds in completion_intervals(phase_start, finished)])
 
     if result.summary_path is not None:
@@ -362,15 +403,16 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
             "backend_version": backend.version,
             "threads": threads,
             "streams": result.streams,
+            "micro_batch": result.micro_batch,
             "request_latency": _stats(result.request_ms),
             "batchsize": batch,
             "model": str(model),
             "versions": versions(),
             "latency_note": "CPU runner: H2D_latency = reading and assembling a batch's input files, D2H_latency = "
                             "writing its outputs; NPU_compute_time = the backend's run of one batch with one "
-                            "stream, or with several streams running batches at once the time between a batch's "
-                            "completion and the previous one (so throughput is per wall-clock second); "
-                            "request_latency = each run's own duration",
+                            "stream and whole batches, otherwise (batches run at once in streams, or in "
+                            "micro-batches) the time between a batch's completion and the previous one, so "
+                            "throughput is per wall-clock second; request_latency = each batch's own duration",
         }
         result.summary_path.parent.mkdir(parents=True, exist_ok=True)
         write_json(result.summary_path, summary)

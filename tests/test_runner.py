@@ -106,7 +106,7 @@ def test_padding_repeats_the_groups_first_file(tmp_path, monkeypatch):
     monkeypatch.setattr(backends.OnnxRuntimeBackend, "run", lambda self, batch, slot=0: seen.append(batch.copy()) or
                         original(self, batch, slot))
     run_inference(str(model), [str(tmp_path / "bins")], str(tmp_path / "out"), "x", batchsize=4, warmup_count=0,
-                  backend_name="onnxruntime")
+                  backend_name="onnxruntime", streams=1, micro_batch=4)  # whole batches, in order
     last = seen[-1]
     np.testing.assert_array_equal(last[:2], np.concatenate([data["4.bin"], data["5.bin"]]))
     np.testing.assert_array_equal(last[2], data["4.bin"][0])
@@ -284,21 +284,60 @@ def test_pipeline_runs_streams_batches_at_once_and_keeps_the_order(streams):
 def test_default_streams_never_exceed_the_batch_runs(tmp_path, caplog):
     model = tiny_model(tmp_path / "tiny.onnx")
     write_samples(tmp_path / "bins", [f"{i}.bin" for i in range(3)])
-    one_run = run_inference(str(model), [str(tmp_path / "bins")], None, None, batchsize=4, threads=2)
-    assert one_run.streams == 1  # a single batch gets every thread
-    pure = run_inference(str(model), None, None, None, batchsize=4, threads=2, loop=4)
+    one_run = run_inference(str(model), [str(tmp_path / "bins")], None, None, batchsize=4, threads=2, micro_batch=4)
+    assert one_run.streams == 1  # a single backend run gets every thread
+    in_pieces = run_inference(str(model), [str(tmp_path / "bins")], None, None, batchsize=4, threads=2)
+    assert (in_pieces.micro_batch, in_pieces.streams) == (2, 2)  # the one batch runs as two pieces at once
+    pure = run_inference(str(model), None, None, None, batchsize=4, threads=2, loop=4, micro_batch=4)
     assert pure.streams == 2
     with caplog.at_level("WARNING"):
-        explicit = run_inference(str(model), None, None, None, batchsize=4, threads=2, streams=2)
-    assert explicit.streams == 2 and "1 batch run(s) for 2 streams" in caplog.text
+        explicit = run_inference(str(model), None, None, None, batchsize=4, threads=2, streams=2, micro_batch=4)
+    assert explicit.streams == 2 and "1 backend run(s) for 2 streams" in caplog.text
 
 
-@pytest.mark.parametrize("threads, streams, pattern", [(1, 2, "--streams 2 needs"), (2, 0, "at least 1"),
-                                                       (0, 1, "at least 1")])
-def test_bad_streams_are_refused(tmp_path, threads, streams, pattern):
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_micro_batches_give_the_same_files_as_whole_batches(tmp_path, backend):
+    model = tiny_model(tmp_path / "tiny.onnx")
+    data = write_samples(tmp_path / "bins", [f"{i}.bin" for i in range(10)])
+    for micro in (1, 2, 4):
+        result = run_inference(str(model), [str(tmp_path / "bins")], str(tmp_path / "out"), f"m{micro}",
+                               outfmt="NPY", batchsize=4, backend_name=backend, threads=2, micro_batch=micro)
+        assert result.micro_batch == micro and len(result.compute_ms) == 3
+        assert json.loads((tmp_path / "out" / f"m{micro}_summary.json").read_text())["micro_batch"] == micro
+    for name, sample in data.items():
+        whole = np.load(tmp_path / "out" / "m4" / f"{name[:-4]}_0.npy")
+        for micro in (1, 2):
+            np.testing.assert_allclose(np.load(tmp_path / "out" / f"m{micro}" / f"{name[:-4]}_0.npy"), whole,
+                                       rtol=0, atol=1e-6)
+        np.testing.assert_allclose(whole[0], direct(model, sample)[0][0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch, micro", [(1, 1), (3, 1), (4, 2), (8, 2)])
+def test_default_micro_batch(tmp_path, batch, micro):
+    model = tiny_model(tmp_path / "tiny.onnx")
+    assert run_inference(str(model), None, None, None, batchsize=batch, loop=2).micro_batch == micro
+    static = tiny_model(tmp_path / "static.onnx", batch=batch)
+    assert run_inference(str(static), None, None, None, loop=2).micro_batch == batch
+
+
+def test_pipeline_batches_joins_the_pieces_in_order():
+    from t2t_vit.runner import pipeline_batches
+
+    backend = RecordingBackend(2)
+    batches = [np.arange(start, start + 4, dtype=np.float32) for start in range(0, 20, 4)]
+    joined = list(pipeline_batches(backend, batches, batch=4, micro=2))
+    assert [outputs[0].tolist() for outputs, _, _ in joined] == [(2 * batch).tolist() for batch in batches]
+    assert sorted(backend.batches) == list(range(0, 20, 2))  # each run saw one piece of 2, starting here
+    assert all(started <= done for _, started, done in joined)
+
+
+@pytest.mark.parametrize("options, pattern", [
+    ({"threads": 1, "streams": 2}, "--streams 2 needs"), ({"streams": 0}, "at least 1"), ({"threads": 0}, "at least 1"),
+    ({"micro_batch": 0}, "at least 1"), ({"batchsize": 8, "micro_batch": 3}, "--micro-batch 3 must divide")])
+def test_bad_streams_and_micro_batches_are_refused(tmp_path, options, pattern):
     model = tiny_model(tmp_path / "tiny.onnx")
     with pytest.raises(RunnerError, match=pattern):
-        run_inference(str(model), None, None, None, threads=threads, streams=streams)
+        run_inference(str(model), None, None, None, **options)
 
 
 def test_bins_made_with_another_data_config_are_refused(tmp_path, capsys):
@@ -327,8 +366,8 @@ def test_om_model_is_handed_to_ais_bench(tmp_path):
     om.write_bytes(b"om")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}:{REPO_ROOT}"}
     command = [sys.executable, str(REPO_ROOT / "T2T_ViT_infer.py"), "--model", str(om), "--backend", "openvino",
-               "--streams", "2", "--threads", "2", "--input", "bins", "--output", "result", "--outfmt", "BIN", "--batchsize", "8",
-               "--output_dirname", str(tmp_path / "bs8")]
+               "--streams", "2", "--micro-batch", "2", "--threads", "2", "--input", "bins", "--output", "result",
+               "--outfmt", "BIN", "--batchsize", "8", "--output_dirname", str(tmp_path / "bs8")]
     assert subprocess.run(command, env=env).returncode == 0
     forwarded = json.loads((tmp_path / "bs8.args").read_text())
     assert forwarded == ["--model", str(om), "--input", "bins", "--output", "result", "--outfmt", "BIN",
