@@ -42,6 +42,7 @@ import numpy as np
 
 from t2t_vit import ToolkitError
 from t2t_vit.backends import Backend, default_streams, load_backend
+from t2t_vit.files import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -125,18 +126,17 @@ def _check_unique_names(files: Sequence[Path]) -> None:
 
 
 def save_output(path: Path, data: np.ndarray, outfmt: str) -> None:
-    """Write one output as ais_bench does (BIN raw, NPY numpy, TXT rows of '%f' separated by spaces)."""
-    temp = path.with_name(f".{path.name}.partial")
-    if outfmt == "NPY":
-        with open(temp, "wb") as handle:
-            np.save(handle, data)
-    elif outfmt == "TXT":
-        rows = data.reshape(-1, data.shape[-1])
-        fmt = "%f" if np.issubdtype(rows.dtype, np.floating) else "%d"
-        temp.write_text("".join(" ".join(fmt % value for value in row) + " \n" for row in rows))
-    else:
-        data.tofile(temp)
-    os.replace(temp, path)
+    """Write one output as ais_bench does (BIN raw, NPY numpy, TXT rows of '%f' separated by spaces), atomically."""
+    with atomic_output(path) as temp:
+        if outfmt == "NPY":
+            with open(temp, "wb") as handle:
+                np.save(handle, data)
+        elif outfmt == "TXT":
+            rows = data.reshape(-1, data.shape[-1])
+            fmt = "%f" if np.issubdtype(rows.dtype, np.floating) else "%d"
+            temp.write_text("".join(" ".join(fmt % value for value in row) + " \n" for row in rows))
+        else:
+            data.tofile(temp)
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
