@@ -307,6 +307,9 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
     if streams > threads:
         raise RunnerError(f"--streams {streams} needs at least as many --threads (got {threads})")
     micro = micro_batch or default_micro_batch(batchsize or 1)
+    if chosen_streams is None:  # no more streams than backend runs, counted before the model is compiled
+        groups_expected = -(-len(files) // (batchsize or 1)) if files else 1
+        streams = max(1, min(streams, groups_expected * loop * ((batchsize or 1) // micro)))
     backend: Backend = load_backend(backend_name, model, threads, micro, streams)
     spec = backend.input
     batch = spec.static_batch or batchsize or 1
@@ -320,7 +323,7 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
     else:
         per_batch, groups = batch, [[None] * batch]
     runs = len(groups) * loop * (batch // micro)
-    if runs < streams and chosen_streams is None:  # the default would leave streams, and their threads, idle
+    if runs < streams and chosen_streams is None:  # a static batch or whole-batch files gave fewer runs
         streams = runs
         backend = load_backend(backend_name, model, threads, micro, streams)
     elif runs < streams:

@@ -281,11 +281,20 @@ def test_pipeline_runs_streams_batches_at_once_and_keeps_the_order(streams):
     assert sum(intervals) == pytest.approx(max(done for _, _, done in results) - start)
 
 
-def test_default_streams_never_exceed_the_batch_runs(tmp_path, caplog):
+def test_default_streams_never_exceed_the_batch_runs(tmp_path, caplog, monkeypatch):
+    import t2t_vit.runner as runner
+
+    loads = []
+    original_load = runner.load_backend
+    monkeypatch.setattr(runner, "load_backend", lambda *args: loads.append(args[-1]) or original_load(*args))
     model = tiny_model(tmp_path / "tiny.onnx")
     write_samples(tmp_path / "bins", [f"{i}.bin" for i in range(3)])
     one_run = run_inference(str(model), [str(tmp_path / "bins")], None, None, batchsize=4, threads=2, micro_batch=4)
     assert one_run.streams == 1  # a single backend run gets every thread
+    assert loads == [1]  # compiled once, with one stream
+    static = run_inference(str(tiny_model(tmp_path / "static.onnx", batch=4)), [str(tmp_path / "bins")], None, None,
+                           threads=2)
+    assert static.streams == 1 and loads[-2:] == [2, 1]  # its batch of 4 shows only once loaded: one run
     in_pieces = run_inference(str(model), [str(tmp_path / "bins")], None, None, batchsize=4, threads=2)
     assert (in_pieces.micro_batch, in_pieces.streams) == (2, 2)  # the one batch runs as two pieces at once
     pure = run_inference(str(model), None, None, None, batchsize=4, threads=2, loop=4, micro_batch=4)
