@@ -10,11 +10,15 @@
 # The soc version is "Ascend" + the Name column of `npu-smi info` (310P3 -> Ascend310P3) unless given.
 # ATC writes T2T_ViT_bs${bs}.om, or T2T_ViT_bs${bs}_<os>_<arch>.om on some versions: either is found,
 # and the second is linked as T2T_ViT_bs${bs}.om. keep_dtype.cfg comes from gen_cfg.py.
+# Beside each .om it writes T2T_ViT_bs${bs}.om.json: the SHA-256 of the ONNX, keep_dtype.cfg and .om, so
+# that T2T_ViT_eval.sh runs an .om only when it was built from that run's own export.
 set -euo pipefail
 
 onnx="" soc="" batch_sizes="1 4 8 16 32 64" keep_dtype="keep_dtype.cfg" out_dir="."
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set /p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; }
+sha256() { sha256sum "$1" | cut -d' ' -f1; }
+json_string() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
 die() { echo "error: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -50,6 +54,7 @@ mkdir -p "$out_dir"
 for bs in $batch_sizes; do
   output="$out_dir/T2T_ViT_bs${bs}"
   echo "atc: batch $bs -> ${output}.om (soc $soc)"
+  rm -f "${output}.om.json"  # the record is written again only once this build succeeded
   atc --framework=5 --model="$onnx" --output="$output" --input_format=NCHW \
       --input_shape="image:${bs},3,224,224" --log=error --soc_version="$soc" --keep_dtype="$keep_dtype" \
     || die "atc failed for batch $bs"
@@ -59,5 +64,10 @@ for bs in $batch_sizes; do
     ln -sf "$(basename "$found")" "${output}.om"
     echo "atc: $found linked as ${output}.om"
   fi
+  record="${output}.om.json"
+  printf '{"onnx": %s, "onnx_sha256": "%s", "keep_dtype": %s, "keep_dtype_sha256": "%s", "om_sha256": "%s", "soc_version": %s, "batch_size": %s}\n' \
+    "$(json_string "$onnx")" "$(sha256 "$onnx")" "$(json_string "$keep_dtype")" "$(sha256 "$keep_dtype")" \
+    "$(sha256 "${output}.om")" "$(json_string "$soc")" "$bs" > "${record}.partial"
+  mv "${record}.partial" "$record"
 done
 echo "built: $(for bs in $batch_sizes; do printf '%s ' "$out_dir/T2T_ViT_bs${bs}.om"; done)"

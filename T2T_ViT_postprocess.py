@@ -40,41 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def action() -> None:
-        import logging
-
         from t2t_vit import metrics
-        from t2t_vit.data import read_class_list
         from t2t_vit.provenance import provenance, write_json
 
-        log = logging.getLogger("T2T_ViT_postprocess")
-        matched = metrics.match_results(args.result_dir, args.gt_path)
-        problem = metrics.describe_missing(matched)
-        if problem and not args.allow_missing:
-            raise metrics.ResultError(f"{problem}; pass --allow-missing to score the {len(matched.names)} matched "
-                                      f"samples")
-        if not matched.names:
-            raise metrics.ResultError("no result matches a label: check --result-dir and --gt-path")
-        if problem:
-            log.warning("%s; scoring the %d matched samples", problem, len(matched.names))
-        scores = metrics.score(matched.names, matched.logits, matched.labels)
-        if scores.nonfinite:
-            log.warning("%d samples have NaN or infinite logits, counted as wrong: %s", len(scores.nonfinite),
-                        ", ".join(scores.nonfinite[:5]))
-        print(f"Top-1 accuracy of the model is: {scores.top1:.3f}%")
-        print(f"Top-5 accuracy of the model is: {scores.top5:.3f}%")
-        print(f"over {scores.count} images ({scores.correct_top1} top-1 and {scores.correct_top5} top-5 correct; "
-              f"{len(matched.missing_results)} missing results, {len(matched.unlabelled_results)} unlabelled "
-              f"results, {len(scores.nonfinite)} non-finite)")
-        results = {"top1": scores.top1, "top5": scores.top5, "count": scores.count,
-                   "correct_top1": scores.correct_top1, "correct_top5": scores.correct_top5,
-                   "nonfinite": len(scores.nonfinite), "nonfinite_names": scores.nonfinite,
-                   "missing_results": len(matched.missing_results),
-                   "unlabelled_results": len(matched.unlabelled_results),
-                   "label_mode": matched.label_mode, "result_dir": args.result_dir, "gt_path": args.gt_path,
-                   "tie_rule": "top-k correct when fewer than k classes have a strictly greater logit"}
-        if args.per_class:
-            class_names = read_class_list() if matched.logits.shape[1] == 1000 else None
-            results["per_class"] = metrics.per_class(matched.logits, matched.labels, class_names)
+        results, matched = metrics.evaluate(args.result_dir, args.gt_path, args.allow_missing, args.per_class)
+        print(f"Top-1 accuracy of the model is: {results['top1']:.3f}%")
+        print(f"Top-5 accuracy of the model is: {results['top5']:.3f}%")
+        print(f"over {results['count']} images ({results['correct_top1']} top-1 and {results['correct_top5']} top-5 "
+              f"correct; {results['missing_results']} missing results, {results['unlabelled_results']} unlabelled "
+              f"results, {results['nonfinite']} non-finite)")
         if args.compare_dir:
             other = metrics.match_results(args.compare_dir, args.gt_path)
             names, mine, theirs, labels = metrics.align(matched, other, args.allow_missing)

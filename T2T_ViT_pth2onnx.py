@@ -49,19 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def action() -> None:
-        from t2t_vit.checkpoint import load_checkpoint
-        from t2t_vit.export import check_opset, export_onnx
-        from t2t_vit.config import resolve_data_config
-        from t2t_vit.model import create_model
+        from t2t_vit.export import export_checkpoint
 
-        check_opset(args.opset, args.performer)  # before the slow part
-        model = create_model(args.performer)
-        info = load_checkpoint(model, args.pth_path, args.weights)
-        report = export_onnx(model, args.onnx_path, opset=args.opset, tolerance=args.tolerance,
-                             data_config=resolve_data_config(),
-                             extra_metadata={"checkpoint": args.pth_path, "weights": info.weights_key or "bare"})
+        report, weights_key = export_checkpoint(args.pth_path, args.onnx_path, args.performer, args.weights,
+                                                args.opset, args.tolerance)
         print(f"wrote {report.onnx_path}: performer={report.performer} opset={report.opset} "
-              f"weights={info.weights_key or 'bare state dict'} max_abs_diff={report.max_abs_diff:.3g} "
+              f"weights={weights_key or 'bare state dict'} max_abs_diff={report.max_abs_diff:.3g} "
               f"(tolerance {report.tolerance:g}, batches {report.verified_batch_sizes})")
 
     return cli.run(action, args)

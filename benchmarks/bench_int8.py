@@ -9,7 +9,7 @@ stored as int8 (per output channel with ``--per-channel``), activations quantize
 It is compared with the runner's default f32 path (OpenVINO, ``matmul`` export) and with onnxruntime
 f32 on the same export, all three run with the runner's settings (one stream per thread, micro-batches):
 
-- agreement, on the shared ImageNet images preprocessed exactly as the toolkit does: max abs
+- agreement, on real ImageNet images (the 26 shipped ones by default) preprocessed exactly as the toolkit does: max abs
   difference of the logits, top-1 agreement, and how often the f32 top-1 class is in the int8 top-5
   (with how many distinct classes the f32 top-1 takes, since random weights may favour a few);
 - speed: images/s at batch 1 and 8, the paths interleaved over ``--rounds`` rounds, each measurement
@@ -41,7 +41,7 @@ from t2t_vit.runner import default_micro_batch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_backends import RuntimePath, add_timing_arguments, images_per_s, window_batches  # noqa: E402
 
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "imagenet-sample"
+DEFAULT_DATA = REPO_ROOT / "tests" / "data" / "imagenet-sample"  # shipped; ../shared/data/imagenet-sample has 200
 BATCHES = (1, 8)
 
 

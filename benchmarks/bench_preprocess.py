@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Preprocess throughput: this toolkit's stage against the reference path, in one run.
 
-    python3 benchmarks/bench_preprocess.py --data-dir ../shared/data/imagenet-sample --workers 2
+    python3 benchmarks/bench_preprocess.py --workers 2          # the 26 shipped images, each linked 8 times
+    python3 benchmarks/bench_preprocess.py --data-dir ../shared/data/imagenet-sample --copies 1
 
 Reference path: timm's ``create_transform(**data_config)`` in a torch DataLoader with the same number
 of workers, the main process writing the same bins. Both paths process every image from scratch
 into a fresh folder; the rounds alternate between them (this machine is shared and drifts) and the
 median images/s of each is reported, with their ratio. The bins of the two paths are compared byte
-for byte. A flat folder of ImageNet JPEGs named ``<synset>_*.JPEG`` is laid out as val/<synset>/ first.
+for byte. A flat folder of ImageNet JPEGs named ``<synset>_*.JPEG`` is laid out as val/<synset>/ first,
+each image linked ``--copies`` times under distinct names.
 """
 
 from __future__ import annotations
@@ -25,15 +27,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from t2t_vit.config import resolve_data_config  # noqa: E402
 from t2t_vit.preprocess import default_workers, run_preprocess  # noqa: E402
 
+SHIPPED = Path(__file__).resolve().parents[1] / "tests" / "data" / "imagenet-sample"
 
-def layout(source: Path, root: Path) -> Path:
+
+def layout(source: Path, root: Path, copies: int = 1) -> Path:
     """val/<synset>/<file> symlinks for a folder of <synset>_*.JPEG files (or the folder itself if laid out)."""
+    from t2t_vit.demo import replicate_val_tree
+
     if any(path.is_dir() for path in source.iterdir()):
         return source
-    for image in sorted(source.glob("*.JPEG")):
-        folder = root / image.name.split("_", 1)[0]
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / image.name).symlink_to(image.resolve())
+    images = sorted(source.glob("*.JPEG"))
+    replicate_val_tree(root, images, len(images) * copies)
     return root
 
 
@@ -65,8 +69,10 @@ def reference_path(data_dir: Path, out_dir: Path, workers: int, data_config: dic
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/imagenet-sample"),
-                        metavar="DIR", help="images (default: ../shared/data/imagenet-sample)")
+    parser.add_argument("--data-dir", default=str(SHIPPED), metavar="DIR",
+                        help="images (default: the 26 shipped in tests/data/imagenet-sample)")
+    parser.add_argument("--copies", type=int, default=8, metavar="N",
+                        help="link each image of a flat folder N times (default: 8)")
     parser.add_argument("--workers", type=int, default=default_workers(), metavar="N",
                         help=f"workers for both paths (default: {default_workers()})")
     parser.add_argument("--rounds", type=int, default=3, metavar="N", help="alternating rounds (default: 3)")
@@ -81,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, list[float]] = {"toolkit": [], "reference": []}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        data_dir = layout(Path(args.data_dir), scratch / "val")
+        data_dir = layout(Path(args.data_dir), scratch / "val", args.copies)
         count = 0
         for round_index in range(args.rounds):
             for path in ("toolkit", "reference") if round_index % 2 == 0 else ("reference", "toolkit"):

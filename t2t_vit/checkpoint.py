@@ -67,25 +67,43 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(error))
         if found:
             raise CheckpointError(
                 f"checkpoint {path} refused: its pickle needs the global {found.group(1)}, and only "
                 f"argparse.Namespace is allowed (loading other objects can execute code). Save the bare "
                 f"state dict instead: torch.save(checkpoint['state_dict'], 'weights.pth')") from None
-        raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint ({_first_line(error)})") from None
+        raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint ({_what_it_is(path, error)})") from None
     except PermissionError as error:
         raise CheckpointError(f"checkpoint {path} cannot be read: {error.strerror}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({_first_line(error)}): "
                               f"download or copy it again") from None
     except Exception as error:  # noqa: BLE001 - torch raises KeyError, ValueError, ... on arbitrary bytes
-        raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint "
-                              f"({type(error).__name__}: {_first_line(error)})") from None
+        raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint ({_what_it_is(path, error)})") from None
+
+
+def _what_it_is(path: Path, error: BaseException) -> str:
+    """Why a file is not a checkpoint, in the user's terms: what the file looks like, never torch's advice
+    to turn off weights-only loading (which would run the file's code)."""
+    with open(path, "rb") as handle:
+        head = handle.read(256)
+    if head.startswith(b"version https://git-lfs"):
+        return "it is a Git LFS pointer: fetch the real file with git lfs pull"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(ch.isprintable() or ch in "\r\n\t" for ch in text):
+        first = text.strip().splitlines()[0][:60] if text.strip() else ""
+        return f"it is a text file, starting {first!r}: the download or copy went wrong"
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
+    detail = found.group(1).strip().splitlines()[0] if found else type(error).__name__
+    return f"its pickle cannot be read ({detail})"
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
+    text = str(error).strip().split(". This is an internal miniz error")[0]  # the rest is torch's advice
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 

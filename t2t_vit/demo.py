@@ -11,8 +11,10 @@ so every stage can run end to end without ImageNet. The weights are random: the 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -45,17 +47,55 @@ def make_images(root: Path, count: int, seed: int = 0) -> list[Path]:
     return paths
 
 
+def replicate_val_tree(root: Path, images: Sequence[Path], count: int) -> list[Path]:
+    """``count`` images in the ImageNet val layout ``root/<synset>/<file>``, made by linking ``images`` (named
+    ``<synset>_<words>.JPEG``) again and again under distinct names: a large val set from a few real images."""
+    root = Path(root)
+    if not images:
+        raise ValueError("no images to replicate")
+    paths = []
+    for index in range(count):
+        image = Path(images[index % len(images)])
+        copy = index // len(images)
+        folder = root / image.name.split("_", 1)[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / (image.name if copy == 0 else f"{image.stem}_r{copy:05d}{image.suffix}")
+        path.symlink_to(image.resolve())
+        paths.append(path)
+    return paths
+
+
 def make_checkpoint(path: Path, seed: int = 0) -> Path:
     """A randomly initialised T2T-ViT-14 saved as the published checkpoint is laid out."""
     import torch
 
     from t2t_vit.model import create_model
 
+    from t2t_vit.files import atomic_output
+
     torch.manual_seed(seed)
     weights = create_model("einsum").state_dict()
-    torch.save({"state_dict": weights, "state_dict_ema": weights, "epoch": 0, "arch": "t2t_vit_14", "version": 2,
-                "args": argparse.Namespace(model="t2t_vit_14", demo=True)}, path)
+    with atomic_output(path) as temp_path:
+        torch.save({"state_dict": weights, "state_dict_ema": weights, "epoch": 0, "arch": "t2t_vit_14", "version": 2,
+                    "args": argparse.Namespace(model="t2t_vit_14", demo=True)}, temp_path)
     return path
+
+
+def make_demo(out_dir: Path, images: int = 16) -> tuple[Path, Path]:
+    """The demo's checkpoint and val folder under ``out_dir`` (made once, reused after); returns both paths."""
+    out_dir = Path(out_dir)
+    checkpoint, val = out_dir / "random_t2t_vit_14.pth.tar", out_dir / "val"
+    if val.is_dir() and len(list(val.rglob("*.JPEG"))) != images:
+        shutil.rmtree(val)  # made for another --demo-images
+    if not val.is_dir():  # made beside, then renamed: an interrupted run leaves no half-made folder
+        partial = out_dir / ".val.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        make_images(partial, images)
+        partial.rename(val)
+    if not checkpoint.is_file():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        make_checkpoint(checkpoint)
+    return checkpoint, val
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,14 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", required=True, metavar="DIR", help="where the demo data goes")
     parser.add_argument("--images", type=int, default=16, metavar="N", help="synthetic images (default: 16)")
     args = parser.parse_args(argv)
-    out = Path(args.out_dir)
-    checkpoint = out / "random_t2t_vit_14.pth.tar"
-    if not (out / "val").is_dir():
-        make_images(out / "val", args.images)
-    if not checkpoint.is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        make_checkpoint(checkpoint)
-    print(f"demo data: {out / 'val'} ({args.images} synthetic images), checkpoint {checkpoint} (random weights: "
+    checkpoint, val = make_demo(Path(args.out_dir), args.images)
+    print(f"demo data: {val} ({args.images} synthetic images), checkpoint {checkpoint} (random weights: "
           f"the accuracy means nothing)")
     return 0
 

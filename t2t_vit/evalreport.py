@@ -1,39 +1,70 @@
 """The main job's closing report: accuracy and throughput per batch size, as Markdown, JSON and a plot.
 
-    python3 -m t2t_vit.evalreport --work-dir work --batch-sizes "1 4 8" --backend openvino
-
-Reads ``<work>/acc_bs<N>.json`` (from T2T_ViT_postprocess.py) and ``<work>/perf/bs<N>_summary.json``
-(pure inference, ais_bench's summary) for each batch size, prints the two tables, and writes
-``<work>/eval_summary.json`` and ``<work>/eval_summary.png``.
+``eval_summary.json`` holds ``rows`` (one per batch size: ``batch_size``, ``top1``, ``top5``, ``count``,
+``accuracy_batch_size`` (the batch size the accuracy was measured at), ``images_per_s``,
+``compute_ms_mean``, ``runner``), ``accuracy_note``, ``stage_seconds``, and provenance.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from t2t_vit.evaljob import JobOptions, Pass
+
+SUMMARY_JSON = "eval_summary.json"
+SUMMARY_PNG = "eval_summary.png"
+DEMO_NOTE = "DEMO: random weights and synthetic images, the accuracy means nothing"
 
 
-def collect(work_dir: Path, batch_sizes: list[int]) -> list[dict[str, Any]]:
+def build_summary(options: JobOptions, models: dict[int, tuple[Path, str]], accuracy: list[Pass],
+                  scores: dict[int, dict[str, Any]], perf: dict[int, dict[str, Any]],
+                  stage_seconds: dict[str, float]) -> dict[str, Any]:
+    """What eval_summary.json holds: a row per batch size, the accuracy from the pass that covers it."""
+    from t2t_vit.provenance import machine, now, versions
+
+    cpu_pass = next((item.batch for item in accuracy if item.runner != "ais_bench"), None)
     rows = []
-    for batch_size in batch_sizes:
-        accuracy = json.loads((work_dir / f"acc_bs{batch_size}.json").read_text())
-        perf = json.loads((work_dir / "perf" / f"bs{batch_size}_summary.json").read_text())
-        rows.append({"batch_size": batch_size, "top1": accuracy["top1"], "top5": accuracy["top5"],
-                     "count": accuracy["count"], "images_per_s": perf["throughput"],
-                     "compute_ms_mean": perf["NPU_compute_time"]["mean"],
-                     "runner": perf.get("backend", "ais_bench")})
-    return rows
+    for batch in options.batch_sizes:
+        model, runner = models[batch]
+        measured_at = batch if batch in scores and (options.accuracy_all or runner == "ais_bench") else cpu_pass
+        accuracy_row = scores[measured_at]
+        rows.append({"batch_size": batch, "top1": accuracy_row["top1"], "top5": accuracy_row["top5"],
+                     "count": accuracy_row["count"], "accuracy_batch_size": measured_at,
+                     "images_per_s": perf[batch]["throughput"],
+                     "compute_ms_mean": perf[batch]["NPU_compute_time"]["mean"], "runner": runner,
+                     "model": str(model)})
+    if options.accuracy_all:
+        accuracy_note = "accuracy measured at every batch size"
+    elif cpu_pass is not None:
+        accuracy_note = (f"CPU accuracy measured once, at batch {cpu_pass}: the CPU logits do not depend on the "
+                         f"batch size (--accuracy-all measures every batch size)")
+    else:
+        accuracy_note = "accuracy measured at every batch size (each .om is its own compiled graph)"
+    return {"rows": rows, "accuracy_note": accuracy_note, "backend": options.backend,
+            "cpu_onnx": str(options.work_dir / "T2T_ViT_14_matmul.onnx"), "checkpoint": str(options.pth_path),
+            "data_dir": str(options.data_dir), "demo": options.demo, "note": DEMO_NOTE if options.demo else "",
+            "stage_seconds": stage_seconds, "date": now(), "machine": machine(), "versions": versions()}
 
 
-def markdown_tables(rows: list[dict[str, Any]]) -> str:
-    lines = ["| batch size | top-1 (%) | top-5 (%) | images |", "|---|---|---|---|"]
-    lines += [f"| {r['batch_size']} | {r['top1']:.3f} | {r['top5']:.3f} | {r['count']} |" for r in rows]
+def markdown_tables(summary: dict[str, Any]) -> str:
+    rows = summary["rows"]
+    lines = ["| batch size | top-1 (%) | top-5 (%) | images | measured at batch |", "|---|---|---|---|---|"]
+    lines += [f"| {r['batch_size']} | {r['top1']:.3f} | {r['top5']:.3f} | {r['count']} | {r['accuracy_batch_size']} |"
+              for r in rows]
+    lines += ["", summary["accuracy_note"]]
     lines += ["", "| batch size | images/s | compute ms / batch | runner |", "|---|---|---|---|"]
     lines += [f"| {r['batch_size']} | {r['images_per_s']:.2f} | {r['compute_ms_mean']:.1f} | {r['runner']} |"
               for r in rows]
+    return "\n".join(lines)
+
+
+def stage_table(stage_seconds: dict[str, float]) -> str:
+    from t2t_vit.progress import format_seconds
+
+    lines = ["| stage | elapsed |", "|---|---|"]
+    lines += [f"| {stage} | {format_seconds(seconds)} ({seconds:.1f} s) |" for stage, seconds in stage_seconds.items()]
     return "\n".join(lines)
 
 
@@ -50,6 +81,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     speed.plot(sizes, [row["images_per_s"] for row in rows], marker="o")
     speed.set_xscale("log", base=2)
     speed.set_xticks(sizes, [str(size) for size in sizes])
+    speed.set_ylim(bottom=0)  # from zero, so run-to-run noise does not look like a trend
     speed.set_xlabel("batch size")
     speed.set_ylabel("images/s")
     speed.set_title("throughput")
@@ -70,38 +102,16 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(figure)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from t2t_vit.provenance import machine, now, versions, write_json
+def write_report(work_dir: Path, summary: dict[str, Any]) -> None:
+    """Print the tables and write eval_summary.json and eval_summary.png."""
+    from t2t_vit.provenance import write_json
 
-    parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
-    parser.add_argument("--work-dir", required=True, metavar="DIR")
-    parser.add_argument("--batch-sizes", required=True, metavar="'1 4 8'")
-    parser.add_argument("--backend", default="", metavar="NAME", help="CPU backend used (recorded)")
-    parser.add_argument("--cpu-onnx", default="", metavar="FILE", help="the ONNX the CPU runner used (recorded)")
-    parser.add_argument("--checkpoint", default="", metavar="FILE")
-    parser.add_argument("--data-dir", default="", metavar="DIR")
-    parser.add_argument("--demo", action="store_true", help="the run used demo data and random weights")
-    args = parser.parse_args(argv)
-    work_dir = Path(args.work_dir)
-    batch_sizes = [int(size) for size in args.batch_sizes.split()]
-    try:
-        rows = collect(work_dir, batch_sizes)
-    except (OSError, KeyError, ValueError) as error:
-        print(f"error: cannot collect the results in {work_dir}: {error}", file=sys.stderr)
-        return 1
-    note = ("DEMO: random weights and synthetic images, the accuracy means nothing" if args.demo else "")
-    summary = {"rows": rows, "backend": args.backend, "cpu_onnx": args.cpu_onnx, "checkpoint": args.checkpoint,
-               "data_dir": args.data_dir, "demo": args.demo, "note": note, "date": now(), "machine": machine(),
-               "versions": versions()}
-    write_json(work_dir / "eval_summary.json", summary)
     title = f"T2T-ViT-14 on {summary['machine']['cpu']} ({summary['machine']['cores']} cores)"
-    plot(rows, work_dir / "eval_summary.png", title + (" - DEMO, random weights" if args.demo else ""))
-    print(markdown_tables(rows))
-    if note:
-        print(f"\n{note}")
-    print(f"\nwrote {work_dir / 'eval_summary.json'} and {work_dir / 'eval_summary.png'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    plot(summary["rows"], work_dir / SUMMARY_PNG, title + (" - DEMO, random weights" if summary["demo"] else ""))
+    write_json(work_dir / SUMMARY_JSON, summary)
+    print("\n== summary")
+    print(markdown_tables(summary))
+    if summary["note"]:
+        print(f"\n{summary['note']}")
+    print("\n" + stage_table(summary["stage_seconds"]))
+    print(f"\nwrote {work_dir / SUMMARY_JSON} and {work_dir / SUMMARY_PNG}")

@@ -46,6 +46,10 @@ class ExportError(ToolkitError):
     """The export failed or produced a file that does not reproduce the PyTorch model."""
 
 
+class ModelFileError(ToolkitError):
+    """A file given as an ONNX model is missing or is not one."""
+
+
 @dataclass
 class ExportReport:
     """What an export produced, as a flat record for printing and JSON."""
@@ -112,6 +116,28 @@ def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAUL
     return ExportReport(onnx_path=str(onnx_path), performer=performer, opset=opset, max_abs_diff=max_abs_diff,
                         tolerance=tolerance, verified_batch_sizes=list(verify_batch_sizes),
                         file_bytes=onnx_path.stat().st_size, metadata=metadata)
+
+
+def export_checkpoint(pth_path: str | os.PathLike, onnx_path: str | os.PathLike, performer: str,
+                      weights: str = "auto", opset: int = DEFAULT_OPSET, tolerance: float = DEFAULT_TOLERANCE,
+                      data_config: dict[str, Any] | None = None) -> tuple[ExportReport, str | None]:
+    """Load a checkpoint into T2T-ViT-14 and export it; the file's metadata records the checkpoint's SHA-256.
+
+    Returns the report and the weights key used (None for a bare state dict).
+    """
+    from t2t_vit.checkpoint import load_checkpoint
+    from t2t_vit.config import resolve_data_config
+    from t2t_vit.files import sha256_file
+    from t2t_vit.model import create_model
+
+    check_opset(opset, performer)  # before the slow part
+    model = create_model(performer)
+    info = load_checkpoint(model, pth_path, weights)
+    report = export_onnx(model, onnx_path, opset=opset, tolerance=tolerance,
+                         data_config=data_config or resolve_data_config(),
+                         extra_metadata={"checkpoint": str(pth_path), "checkpoint_sha256": sha256_file(pth_path),
+                                         "weights": info.weights_key or "bare"})
+    return report, info.weights_key
 
 
 def _metadata(performer: str, opset: int, data_config: dict[str, Any] | None,
@@ -192,10 +218,24 @@ def verify_onnx(onnx_path: str | os.PathLike, model: torch.nn.Module, batch_size
     return worst
 
 
-def read_metadata(onnx_path: str | os.PathLike) -> dict[str, str]:
-    """The ``t2t_vit.*`` metadata of an exported file, prefix removed (empty for other ONNX files)."""
+def load_onnx(onnx_path: str | os.PathLike, what: str = "model"):
+    """Parse an ONNX file (without external data), turning every failure into one line that names the file."""
     import onnx
 
-    proto = onnx.load(str(onnx_path), load_external_data=False)
+    try:
+        return onnx.load(str(onnx_path), load_external_data=False)
+    except FileNotFoundError:
+        raise ModelFileError(f"{what} {onnx_path} does not exist") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{what} {onnx_path} is a directory, not an ONNX file") from None
+    except Exception as error:  # noqa: BLE001 - protobuf raises DecodeError, RuntimeError, ... on other bytes
+        detail = (str(error).strip().splitlines() or [""])[0][:200]
+        raise ModelFileError(f"{what} {onnx_path} is not an ONNX model, or is truncated "
+                             f"({type(error).__name__}{': ' + detail if detail else ''})") from None
+
+
+def read_metadata(onnx_path: str | os.PathLike) -> dict[str, str]:
+    """The ``t2t_vit.*`` metadata of an exported file, prefix removed (empty for other ONNX files)."""
+    proto = load_onnx(onnx_path)
     return {prop.key[len(METADATA_PREFIX):]: prop.value for prop in proto.metadata_props
             if prop.key.startswith(METADATA_PREFIX)}

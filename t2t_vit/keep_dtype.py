@@ -94,14 +94,12 @@ def _constant_only(nodes, initializers: set[str]) -> set[int]:
 
 def keep_dtype_nodes(onnx_path: str | os.PathLike) -> list[PerformerSubgraph]:
     """Load ``onnx_path`` and return its performer subgraphs; refuse graphs that ATC cannot keep in fp32."""
-    import onnx
+    from t2t_vit.export import ModelFileError, load_onnx
 
     try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except FileNotFoundError:
-        raise KeepDtypeError(f"{onnx_path} does not exist") from None
-    except Exception as error:  # noqa: BLE001 - onnx raises DecodeError and others for non-ONNX files
-        raise KeepDtypeError(f"{onnx_path} is not an ONNX model ({type(error).__name__}: {error})") from None
+        model = load_onnx(onnx_path, "ONNX")
+    except ModelFileError as error:
+        raise KeepDtypeError(str(error)) from None
     subgraphs = find_performer_subgraphs(model.graph)
     if not subgraphs:
         raise KeepDtypeError(f"{onnx_path} has no performer attention (a 3-output Split feeding a Div through k, q "

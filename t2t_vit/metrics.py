@@ -255,3 +255,40 @@ def describe_missing(matched: MatchedSet) -> str:
                      f"({', '.join(matched.unlabelled_results[:_LISTED])}"
                      f"{', ...' if len(matched.unlabelled_results) > _LISTED else ''})")
     return " and ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------- the stage
+
+def evaluate(result_dir: str | os.PathLike, gt_path: str | os.PathLike, allow_missing: bool = False,
+             with_per_class: bool = False) -> tuple[dict[str, Any], MatchedSet]:
+    """Score a result dir against the label file: the postprocess stage's figures as a flat dict.
+
+    Raises:
+        ResultError: labels without results or results without labels (unless ``allow_missing``),
+            or nothing matched.
+    """
+    matched = match_results(result_dir, gt_path)
+    problem = describe_missing(matched)
+    if problem and not allow_missing:
+        raise ResultError(f"{problem}; pass --allow-missing to score the {len(matched.names)} matched samples")
+    if not matched.names:
+        raise ResultError("no result matches a label: check --result-dir and --gt-path")
+    if problem:
+        log.warning("%s; scoring the %d matched samples", problem, len(matched.names))
+    scores = score(matched.names, matched.logits, matched.labels)
+    if scores.nonfinite:
+        log.warning("%d samples have NaN or infinite logits, counted as wrong: %s", len(scores.nonfinite),
+                    ", ".join(scores.nonfinite[:_LISTED]))
+    results: dict[str, Any] = {
+        "top1": scores.top1, "top5": scores.top5, "count": scores.count,
+        "correct_top1": scores.correct_top1, "correct_top5": scores.correct_top5,
+        "nonfinite": len(scores.nonfinite), "nonfinite_names": scores.nonfinite,
+        "missing_results": len(matched.missing_results), "unlabelled_results": len(matched.unlabelled_results),
+        "label_mode": matched.label_mode, "result_dir": str(result_dir), "gt_path": str(gt_path),
+        "tie_rule": "top-k correct when fewer than k classes have a strictly greater logit"}
+    if with_per_class:
+        from t2t_vit.data import read_class_list
+
+        class_names = read_class_list() if matched.logits.shape[1] == NUM_CLASSES else None
+        results["per_class"] = per_class(matched.logits, matched.labels, class_names)
+    return results, matched

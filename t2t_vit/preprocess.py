@@ -2,9 +2,12 @@
 
 Resuming: every bin is written under a temporary name and renamed when complete. The manifest
 (``<out-dir>/manifest.json``) is written before the first bin, with the data config and the planned
-name -> source mapping. A re-run with the same config and data dir skips every bin that exists with
-the right size and the same source in that mapping, redoes the rest, and removes temporary files
-that a killed run left behind. The bins and the label file are the same bytes as an uninterrupted run.
+name -> source mapping, with each source's size and modification time (compared for equality, as
+the identity of its content). A re-run with the same config and data dir skips every bin that exists
+with the right size and the same source entry in that mapping, redoes the rest (an image replaced
+under the same name included), and removes temporary files that a killed run left behind. A run
+stopped by Ctrl-C or an error leaves the manifest's status ``interrupted`` or ``failed``. The bins
+and the label file are the same bytes as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from t2t_vit import ToolkitError
-from t2t_vit.data import (EvalTransform, bin_size, decode_rgb, discover_images, read_class_list, select_subset,
-                          write_bin, write_labels)
+from t2t_vit.data import (EvalTransform, ImageItem, bin_size, decode_rgb, discover_images, read_class_list,
+                          select_subset, write_bin, write_labels)
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +124,14 @@ def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any] | None:
     return manifest
 
 
+def _source_stamp(path: Path) -> dict[str, int]:
+    """What identifies a source image's content between runs: its size and modification time (as identity)."""
+    stat = path.stat()
+    return {"source_bytes": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+
+
 def _check_previous(previous: Mapping[str, Any] | None, config_hash: str, source_root: str) -> dict[str, Any]:
-    """Refuse an out-dir made with another data config or data dir; return its name -> source mapping."""
+    """Refuse an out-dir made with another data config or data dir; return its name -> image entry mapping."""
     if previous is None:
         return {}
     if previous.get("data_config_hash") != config_hash:
@@ -131,7 +140,7 @@ def _check_previous(previous: Mapping[str, Any] | None, config_hash: str, source
     if previous.get("source_root") != source_root:
         raise ToolkitError(f"the out-dir holds bins made from {previous.get('source_root')}, not {source_root}; "
                            f"use a new --out-dir")
-    return {name: entry.get("source") for name, entry in previous.get("images", {}).items()}
+    return dict(previous.get("images", {}))
 
 
 def _remove_partial_files(out_dir: Path) -> int:
@@ -152,7 +161,7 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
                    data_config: Mapping[str, Any], label_file: str | os.PathLike | None = None,
                    class_list: str | os.PathLike | None = None, workers: int | None = None,
                    limit: int | None = None, skip_bad: bool = False, progress: bool | None = None,
-                   run_args: Mapping[str, Any] | None = None) -> PreprocessReport:
+                   run_args: Mapping[str, Any] | None = None, remove_extra_bins: bool = False) -> PreprocessReport:
     """Preprocess every image of ``data_dir`` into ``out_dir`` and write the label file ``gt_path``.
 
     Args:
@@ -165,15 +174,15 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
         workers: processes; 0 runs in this process. Default: the usable cores.
         limit: process a deterministic subset of this many images, spread over the classes.
         skip_bad: leave undecodable images out (listed in the manifest) instead of failing.
-        progress: show a progress bar (default: when stderr is a terminal).
+        progress: False: no progress display; None or True: a bar on a terminal, else a line every 5 %.
         run_args: the command-line arguments, recorded in the manifest.
+        remove_extra_bins: delete bins of the out-dir that this run does not plan (the main job owns its
+            out-dir; the stand-alone script only warns about them).
 
     Raises:
         ToolkitError: bad input, or undecodable images without ``skip_bad`` (after every good image
             has been written, so a re-run with ``--skip-bad`` only writes the label file).
     """
-    from tqdm import tqdm
-
     from t2t_vit.config import data_config_hash
     from t2t_vit.provenance import provenance, write_json
 
@@ -195,14 +204,11 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
     config_hash = data_config_hash(data_config)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    previous_sources = _check_previous(read_manifest(out_dir), config_hash, source_root)
+    previous_images = _check_previous(read_manifest(out_dir), config_hash, source_root)
     _remove_partial_files(out_dir)
     expected_bytes = bin_size(transform.shape)
-    planned = {item.name: item for item in items}
-    extra_bins = sorted(path.name for path in out_dir.glob("*.bin") if path.stem not in planned)
-    if extra_bins:
-        log.warning("%s holds %d bins that are not part of this run (e.g. %s): the runner will read them too",
-                    out_dir, len(extra_bins), extra_bins[0])
+    extra_bins = _extra_bins(out_dir, {item.name for item in items}, remove_extra_bins)
+    entries = {item.name: _image_entry(item) for item in items}
 
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
@@ -218,7 +224,7 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
         "num_classes": len(class_names),
         "gt_path": str(gt_path),
         "limit": limit,
-        "images": {item.name: {"source": item.relative, "label": item.label} for item in items},
+        "images": entries,
         "ignored": discovery.ignored,
         "extra_bins": extra_bins,
     }
@@ -229,7 +235,7 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
     tasks = []
     for index, item in enumerate(items):
         target = out_dir / f"{item.name}.bin"
-        if (previous_sources.get(item.name) == item.relative and target.is_file()
+        if (previous_images.get(item.name) == entries[item.name] and target.is_file()
                 and target.stat().st_size == expected_bytes):
             outcomes.append(Outcome(index, "done"))
         else:
@@ -237,25 +243,14 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
     if outcomes:
         log.info("%d of %d bins are already done; processing the other %d", len(outcomes), len(items), len(tasks))
 
-    workers = default_workers() if workers is None else workers
-    bar = tqdm(total=len(tasks), unit="img", desc="preprocess", disable=None if progress is None else not progress)
-    work_started = time.perf_counter()
     try:
-        if workers <= 0 or len(tasks) <= 1:
-            _set_transform(data_config)
-            for outcome in map(_process, tasks):
-                outcomes.append(outcome)
-                bar.update()
-        else:
-            with multiprocessing.Pool(min(workers, len(tasks)), _init_worker, (data_config,)) as pool:
-                for outcome in pool.imap_unordered(_process, tasks, chunksize=4):
-                    outcomes.append(outcome)
-                    bar.update()
-    except OSError as error:
-        raise ToolkitError(f"cannot write to {out_dir}: {error}") from None
-    finally:
-        bar.close()
-    work_seconds = time.perf_counter() - work_started
+        work_seconds = _run_tasks(tasks, data_config, default_workers() if workers is None else workers, progress,
+                                  outcomes, out_dir)
+    except BaseException as error:
+        manifest["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        manifest["seconds"] = round(time.perf_counter() - started, 3)
+        write_json(out_dir / MANIFEST_NAME, manifest)
+        raise
 
     outcomes.sort(key=lambda outcome: outcome.index)
     bad = [{"name": items[o.index].name, "source": items[o.index].relative, "reason": o.detail}
@@ -275,7 +270,7 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
         report.gt_path = str(gt_path)
     manifest.update({
         "status": "failed" if failed else "complete",
-        "images": {item.name: {"source": item.relative, "label": item.label} for item in good},
+        "images": {item.name: entries[item.name] for item in good},
         "bad": bad,
         "conversion_notes": notes,
         "counts": {"found": len(discovery.items), "selected": len(items), "in_label_file": 0 if failed else len(good),
@@ -292,3 +287,49 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
                            f"The other {len(good)} bins are written; no label file was written. Re-run with "
                            f"--skip-bad to leave the bad images out (they stay listed in {MANIFEST_NAME})")
     return report
+
+
+def _image_entry(item: ImageItem) -> dict[str, Any]:
+    """The manifest's record of one image: its source, label and what identifies the source's content."""
+    entry: dict[str, Any] = {"source": item.relative, "label": item.label}
+    try:
+        entry.update(_source_stamp(item.path))
+    except OSError:
+        pass  # unreadable or a broken link: the worker reports it as bad
+    return entry
+
+
+def _extra_bins(out_dir: Path, planned: set[str], remove: bool) -> list[str]:
+    """Bins in ``out_dir`` that are not part of this run: removed, or kept with a warning."""
+    extra = sorted(path.name for path in out_dir.glob("*.bin") if path.stem not in planned)
+    if extra and remove:
+        for name in extra:
+            (out_dir / name).unlink(missing_ok=True)
+        log.info("removed %d bins of %s that are not part of this run (e.g. %s)", len(extra), out_dir, extra[0])
+    elif extra:
+        log.warning("%s holds %d bins that are not part of this run (e.g. %s): the runner will read them too",
+                    out_dir, len(extra), extra[0])
+    return [] if remove else extra
+
+
+def _run_tasks(tasks: list[tuple[int, str, str]], data_config: Mapping[str, Any], workers: int,
+               progress: bool | None, outcomes: list[Outcome], out_dir: Path) -> float:
+    """Process ``tasks`` (in ``workers`` processes), appending to ``outcomes``; returns the seconds taken."""
+    from t2t_vit.progress import progress_bar
+
+    work_started = time.perf_counter()
+    with progress_bar(len(tasks), "preprocess", "img", progress) as bar:
+        try:
+            if workers <= 0 or len(tasks) <= 1:
+                _set_transform(data_config)
+                for outcome in map(_process, tasks):
+                    outcomes.append(outcome)
+                    bar.update()
+            else:
+                with multiprocessing.Pool(min(workers, len(tasks)), _init_worker, (data_config,)) as pool:
+                    for outcome in pool.imap_unordered(_process, tasks, chunksize=4):
+                        outcomes.append(outcome)
+                        bar.update()
+        except OSError as error:
+            raise ToolkitError(f"cannot write to {out_dir}: {error}") from None
+    return time.perf_counter() - work_started

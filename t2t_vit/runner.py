@@ -36,7 +36,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -256,21 +256,22 @@ class RunResult:
 
 
 def _check_data_config(model_path: str, files: Sequence[Path]) -> None:
-    """Refuse bins made with another data config than the one recorded in the exported model."""
-    if not files or not str(model_path).endswith(".onnx"):
+    """Refuse a model file that is not ONNX, and bins made with another data config than the model's."""
+    if not str(model_path).endswith(".onnx"):
         return
     from t2t_vit.export import read_metadata
     from t2t_vit.preprocess import MANIFEST_NAME
 
+    model_hash = read_metadata(model_path).get("data_config_hash")  # also refuses a file that is not ONNX
+    if not files:
+        return
     manifest_path = files[0].parent / MANIFEST_NAME
     if not manifest_path.is_file():
         return
-
     try:
         manifest = json.loads(manifest_path.read_text())
     except ValueError:
         return
-    model_hash = read_metadata(model_path).get("data_config_hash")
     bins_hash = manifest.get("data_config_hash")
     if model_hash and bins_hash and model_hash != bins_hash:
         raise RunnerError(f"the inputs in {files[0].parent} were made with data config {manifest.get('data_config')}, "
@@ -278,25 +279,37 @@ def _check_data_config(model_path: str, files: Sequence[Path]) -> None:
                           f"again with the model's config")
 
 
+def check_run_options(loop: int = 1, warmup_count: int = 0, batchsize: int | None = None,
+                      threads: int | None = None, streams: int | None = None, micro_batch: int | None = None) -> None:
+    """Refuse option values the runner cannot use, naming the one at fault."""
+    for flag, value, least in (("--loop", loop, 1), ("--warmup_count", warmup_count, 0), ("--batchsize", batchsize, 1),
+                               ("--threads", threads, 1), ("--streams", streams, 1),
+                               ("--micro-batch", micro_batch, 1)):
+        if value is not None and value < least:
+            raise RunnerError(f"{flag} must be at least {least}, got {value}")
+    if micro_batch and batchsize and batchsize % micro_batch:
+        raise RunnerError(f"--micro-batch {micro_batch} must divide --batchsize {batchsize}")
+
+
 def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, output_dirname: str | None,
                   outfmt: str = "BIN", batchsize: int | None = None, loop: int = 1, warmup_count: int = 1,
                   backend_name: str = "openvino", threads: int | None = None, progress: bool | None = None,
                   args: dict[str, Any] | None = None, streams: int | None = None,
-                  micro_batch: int | None = None) -> RunResult:
-    """Run ``model`` over ``inputs`` (or zeros) as ais_bench would, and write outputs and summary."""
-    from tqdm import tqdm
+                  micro_batch: int | None = None,
+                  on_progress: Callable[[int, int, float], None] | None = None) -> RunResult:
+    """Run ``model`` over ``inputs`` (or zeros) as ais_bench would, and write outputs and summary.
+
+    ``progress`` False shows nothing; None or True a bar on a terminal, else a line every 5 %.
+    ``on_progress(images_done, images_total, seconds)`` is called after every batch run.
+    """
+    from t2t_vit.progress import progress_bar
 
     from t2t_vit.provenance import versions, write_json
 
     outfmt = outfmt.upper()
     if outfmt not in OUTPUT_FORMATS:
         raise RunnerError(f"--outfmt {outfmt} is not one of {', '.join(OUTPUT_FORMATS)}")
-    if loop < 1 or warmup_count < 0 or (batchsize is not None and batchsize < 1):
-        raise RunnerError("--loop and --batchsize must be at least 1, --warmup_count at least 0")
-    if any(value is not None and value < 1 for value in (threads, streams, micro_batch)):
-        raise RunnerError("--threads, --streams and --micro-batch must be at least 1")
-    if micro_batch and batchsize and batchsize % micro_batch:
-        raise RunnerError(f"--micro-batch {micro_batch} must divide --batchsize {batchsize}")
+    check_run_options(loop, warmup_count, batchsize, threads, streams, micro_batch)
     if not Path(model).is_file():
         raise RunnerError(f"--model {model} does not exist")
     files = list_input_files(inputs) if inputs else []
@@ -353,9 +366,12 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
     first = assemble(groups[0])
     for _ in pipeline(backend, [first[:micro]] * (warmup_count * backend.streams)):  # every stream, at once
         pass
-    show = None if progress is None else progress  # None: only on a terminal
-    bar = tqdm(total=len(groups), unit="batch", desc=f"infer bs{batch}",
-               disable=True if len(groups) < 2 else (None if show is None else not show))
+    samples_per_file = batch // per_batch
+    real_samples = [samples_per_file * sum(path is not None for path in group) if files else batch
+                    for group in groups]
+    total_samples = sum(real_samples) * loop
+    bar = progress_bar(total_samples, f"infer bs{batch}", "img", progress)
+    done_samples = 0
 
     def batches() -> Iterator[np.ndarray]:
         for group_index, group in enumerate(groups):
@@ -372,6 +388,10 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
             result.request_ms.append(1000 * (done - started))
             finished.append(done)
             group_index, loop_index = divmod(run_index, loop)
+            done_samples += real_samples[group_index]
+            bar.update(real_samples[group_index])
+            if on_progress is not None:
+                on_progress(done_samples, total_samples, done - phase_start)
             if loop_index < loop - 1:
                 continue
             group = groups[group_index]
@@ -388,7 +408,6 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
                                                             {"infiles": [str(path)], "outfiles": []})
                         entry["outfiles"].append(str(target))
                 result.d2h_ms.append(1000 * (time.perf_counter() - started))
-            bar.update()
     result.compute_ms = (result.request_ms if backend.streams == 1 and micro == batch
                          else [1000 * seconds for seconds in completion_intervals(phase_start, finished)])
 

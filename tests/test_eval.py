@@ -1,9 +1,10 @@
-"""T2T_ViT_eval.sh --demo end to end: every stage, the tables, the JSON, the plot, reuse on a re-run."""
+"""T2T_ViT_eval.sh end to end: every stage, the tables, the JSON, the plot, and what a re-run may reuse."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,9 +15,12 @@ import torch
 from conftest import REPO_ROOT
 from t2t_vit.checkpoint import load_checkpoint
 from t2t_vit.data import read_bin
-from t2t_vit.model import create_model
+from t2t_vit.demo import make_checkpoint, make_images
+from t2t_vit.evaljob import Digests, JobError, om_for_batch
 
 pytestmark = pytest.mark.slow
+
+DEMO = ("--demo", "--demo-images", "5", "--batch-sizes", "1 4", "--loop", "1")
 
 
 def run_eval(work, *args):
@@ -25,10 +29,33 @@ def run_eval(work, *args):
                           env=env, capture_output=True, text=True, timeout=1200)
 
 
+def mtimes(paths):
+    return {path: path.stat().st_mtime_ns for path in paths}
+
+
+def pytorch_logits(checkpoint, bins_dir, names):
+    model = create_model_with(checkpoint)
+    images = torch.from_numpy(np.concatenate([read_bin(bins_dir / f"{name}.bin", (1, 3, 224, 224)) for name in names]))
+    with torch.no_grad():
+        return model(images).numpy()
+
+
+def create_model_with(checkpoint):
+    from t2t_vit.model import create_model
+
+    model = create_model("einsum")
+    load_checkpoint(model, checkpoint)
+    return model
+
+
+def result_logits(result_dir, names):
+    return np.stack([np.fromfile(result_dir / f"{name}_0.bin", dtype=np.float32) for name in names])
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("eval") / "work"
-    result = run_eval(work, "--demo", "--demo-images", "5", "--batch-sizes", "1 4", "--loop", "1")
+    result = run_eval(work, *DEMO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return work, result
 
@@ -36,50 +63,165 @@ def demo_run(tmp_path_factory):
 def test_tables_json_and_plot(demo_run):
     work, result = demo_run
     out = result.stdout
-    assert "| batch size | top-1 (%) | top-5 (%) | images |" in out
+    assert "| batch size | top-1 (%) | top-5 (%) | images | measured at batch |" in out
     assert "| batch size | images/s | compute ms / batch | runner |" in out
+    assert "CPU accuracy measured once, at batch 4: the CPU logits do not depend on the batch size" in out
     assert "DEMO: random weights and synthetic images, the accuracy means nothing" in out
     summary = json.loads((work / "eval_summary.json").read_text())
     assert [row["batch_size"] for row in summary["rows"]] == [1, 4]
     for row in summary["rows"]:
-        assert {"batch_size", "top1", "top5", "images_per_s"} <= set(row)
         assert row["count"] == 5 and row["images_per_s"] > 0 and row["runner"] == "openvino"
-        assert f"| {row['batch_size']} | {row['top1']:.3f} | {row['top5']:.3f} | 5 |" in out
+        assert row["accuracy_batch_size"] == 4  # one accuracy pass, at the largest batch size
+        assert f"| {row['batch_size']} | {row['top1']:.3f} | {row['top5']:.3f} | 5 | 4 |" in out
     assert summary["demo"] is True and summary["backend"] == "openvino"
     assert {"cpu", "cores"} <= set(summary["machine"]) and "openvino" in summary["versions"] and summary["date"]
     assert (work / "eval_summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (work / "keep_dtype.cfg").read_text().count("\n") == 76  # the NPU's files are made too
 
 
-def test_results_do_not_depend_on_batch_and_equal_pytorch(demo_run):
-    # The accuracy is the same at every batch size because the logits are: compare them, and with
-    # the checkpoint run in PyTorch on the same bins (random weights make top-1 itself meaningless).
+def test_one_accuracy_pass_stage_times_and_estimate(demo_run):
+    work, result = demo_run
+    assert sorted(path.name for path in (work / "result").iterdir() if path.is_dir()) == ["bs4"]
+    summary = json.loads((work / "eval_summary.json").read_text())
+    stages = summary["stage_seconds"]
+    assert any(stage.startswith("preprocess") for stage in stages) and "accuracy at batch 4 (openvino)" in stages
+    assert {"throughput at batch 1 (openvino, pure inference)", "total"} <= set(stages)
+    assert all(seconds >= 0 for seconds in stages.values()) and stages["total"] >= stages["accuracy at batch 4 (openvino)"]
+    assert "| stage | elapsed |" in result.stdout
+    assert "estimate: " in result.stdout and "images to infer at about" in result.stdout
+    assert "infer bs4: 100% (5/5 img)" in result.stderr  # a progress line when not on a terminal
+
+
+def test_results_equal_pytorch(demo_run):
     work, _ = demo_run
-    labels = np.load(work / "label.npy", allow_pickle=False)
-    model = create_model("einsum")
-    load_checkpoint(model, work / "demo" / "random_t2t_vit_14.pth.tar")
-    for name in labels["name"].tolist():
-        image = torch.from_numpy(read_bin(work / "prep_bins" / f"{name}.bin", (1, 3, 224, 224)))
-        with torch.no_grad():
-            expected = model(image).numpy()[0]
-        for batch_size in (1, 4):
-            got = np.fromfile(work / "result" / f"bs{batch_size}" / f"{name}_0.bin", dtype=np.float32)
-            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
+    expected = pytorch_logits(work / "demo" / "random_t2t_vit_14.pth.tar", work / "prep_bins", names)
+    np.testing.assert_allclose(result_logits(work / "result" / "bs4", names), expected, rtol=0, atol=1e-4)
 
 
 def test_rerun_reuses_what_is_done(demo_run):
     work, _ = demo_run
-    before = {path: path.stat().st_mtime_ns for path in
-              [work / "T2T_ViT_14_sum.onnx", work / "T2T_ViT_14_matmul.onnx", work / "result" / "bs4_summary.json",
-               work / "perf" / "bs1_summary.json"]}
-    result = run_eval(work, "--demo", "--demo-images", "5", "--batch-sizes", "1 4", "--loop", "1")
+    kept = [work / "T2T_ViT_14_sum.onnx", work / "T2T_ViT_14_matmul.onnx", work / "result" / "bs4_summary.json",
+            work / "perf" / "bs1_summary.json", work / "prep_bins" / "demo_0000.bin"]
+    before = mtimes(kept)
+    result = run_eval(work, *DEMO)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "reusing" in result.stdout + result.stderr
-    assert {path: path.stat().st_mtime_ns for path in before} == before
+    assert "reusing" in result.stdout and "estimate:" not in result.stdout
+    assert mtimes(kept) == before
+
+
+def test_accuracy_all_agrees_with_the_one_pass(demo_run):
+    work, _ = demo_run  # the same work dir (a copy would be another data dir): it is left as it was found
+    result = run_eval(work, *DEMO, "--accuracy-all")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "reusing " + str(work / "result" / "bs4") in result.stdout  # the bs4 pass was already there
+    rows = json.loads((work / "eval_summary.json").read_text())["rows"]
+    assert [row["accuracy_batch_size"] for row in rows] == [1, 4]
+    assert rows[0]["top1"] == rows[1]["top1"] and rows[0]["top5"] == rows[1]["top5"]
+    names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
+    # Same logits at every batch size (1e-5: OpenVINO compiles each micro-batch shape on its own).
+    np.testing.assert_allclose(result_logits(work / "result" / "bs1", names),
+                               result_logits(work / "result" / "bs4", names), rtol=0, atol=1e-5)
+    result = run_eval(work, *DEMO)
+    assert result.returncode == 0 and "estimate:" not in result.stdout  # back to one pass: all reused
+    assert [row["accuracy_batch_size"] for row in json.loads((work / "eval_summary.json").read_text())["rows"]] == [4, 4]
+
+
+def test_a_swapped_checkpoint_a_corrupt_one_and_a_changed_data_dir(demo_run, tmp_path):
+    source, _ = demo_run
+    work = tmp_path / "work"
+    shutil.copytree(source, work, symlinks=True)
+    checkpoint, data = work / "demo" / "random_t2t_vit_14.pth.tar", work / "demo" / "val"
+    common = ("--pth-path", str(checkpoint), "--data-dir", str(data), "--batch-sizes", "1 4", "--loop", "1")
+    # Another checkpoint under the same name, with an older time (as cp -p or tar x leave it).
+    old_time = checkpoint.stat().st_mtime - 86400
+    make_checkpoint(checkpoint, seed=1)
+    os.utime(checkpoint, (old_time, old_time))
+    result = run_eval(work, *common, "--threads", "1", "--workers", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("it was made from another checkpoint") == 2
+    assert "running, made with another model file" in result.stdout
+    names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
+    expected = pytorch_logits(checkpoint, work / "prep_bins", names)
+    np.testing.assert_allclose(result_logits(work / "result" / "bs4", names), expected, rtol=0, atol=1e-4)
+    assert json.loads((work / "perf" / "bs1_summary.json").read_text())["threads"] == 1  # --threads reached it
+    # A corrupt checkpoint: the job stops with exit 1 and leaves no summary that looks current.
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100_000])
+    result = run_eval(work, *common)
+    assert result.returncode == 1
+    assert "truncated or corrupt" in result.stderr and "weights_only" not in result.stderr
+    assert not (work / "eval_summary.json").exists() and not (work / "eval_summary.png").exists()
+    # A changed data dir: its bins and every pass over them are made again.
+    make_checkpoint(checkpoint, seed=1)
+    other = tmp_path / "other"
+    make_images(other, 3, seed=7)
+    result = run_eval(work, "--pth-path", str(checkpoint), "--data-dir", str(other), "--batch-sizes", "1 4",
+                      "--loop", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"removing the bins in {work / 'prep_bins'}: they were made from {data.resolve()}" in result.stdout
+    assert "set of bins or labels" in result.stdout  # with the model file, if the export was redone
+    assert len(list((work / "prep_bins").glob("*.bin"))) == 3
+    summary = json.loads((work / "eval_summary.json").read_text())
+    assert [row["count"] for row in summary["rows"]] == [3, 3] and summary["data_dir"] == str(other)
+
+
+def test_skip_bad_is_passed_through(tmp_path):
+    data = tmp_path / "val"
+    make_images(data, 2)
+    (data / "n01440764" / "broken.JPEG").write_bytes(b"not a jpeg")
+    checkpoint = make_checkpoint(tmp_path / "ck.pth.tar")
+    args = ("--pth-path", str(checkpoint), "--data-dir", str(data), "--batch-sizes", "2", "--loop", "1")
+    result = run_eval(tmp_path / "work", *args)
+    assert result.returncode == 1 and "--skip-bad" in result.stderr
+    assert not (tmp_path / "work" / "T2T_ViT_14_sum.onnx").exists()  # it stopped at the failed stage
+    result = run_eval(tmp_path / "work", *args, "--skip-bad")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "work" / "eval_summary.json").read_text())["rows"][0]["count"] == 2
+
+
+@pytest.mark.parametrize("script", ["T2T_ViT_eval.sh", "T2T_ViT_atc.sh"])
+def test_help_is_the_usage_only(script):
+    result = subprocess.run(["bash", str(REPO_ROOT / script), "--help"], capture_output=True, text=True,
+                            env={**os.environ, "PYTHON": sys.executable})
+    assert result.returncode == 0 and script in result.stdout
+    assert "set -euo" not in result.stdout and "pipefail" not in result.stdout
 
 
 def test_bad_arguments(tmp_path):
     result = run_eval(tmp_path / "w", "--batch-sizes", "1 x", "--demo")
-    assert result.returncode == 1 and "batch size 'x'" in result.stderr
+    assert result.returncode == 2 and "batch size 'x'" in result.stderr
     result = run_eval(tmp_path / "w", "--pth-path", str(tmp_path / "none.pth"), "--data-dir", str(tmp_path))
     assert result.returncode == 1 and "does not exist" in result.stderr
+    result = run_eval(tmp_path / "w", "--demo", "--pth-path", "x.pth")
+    assert result.returncode == 2 and "--demo makes its own checkpoint" in result.stderr
+    result = run_eval(tmp_path / "w", "--demo", "--batch-sizes", "1 4", "--accuracy-batch", "8")
+    assert result.returncode == 2 and "--accuracy-batch 8 is not one of" in result.stderr
+
+
+def _om_with_record(folder, onnx_sha, keep_sha, om_bytes=b"om"):
+    om = folder / "T2T_ViT_bs4.om"
+    om.write_bytes(om_bytes)
+    record = {"onnx_sha256": onnx_sha, "keep_dtype_sha256": keep_sha, "om_sha256": Digests()(om), "batch_size": 4}
+    (folder / "T2T_ViT_bs4.om.json").write_text(json.dumps(record))
+    return om
+
+
+@pytest.mark.parametrize("case", ["matching", "no_record", "other_onnx", "om_replaced", "no_om"])
+def test_an_om_runs_only_when_built_from_this_runs_export(tmp_path, case):
+    digest = Digests()
+    if case != "no_om":
+        om = _om_with_record(tmp_path, "a" * 64, "b" * 64)
+    if case == "no_record":
+        (tmp_path / "T2T_ViT_bs4.om.json").unlink()
+    if case == "om_replaced":
+        om.write_bytes(b"another om")
+    onnx_sha = "c" * 64 if case == "other_onnx" else "a" * 64
+    if case == "matching":
+        assert om_for_batch(tmp_path, 4, onnx_sha, "b" * 64, digest) == om
+    elif case == "no_om":
+        assert om_for_batch(tmp_path, 4, onnx_sha, "b" * 64, digest) is None
+    else:
+        pattern = {"no_record": "has no build record", "other_onnx": "built from another ONNX",
+                   "om_replaced": "is not the file T2T_ViT_atc.sh built"}[case]
+        with pytest.raises(JobError, match=pattern):
+            om_for_batch(tmp_path, 4, onnx_sha, "b" * 64, digest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,8 +16,9 @@ import pytest
 from PIL import Image
 
 import T2T_ViT_preprocess
-from conftest import REPO_ROOT, make_val_tree, reference_transform
+from conftest import REPO_ROOT, SAMPLE_COUNT, make_val_tree, reference_transform
 from t2t_vit.data import read_class_list
+from t2t_vit.demo import replicate_val_tree
 
 BIN_BYTES = 602_112
 
@@ -31,7 +33,7 @@ def _bins(out_dir: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, sample_images):
-    """All 200 shared images through the script, as a user runs it."""
+    """All shipped real images through the script, as a user runs it."""
     root = tmp_path_factory.mktemp("full")
     val = make_val_tree(root / "val", sample_images)
     assert run("--data-dir", val, "--out-dir", root / "bins", "--gt-path", root / "label.npy", "--workers", 2) == 0
@@ -41,7 +43,7 @@ def full_run(tmp_path_factory, sample_images):
 def test_every_bin_equals_timm_and_every_label_is_the_synset_index(full_run, sample_images):
     synsets = read_class_list()
     table = np.load(full_run / "label.npy", allow_pickle=False)
-    assert len(table) == 200  # nothing dropped
+    assert len(table) == SAMPLE_COUNT  # nothing dropped
     by_name = {path.stem: path for path in sample_images}
     for name, label in zip(table["name"].tolist(), table["label"].tolist()):
         assert label == synsets.index(name.split("_")[0])
@@ -59,9 +61,12 @@ def test_manifest_records_config_sources_and_versions(full_run):
     assert manifest["bin"] == {"dtype": "float32", "byte_order": "little", "order": "C", "shape": [1, 3, 224, 224],
                                "bytes": BIN_BYTES}
     assert manifest["source_root"] == str((full_run / "val").resolve())
-    assert manifest["images"]["n02966687_carpenter's_kit"] == {"source": "n02966687/n02966687_carpenter's_kit.JPEG",
-                                                               "label": 477}  # line 478 of the sorted list
-    assert manifest["counts"]["selected"] == manifest["counts"]["in_label_file"] == 200
+    entry = manifest["images"]["n02966687_carpenter's_kit"]
+    assert entry["source"] == "n02966687/n02966687_carpenter's_kit.JPEG"
+    assert entry["label"] == 477  # line 478 of the sorted list
+    source = full_run / "val" / entry["source"]
+    assert (entry["source_bytes"], entry["source_mtime_ns"]) == (source.stat().st_size, source.stat().st_mtime_ns)
+    assert manifest["counts"]["selected"] == manifest["counts"]["in_label_file"] == SAMPLE_COUNT
     assert {"numpy", "pillow", "python", "t2t_vit"} <= set(manifest["versions"])
 
 
@@ -188,7 +193,9 @@ def test_resume_redoes_missing_and_incomplete_bins_only(tmp_path, sample_images,
 
 @pytest.mark.slow
 def test_kill_9_then_rerun_is_byte_identical(tmp_path, sample_images, full_run):
-    val = make_val_tree(tmp_path / "val", sample_images)
+    # 160 images: the shipped ones linked again under distinct names, so a copy's bin equals its original's.
+    val = tmp_path / "val"
+    replicate_val_tree(val, sample_images, 160)
     out, labels = tmp_path / "bins", tmp_path / "label.npy"
     command = [sys.executable, str(REPO_ROOT / "T2T_ViT_preprocess.py"), "--data-dir", str(val), "--out-dir",
                str(out), "--gt-path", str(labels), "--workers", "1", "--no-progress", "-q"]
@@ -199,12 +206,56 @@ def test_kill_9_then_rerun_is_byte_identical(tmp_path, sample_images, full_run):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     done_at_kill = len(list(out.glob("*.bin")))
-    assert 40 <= done_at_kill < 200, "the run must be killed mid-way"
+    assert 40 <= done_at_kill < 160, "the run must be killed mid-way"
     assert not labels.exists()
+    assert json.loads((out / "manifest.json").read_text())["status"] == "running"  # kill -9 leaves no chance
     time.sleep(0.5)  # let the orphaned worker finish the image it holds
     assert subprocess.run(command).returncode == 0
-    assert _bins(out) == _bins(full_run / "bins")
-    assert labels.read_bytes() == (full_run / "label.npy").read_bytes()
+    originals = _bins(full_run / "bins")
+    bins = _bins(out)
+    assert len(bins) == 160
+    for name, data in bins.items():
+        assert data == originals[re.sub(r"_r\d{5}\.bin$", ".bin", name)], name
+    table = np.load(labels, allow_pickle=False)
+    assert sorted(table["name"].tolist()) == sorted(name[:-4] for name in bins)
+
+
+def test_ctrl_c_marks_the_manifest_interrupted(tmp_path, sample_images, monkeypatch):
+    import t2t_vit.preprocess as preprocess
+
+    val = make_val_tree(tmp_path / "val", sample_images[:4])
+    calls = []
+
+    def interrupted(task):
+        calls.append(task)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_process(task)
+
+    real_process = preprocess._process
+    monkeypatch.setattr(preprocess, "_process", interrupted)
+    out = tmp_path / "bins"
+    assert run("--data-dir", val, "--out-dir", out, "--gt-path", tmp_path / "label.npy", "--workers", 0) == 130
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    assert len(list(out.glob("*.bin"))) == 1 and not (tmp_path / "label.npy").exists()
+
+
+def test_a_replaced_source_image_is_processed_again(tmp_path, sample_images):
+    val = make_val_tree(tmp_path / "val", sample_images[:3])
+    out, labels = tmp_path / "bins", tmp_path / "label.npy"
+    assert run("--data-dir", val, "--out-dir", out, "--gt-path", labels) == 0
+    first = _bins(out)
+    target = next(val.rglob(sample_images[0].name))
+    old_time = target.lstat().st_mtime
+    target.unlink()
+    target.write_bytes(sample_images[1].read_bytes())  # another picture under the same name, with an older time
+    os.utime(target, (old_time - 3600, old_time - 3600))
+    assert run("--data-dir", val, "--out-dir", out, "--gt-path", labels) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["written"] == 1 and manifest["counts"]["already_done"] == 2
+    name = sample_images[0].stem + ".bin"
+    assert _bins(out)[name] == first[sample_images[1].stem + ".bin"] != first[name]
 
 
 def test_another_config_or_data_dir_into_the_same_out_dir_is_refused(tmp_path, sample_images, capsys):

@@ -1,0 +1,531 @@
+"""The main job: every stage for a list of batch sizes, ending with accuracy and images/s tables.
+
+    bash T2T_ViT_eval.sh --pth-path 81.5_T2T_ViT_14.pth.tar --data-dir /data/imagenet/val
+    bash T2T_ViT_eval.sh --demo          # no checkpoint, no dataset: synthetic images, random weights
+
+Stages, in WORK (--work-dir): preprocess once (WORK/prep_bins, WORK/label.npy); export the sum form and
+keep_dtype.cfg for the NPU (WORK/T2T_ViT_14_sum.onnx, WORK/keep_dtype.cfg) and the matmul form for the
+CPU (WORK/T2T_ViT_14_matmul.onnx); the accuracy pass (WORK/result/bs<N>, WORK/acc_bs<N>.json); the
+throughput per batch size from pure inference (WORK/perf/bs<N>_summary.json). The tables go to stdout,
+WORK/eval_summary.json and WORK/eval_summary.png.
+
+On the CPU the logits do not depend on the batch size, so accuracy is measured once (at the largest
+batch size, or --accuracy-batch N; --accuracy-all runs every batch size). With ais_bench installed and
+WORK/om/T2T_ViT_bs<N>.om built by T2T_ViT_atc.sh from WORK's sum export, each batch size runs its own
+.om, and accuracy is measured per batch size (each .om is its own compiled graph).
+
+Re-running reuses what is still valid, decided by content, never by file times: bins whose manifest
+records this data dir and data config and whose source images are unchanged; an ONNX whose metadata
+records this checkpoint's SHA-256; results and throughput whose stamp records the SHA-256 of the model
+file, the runner, the batch size and the exact bins. Anything else is redone, and the run says why.
+A stage that fails stops the job with its error and exit code 1; eval_summary.json is then absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from t2t_vit import ToolkitError, cli
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZES = (1, 4, 8, 16, 32, 64)
+DEFAULT_LOOP = 6        # timed runs per batch size: a multiple of the runner's default streams (one per core)
+DEMO_LOOP = 2
+CPU_PERFORMER = "matmul"  # the fastest CPU form (README "CPU speed"); the NPU takes the sum form
+NPU_PERFORMER = "sum"
+STAMP_SUFFIX = ".stamp.json"
+
+
+class JobError(ToolkitError):
+    """The main job cannot go on."""
+
+
+# ------------------------------------------------------------------------------------------ fingerprints
+
+class Digests:
+    """SHA-256 of files, computed once per file content within a run (keyed on path, size, mtime, inode)."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple, str] = {}
+
+    def __call__(self, path: str | os.PathLike) -> str:
+        from t2t_vit.files import sha256_file
+
+        stat = os.stat(path)
+        key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        if key not in self._known:
+            self._known[key] = sha256_file(path)
+        return self._known[key]
+
+
+def bins_fingerprint(bins_dir: Path, labels_path: Path, digest: Digests) -> str:
+    """What identifies the exact inputs of a pass: every bin's name, size and modification time (a rewritten
+    bin gets a new one; this is an identity, never an order), and the label file's content."""
+    import hashlib
+
+    entries = sorted((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
+                     for entry in os.scandir(bins_dir) if entry.name.endswith(".bin") and entry.is_file())
+    text = json.dumps({"bins": entries, "labels": digest(labels_path)})
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_stamp(path: Path) -> dict[str, Any] | None:
+    """The key recorded beside an artefact, or None (missing or unreadable: the artefact is redone)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def stamp_mismatch(recorded: dict[str, Any] | None, key: dict[str, Any]) -> str:
+    """Why an artefact cannot be reused ('' when it can)."""
+    if recorded is None:
+        return "not made yet (or by an older run that recorded no stamp)"
+    changed = [_KEY_WORDS.get(name, name) for name in key if recorded.get(name) != key[name]]
+    return f"made with another {', '.join(changed)}" if changed else ""
+
+
+_KEY_WORDS = {"model_sha256": "model file (its SHA-256 differs)", "bins": "set of bins or labels",
+              "runner": "runner", "batch": "batch size", "loop": "--loop", "threads": "--threads",
+              "machine": "machine", "kind": "kind of pass"}
+
+
+# ---------------------------------------------------------------------------------------------- options
+
+@dataclass
+class JobOptions:
+    pth_path: Path | None
+    data_dir: Path | None
+    work_dir: Path
+    batch_sizes: list[int]
+    backend: str = "openvino"
+    loop: int = DEFAULT_LOOP
+    om_dir: Path | None = None
+    demo: bool = False
+    demo_images: int = 16
+    accuracy_batch: int | None = None
+    accuracy_all: bool = False
+    skip_bad: bool = False
+    workers: int | None = None
+    threads: int | None = None
+    progress: bool | None = None
+
+
+@dataclass
+class Pass:
+    """One inference pass to run or reuse: the accuracy over the bins, or pure-inference throughput."""
+
+    kind: str  # "accuracy" or "throughput"
+    batch: int
+    model: Path
+    runner: str  # a CPU backend name, or "ais_bench"
+    key: dict[str, Any]
+    stamp: Path
+    images: int  # images it infers when run
+    reuse_reason: str = ""  # '' = reusable
+
+
+@dataclass
+class JobState:
+    """What the run has measured so far: stage times, and the estimate printed after the first batch."""
+
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    images_to_infer: int = 0
+    images_inferred: int = 0
+    estimate_printed: bool = False
+    started: float = field(default_factory=time.perf_counter)
+
+    def timed(self, stage: str, action: Callable[[], Any]) -> Any:
+        print(f"\n== {stage}", flush=True)
+        begin = time.perf_counter()
+        try:
+            return action()
+        finally:
+            self.stage_seconds[stage] = round(time.perf_counter() - begin, 3)
+
+    def on_progress(self, done: int, total: int, seconds: float) -> None:
+        """After the first measured batch: print how long the rest of the run will take."""
+        if self.estimate_printed or seconds <= 0 or done <= 0:
+            return
+        self.estimate_printed = True
+        rate = done / seconds
+        left = max(0, self.images_to_infer - self.images_inferred - done)
+        from t2t_vit.progress import format_seconds
+
+        finish = time.strftime("%H:%M", time.localtime(time.time() + left / rate))
+        print(f"estimate: {left} more images to infer at about {rate:.1f} images/s: the rest of the run takes "
+              f"about {format_seconds(left / rate)} (done around {finish})", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+def prepare_demo(options: JobOptions) -> None:
+    from t2t_vit.demo import make_demo
+
+    options.pth_path, options.data_dir = make_demo(options.work_dir / "demo", options.demo_images)
+    print(f"demo data: {options.data_dir} ({options.demo_images} synthetic images), checkpoint {options.pth_path} "
+          f"(random weights: the accuracy means nothing)")
+
+
+def preprocess(options: JobOptions, bins_dir: Path, labels_path: Path) -> None:
+    """Bins for the data dir, reusing only bins made from the same images with the same data config."""
+    from t2t_vit.config import data_config_hash, resolve_data_config
+    from t2t_vit.preprocess import MANIFEST_NAME, read_manifest, run_preprocess
+
+    data_config = resolve_data_config()
+    reason = ""
+    try:
+        manifest = read_manifest(bins_dir)
+    except ToolkitError as error:
+        manifest, reason = None, f"its manifest is unusable ({error})"
+    if manifest is not None:
+        if manifest.get("source_root") != str(options.data_dir.resolve()):
+            reason = f"they were made from {manifest.get('source_root')}"
+        elif manifest.get("data_config_hash") != data_config_hash(data_config):
+            reason = f"they were made with another data config ({manifest.get('data_config')})"
+    if reason:
+        print(f"removing the bins in {bins_dir}: {reason}")
+        for path in bins_dir.iterdir():
+            if path.name == MANIFEST_NAME or path.name.endswith((".bin", ".partial")):
+                path.unlink()
+    report = run_preprocess(options.data_dir, bins_dir, labels_path, data_config, workers=options.workers,
+                            skip_bad=options.skip_bad, progress=options.progress, remove_extra_bins=True,
+                            run_args={"job": "T2T_ViT_eval.sh", "data_dir": str(options.data_dir)})
+    print(report.summary())
+
+
+def export_form(pth_path: Path, checkpoint_sha: str, onnx_path: Path, performer: str) -> None:
+    """Export ``performer`` unless ``onnx_path`` records this checkpoint, form and data config."""
+    from t2t_vit.config import data_config_hash, resolve_data_config
+    from t2t_vit.export import DEFAULT_OPSET, export_checkpoint, read_metadata
+
+    expected = {"checkpoint_sha256": checkpoint_sha, "performer": performer, "opset": str(DEFAULT_OPSET),
+                "data_config_hash": data_config_hash(resolve_data_config())}
+    if onnx_path.is_file():
+        try:
+            metadata = read_metadata(onnx_path)
+        except ToolkitError as error:
+            reason = str(error)
+        else:
+            changed = [name for name in expected if metadata.get(name) != expected[name]]
+            reason = ("it was made from another checkpoint (or by a version that did not record one)"
+                      if "checkpoint_sha256" in changed else f"its {', '.join(changed)} differ" if changed else "")
+        if not reason:
+            print(f"reusing {onnx_path}: made from this checkpoint (sha256 {checkpoint_sha[:12]}...)")
+            return
+        print(f"exporting {onnx_path} again: {reason}")
+    report, weights_key = export_checkpoint(pth_path, onnx_path, performer)
+    print(f"wrote {onnx_path}: performer {performer}, weights {weights_key or 'bare state dict'}, "
+          f"max |diff| to PyTorch {report.max_abs_diff:.3g}")
+
+
+def write_keep_dtype_cfg(sum_onnx: Path, cfg_path: Path) -> None:
+    """keep_dtype.cfg from the sum export, made anew every run (it takes about a second)."""
+    from t2t_vit.keep_dtype import keep_dtype_nodes, write_keep_dtype
+
+    count = write_keep_dtype(cfg_path, keep_dtype_nodes(sum_onnx))
+    print(f"wrote {cfg_path}: {count} node names")
+
+
+def om_for_batch(om_dir: Path, batch: int, sum_onnx_sha: str, keep_dtype_sha: str, digest: Digests) -> Path | None:
+    """The .om to run at ``batch`` on the NPU, or None when there is none (the CPU runner is used).
+
+    An .om is used only when the record T2T_ViT_atc.sh wrote beside it says it was built from this
+    sum export and keep_dtype.cfg, and the .om is the file that was built then.
+    """
+    om = om_dir / f"T2T_ViT_bs{batch}.om"
+    if not om.is_file():
+        return None
+    record = read_stamp(om_dir / f"T2T_ViT_bs{batch}.om.json")
+    rebuild = (f"rebuild it: bash T2T_ViT_atc.sh --onnx <WORK>/T2T_ViT_14_sum.onnx --keep-dtype <WORK>/keep_dtype.cfg "
+               f"--out-dir {om_dir} --batch-sizes {batch} (or remove it to run this batch size on the CPU)")
+    if record is None:
+        raise JobError(f"{om} has no build record ({om.name}.json from T2T_ViT_atc.sh), so nothing shows which "
+                       f"model it holds; {rebuild}")
+    if record.get("onnx_sha256") != sum_onnx_sha or record.get("keep_dtype_sha256") != keep_dtype_sha:
+        raise JobError(f"{om} was built from another ONNX or keep_dtype.cfg than this run's (another checkpoint?); "
+                       f"{rebuild}")
+    if record.get("om_sha256") != digest(om):
+        raise JobError(f"{om} is not the file T2T_ViT_atc.sh built (its SHA-256 differs); {rebuild}")
+    return om
+
+
+def plan_passes(options: JobOptions, models: dict[int, tuple[Path, str]], bins_dir: Path, labels_path: Path,
+                digest: Digests, image_count: int, warmup: int = 1) -> tuple[list[Pass], list[Pass]]:
+    """The accuracy passes and throughput runs, each with its stamp key and whether it can be reused."""
+    from t2t_vit.provenance import machine
+
+    work = options.work_dir
+    bins = bins_fingerprint(bins_dir, labels_path, digest)
+    machine_id = f"{machine()['cpu']} x{machine()['cores']}"
+    on_npu = {batch for batch, (_, runner) in models.items() if runner == "ais_bench"}
+    cpu_batches = [batch for batch in options.batch_sizes if batch not in on_npu]
+    if options.accuracy_all:
+        accuracy_batches = list(options.batch_sizes)
+    else:
+        accuracy_batches = sorted(on_npu)
+        if cpu_batches:
+            accuracy_batches.append(options.accuracy_batch if options.accuracy_batch in cpu_batches
+                                    else max(cpu_batches))
+    accuracy, throughput = [], []
+    for batch in accuracy_batches:
+        model, runner = models[batch]
+        key = {"kind": "accuracy", "model_sha256": digest(model), "runner": runner, "batch": batch, "bins": bins}
+        accuracy.append(Pass("accuracy", batch, model, runner, key, work / "result" / f"bs{batch}{STAMP_SUFFIX}",
+                             image_count))
+    for batch in options.batch_sizes:
+        model, runner = models[batch]
+        key = {"kind": "throughput", "model_sha256": digest(model), "runner": runner, "batch": batch,
+               "loop": options.loop, "threads": options.threads, "machine": machine_id}
+        throughput.append(Pass("throughput", batch, model, runner, key, work / "perf" / f"bs{batch}{STAMP_SUFFIX}",
+                               batch * (options.loop + warmup)))
+    for item in accuracy + throughput:
+        item.reuse_reason = stamp_mismatch(read_stamp(item.stamp), item.key)
+    return accuracy, throughput
+
+
+def run_pass(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -> dict[str, Any]:
+    """Run one pass (its old outputs and stamp removed first), then stamp it; returns its summary JSON."""
+    folder = options.work_dir / ("result" if item.kind == "accuracy" else "perf")
+    result_dir, summary_path = folder / f"bs{item.batch}", folder / f"bs{item.batch}_summary.json"
+    item.stamp.unlink(missing_ok=True)  # an interrupted redo never leaves a valid-looking stamp
+    shutil.rmtree(result_dir, ignore_errors=True)
+    summary_path.unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    inputs = [str(bins_dir)] if item.kind == "accuracy" else None
+    loop, warmup = (1, 0) if item.kind == "accuracy" else (options.loop, 1)
+    if item.runner == "ais_bench":
+        command = [sys.executable, "-m", "ais_bench", "--model", str(item.model), "--output", str(folder),
+                   "--output_dirname", f"bs{item.batch}", "--outfmt", "BIN", "--batchsize", str(item.batch),
+                   "--loop", str(loop), "--warmup_count", str(warmup)]
+        if inputs:
+            command[5:5] = ["--input", inputs[0]]
+        print(" ".join(command), flush=True)
+        if subprocess.run(command).returncode != 0:
+            raise JobError(f"ais_bench failed on {item.model} at batch {item.batch} (its messages are above)")
+    else:
+        from t2t_vit.runner import run_inference
+
+        result = run_inference(str(item.model), inputs, str(folder), f"bs{item.batch}", "BIN", item.batch, loop,
+                               warmup, item.runner, options.threads, progress=options.progress,
+                               on_progress=state.on_progress,
+                               args={"job": "T2T_ViT_eval.sh", "kind": item.kind, "batch": item.batch})
+        for line in result.performance_lines():
+            if "throughput" in line:
+                print(line)
+    state.images_inferred += item.images
+    summary = read_stamp(summary_path)
+    if summary is None:
+        raise JobError(f"{item.runner} wrote no summary {summary_path}")
+    from t2t_vit.provenance import write_json
+
+    write_json(item.stamp, item.key)
+    return summary
+
+
+def score_pass(item: Pass, options: JobOptions, bins_dir: Path, labels_path: Path, state: JobState) -> dict[str, Any]:
+    """The accuracy of one pass (run or reused) as the postprocess stage computes it, written to acc_bs<N>.json."""
+    from t2t_vit.metrics import ResultError, evaluate
+    from t2t_vit.provenance import provenance, write_json
+
+    result_dir = options.work_dir / "result" / f"bs{item.batch}"
+    if item.reuse_reason:
+        print(f"accuracy at batch {item.batch} ({item.runner}): running, {item.reuse_reason}")
+        run_pass(item, options, bins_dir, state)
+    else:
+        print(f"reusing {result_dir}: same model, runner, batch and bins")
+    try:
+        results, _ = evaluate(result_dir, labels_path)
+    except ResultError as error:
+        if item.reuse_reason:
+            raise
+        print(f"the reused results are incomplete ({error}): running the pass again")
+        run_pass(item, options, bins_dir, state)
+        results, _ = evaluate(result_dir, labels_path)
+    results["batch_size"] = item.batch
+    results["runner"] = item.runner
+    write_json(options.work_dir / f"acc_bs{item.batch}.json", {**results, **provenance({"job": "T2T_ViT_eval.sh"})})
+    print(f"Top-1 accuracy of the model is: {results['top1']:.3f}%  Top-5: {results['top5']:.3f}%  "
+          f"({results['count']} images, batch {item.batch})")
+    return results
+
+
+def measure_throughput(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -> dict[str, Any]:
+    summary_path = options.work_dir / "perf" / f"bs{item.batch}_summary.json"
+    if item.reuse_reason:
+        print(f"throughput at batch {item.batch} ({item.runner}, {options.loop} runs): running, {item.reuse_reason}")
+        return run_pass(item, options, bins_dir, state)
+    summary = read_stamp(summary_path)
+    if summary is None:
+        print(f"the reused throughput summary {summary_path} is unreadable: running again")
+        return run_pass(item, options, bins_dir, state)
+    print(f"reusing {summary_path}: same model, runner, batch and loop: {summary['throughput']:.2f} images/s")
+    return summary
+
+
+# -------------------------------------------------------------------------------------------------- job
+
+def run_job(options: JobOptions) -> dict[str, Any]:
+    """Run the main job; returns what eval_summary.json holds."""
+    from t2t_vit import evalreport
+
+    work = options.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    for stale in (work / evalreport.SUMMARY_JSON, work / evalreport.SUMMARY_PNG):
+        stale.unlink(missing_ok=True)  # a failed run must not leave the last run's tables looking current
+    state, digest = JobState(), Digests()
+    if options.demo:
+        state.timed("demo data (random weights: the accuracy means nothing)", lambda: prepare_demo(options))
+    check_inputs(options)
+    bins_dir, labels_path = work / "prep_bins", work / "label.npy"
+    sum_onnx, cpu_onnx = work / f"T2T_ViT_14_{NPU_PERFORMER}.onnx", work / f"T2T_ViT_14_{CPU_PERFORMER}.onnx"
+    keep_dtype_cfg = work / "keep_dtype.cfg"
+    om_dir = options.om_dir or work / "om"
+
+    state.timed(f"preprocess {options.data_dir} -> {bins_dir}", lambda: preprocess(options, bins_dir, labels_path))
+    checkpoint_sha = digest(options.pth_path)
+
+    def export_all() -> None:
+        export_form(options.pth_path, checkpoint_sha, sum_onnx, NPU_PERFORMER)
+        write_keep_dtype_cfg(sum_onnx, keep_dtype_cfg)
+        export_form(options.pth_path, checkpoint_sha, cpu_onnx, CPU_PERFORMER)
+
+    state.timed(f"export ({NPU_PERFORMER} form + keep_dtype.cfg for the NPU, {CPU_PERFORMER} form for the CPU)",
+                export_all)
+
+    have_ais_bench = importlib.util.find_spec("ais_bench") is not None
+    models: dict[int, tuple[Path, str]] = {}
+    for batch in options.batch_sizes:
+        om = om_for_batch(om_dir, batch, digest(sum_onnx), digest(keep_dtype_cfg), digest) if have_ais_bench else None
+        models[batch] = (om, "ais_bench") if om is not None else (cpu_onnx, options.backend)
+    from t2t_vit.data import read_labels
+
+    image_count = len(read_labels(labels_path))
+    accuracy, throughput = plan_passes(options, models, bins_dir, labels_path, digest, image_count)
+    state.images_to_infer = sum(item.images for item in accuracy + throughput if item.reuse_reason)
+    if state.images_to_infer:
+        print(f"\n{state.images_to_infer} images to infer: {sum(bool(p.reuse_reason) for p in accuracy)} accuracy "
+              f"pass(es) of {image_count} images, {sum(bool(p.reuse_reason) for p in throughput)} throughput run(s)")
+
+    scores = {item.batch: state.timed(f"accuracy at batch {item.batch} ({item.runner})",
+                                      lambda item=item: score_pass(item, options, bins_dir, labels_path, state))
+              for item in accuracy}
+    perf = {item.batch: state.timed(f"throughput at batch {item.batch} ({item.runner}, pure inference)",
+                                    lambda item=item: measure_throughput(item, options, bins_dir, state))
+            for item in throughput}
+    state.stage_seconds["total"] = round(time.perf_counter() - state.started, 3)
+    return evalreport.build_summary(options, models, accuracy, scores, perf, state.stage_seconds)
+
+
+def check_inputs(options: JobOptions) -> None:
+    if options.pth_path is None:
+        raise JobError("--pth-path is required (or --demo)")
+    if options.data_dir is None:
+        raise JobError("--data-dir is required (or --demo)")
+    if not options.pth_path.is_file():
+        raise JobError(f"checkpoint {options.pth_path} does not exist or is not a file (check --pth-path)")
+    if not options.data_dir.is_dir():
+        raise JobError(f"--data-dir {options.data_dir} is not a directory")
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+def _batch_sizes(text: str) -> list[int]:
+    sizes = []
+    for part in text.replace(",", " ").split():
+        if not part.isdigit() or int(part) < 1:
+            raise argparse.ArgumentTypeError(f"batch size '{part}' is not a positive integer (e.g. --batch-sizes "
+                                             f"\"1 4 8\")")
+        sizes.append(int(part))
+    if not sizes:
+        raise argparse.ArgumentTypeError("no batch size given (e.g. --batch-sizes \"1 4 8\")")
+    return list(dict.fromkeys(sizes))
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from t2t_vit.backends import BACKENDS, DEFAULT_BACKEND
+
+    parser = cli.make_parser(__doc__)
+    parser.prog = "T2T_ViT_eval.sh"
+    inputs = parser.add_argument_group("inputs")
+    inputs.add_argument("--pth-path", type=Path, metavar="CKPT", help="the checkpoint (81.5_T2T_ViT_14.pth.tar)")
+    inputs.add_argument("--data-dir", type=Path, metavar="DIR", help="ImageNet val: DIR/<synset>/<image>")
+    inputs.add_argument("--demo", action="store_true",
+                        help="make synthetic images and a random checkpoint in WORK/demo instead (the accuracy "
+                             "means nothing)")
+    inputs.add_argument("--demo-images", type=_positive, default=16, metavar="N",
+                        help="synthetic images for --demo (default: 16)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--batch-sizes", type=_batch_sizes, default=list(DEFAULT_BATCH_SIZES), metavar="'1 4 8'",
+                     help="batch sizes (default: '1 4 8 16 32 64')")
+    run.add_argument("--work-dir", type=Path, default=Path("work"), metavar="DIR",
+                     help="where every file goes (default: work)")
+    run.add_argument("--om-dir", type=Path, metavar="DIR",
+                     help="offline models T2T_ViT_bs<N>.om for ais_bench (default: WORK/om)")
+    run.add_argument("--accuracy-batch", type=_positive, metavar="N",
+                     help="CPU: the batch size of the one accuracy pass (default: the largest of --batch-sizes)")
+    run.add_argument("--accuracy-all", action="store_true",
+                     help="CPU: an accuracy pass at every batch size (they agree; this takes N times as long)")
+    run.add_argument("--loop", type=_positive, metavar="N",
+                     help=f"timed pure-inference runs per batch size (default: {DEFAULT_LOOP}, {DEMO_LOOP} with "
+                          f"--demo)")
+    run.add_argument("--skip-bad", action="store_true",
+                     help="leave undecodable images out (listed in the bins' manifest) instead of stopping")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="preprocess processes, 0 = in this process (default: the usable cores)")
+    cpu = parser.add_argument_group("CPU runner")
+    cpu.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                     help=f"CPU runtime (default: {DEFAULT_BACKEND})")
+    cpu.add_argument("--threads", type=_positive, metavar="N", help="runtime threads (default: the usable cores)")
+    cpu.add_argument("--no-progress", action="store_true", help="no progress bars or progress lines")
+    cli.add_verbosity(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.demo and (args.pth_path or args.data_dir):
+        parser.error("--demo makes its own checkpoint and images; leave out --pth-path and --data-dir")
+    if not args.demo and not (args.pth_path and args.data_dir):
+        parser.error("--pth-path and --data-dir are required (or --demo)")
+    if args.workers is not None and args.workers < 0:
+        parser.error("--workers must be 0 or more")
+    if args.accuracy_batch and args.accuracy_batch not in args.batch_sizes:
+        parser.error(f"--accuracy-batch {args.accuracy_batch} is not one of --batch-sizes {args.batch_sizes}")
+    options = JobOptions(pth_path=args.pth_path, data_dir=args.data_dir, work_dir=args.work_dir,
+                         batch_sizes=args.batch_sizes, backend=args.backend,
+                         loop=args.loop or (DEMO_LOOP if args.demo else DEFAULT_LOOP), om_dir=args.om_dir,
+                         demo=args.demo, demo_images=args.demo_images, accuracy_batch=args.accuracy_batch,
+                         accuracy_all=args.accuracy_all, skip_bad=args.skip_bad, workers=args.workers,
+                         threads=args.threads, progress=False if args.no_progress else None)
+
+    def action() -> None:
+        from t2t_vit import evalreport
+
+        summary = run_job(options)
+        evalreport.write_report(options.work_dir, summary)
+
+    return cli.run(action, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
