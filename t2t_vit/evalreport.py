@@ -68,13 +68,12 @@ def stage_table(stage_seconds: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+def figure_of(rows: list[dict[str, Any]], title: str) -> Any:
+    """The plot: images/s per batch size (from zero) beside top-1 / top-5 per batch size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from t2t_vit.files import atomic_output
 
     sizes = [row["batch_size"] for row in rows]
     figure, (speed, accuracy) = plt.subplots(1, 2, figsize=(10, 4))
@@ -97,6 +96,15 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     accuracy.legend()
     figure.suptitle(title)
     figure.tight_layout()
+    return figure
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    from t2t_vit.files import atomic_output
+
+    figure = figure_of(rows, title)
     with atomic_output(path) as temp_path:
         figure.savefig(temp_path, format="png", dpi=100)
     plt.close(figure)

@@ -94,3 +94,23 @@ def test_clear_errors(workdir, args, tools, pattern):
     result = run(workdir, *args, tools=tools)
     assert result.returncode == 1 and pattern in result.stderr
     assert not (workdir / "atc.log").exists()
+
+
+def test_each_om_gets_a_build_record_that_the_main_job_accepts(workdir):
+    import json
+
+    from t2t_vit.evaljob import Digests, JobError, om_for_batch
+
+    result = run(workdir, "--onnx", "model.onnx", "--batch-sizes", "1 8", "--out-dir", "om", naming="suffixed")
+    assert result.returncode == 0, result.stderr
+    digest = Digests()
+    onnx_sha, keep_sha = digest(workdir / "model.onnx"), digest(workdir / "keep_dtype.cfg")
+    for batch in (1, 8):
+        record = json.loads((workdir / "om" / f"T2T_ViT_bs{batch}.om.json").read_text())
+        assert record == {"onnx": "model.onnx", "onnx_sha256": onnx_sha, "keep_dtype": "keep_dtype.cfg",
+                          "keep_dtype_sha256": keep_sha, "om_sha256": digest(workdir / "om" / f"T2T_ViT_bs{batch}.om"),
+                          "soc_version": "Ascend310P3", "batch_size": batch}
+        assert om_for_batch(workdir / "om", batch, onnx_sha, keep_sha, digest) == workdir / "om" / f"T2T_ViT_bs{batch}.om"
+    (workdir / "model.onnx").write_bytes(b"another export")  # the checkpoint changed and the ONNX was made again
+    with pytest.raises(JobError, match="built from another ONNX"):
+        om_for_batch(workdir / "om", 1, digest(workdir / "model.onnx"), keep_sha, digest)

@@ -97,7 +97,10 @@ def saved_bytes(tmp_path_factory, reference_weights) -> bytes:
     ("directory", "is a directory"),
     ("empty", r"is empty \(0 bytes\)"),
     ("truncated", "truncated or corrupt"),
-    ("text", "is not a PyTorch checkpoint"),
+    ("text", r"is not a PyTorch checkpoint \(it is a text file, starting 'this is not a checkpoint'"),
+    ("html", r"it is a text file, starting '<html>404 Not Found"),
+    ("git_lfs", "it is a Git LFS pointer: fetch the real file with git lfs pull"),
+    ("blocked_module", r"needs the global os\.system"),
     ("random_bytes", "truncated or corrupt|is not a PyTorch checkpoint"),
     ("foreign_global", r"needs the global .*NotAllowed.*only argparse.Namespace is allowed"),
     ("list", "holds a list, not a dict of weights"),
@@ -113,6 +116,12 @@ def test_unreadable_checkpoints_are_refused(case, pattern, tmp_path, saved_bytes
         _save_bytes(path, saved_bytes[: len(saved_bytes) // 2])
     elif case == "text":
         path.write_text("this is not a checkpoint\n")
+    elif case == "html":
+        path.write_text("<html>404 Not Found</html>")
+    elif case == "git_lfs":
+        path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 86000000\n")
+    elif case == "blocked_module":
+        path.write_bytes(b"\x80\x02cos\nsystem\nq\x00.")  # a pickle that would call os.system
     elif case == "random_bytes":
         _save_bytes(path, bytes(range(256)) * 64)
     elif case == "foreign_global":
@@ -124,6 +133,7 @@ def test_unreadable_checkpoints_are_refused(case, pattern, tmp_path, saved_bytes
     with pytest.raises(CheckpointError, match=pattern) as raised:
         load_checkpoint(create_model(), path)
     assert "\n" not in str(raised.value)
+    assert "weights_only" not in str(raised.value)  # never torch's advice to turn the safe loading off
 
 
 @pytest.mark.parametrize("change, pattern", [

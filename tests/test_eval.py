@@ -225,3 +225,12 @@ def test_an_om_runs_only_when_built_from_this_runs_export(tmp_path, case):
                    "om_replaced": "is not the file T2T_ViT_atc.sh built"}[case]
         with pytest.raises(JobError, match=pattern):
             om_for_batch(tmp_path, 4, onnx_sha, "b" * 64, digest)
+
+
+def test_the_plot_starts_images_per_s_at_zero():
+    from t2t_vit.evalreport import figure_of
+
+    rows = [{"batch_size": size, "images_per_s": speed, "top1": 80.0, "top5": 95.0}
+            for size, speed in ((1, 13.1), (8, 13.4), (64, 13.2))]
+    figure = figure_of(rows, "t")
+    assert figure.axes[0].get_ylim()[0] == 0 and figure.axes[0].get_ylim()[1] >= 13.4

@@ -27,3 +27,16 @@ def test_requirements_are_pinned():
     assert lines and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.+-]*", line) for line in lines), lines
     names = {line.split("==")[0].lower() for line in lines}
     assert {"torch", "torchvision", "timm", "onnx", "onnxruntime", "numpy", "pillow", "tqdm", "pytest"} <= names
+
+
+def test_stage_outputs_in_the_repo_root_are_ignored(tmp_path):
+    import subprocess
+
+    written = ["prep_bins/a.bin", "result/bs1/a_0.bin", "result/bs1_summary.json", "label.npy", "T2T_ViT_14.onnx",
+               "keep_dtype.cfg", "acc_bs1.json", "T2T_ViT_bs1.om", "T2T_ViT_bs1.om.json", "work/eval_summary.json"]
+    result = subprocess.run(["git", "check-ignore", "--no-index", *written], cwd=REPO_ROOT, capture_output=True,
+                            text=True)
+    assert sorted(result.stdout.split()) == sorted(written)
+    tracked = subprocess.run(["git", "check-ignore", "--no-index", "t2t_vit/runner.py", "tests/data/imagenet-sample/n01871265_tusker.JPEG"],
+                             cwd=REPO_ROOT, capture_output=True, text=True)
+    assert tracked.stdout == ""

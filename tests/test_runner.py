@@ -341,12 +341,32 @@ def test_pipeline_batches_joins_the_pieces_in_order():
 
 
 @pytest.mark.parametrize("options, pattern", [
-    ({"threads": 1, "streams": 2}, "--streams 2 needs"), ({"streams": 0}, "at least 1"), ({"threads": 0}, "at least 1"),
-    ({"micro_batch": 0}, "at least 1"), ({"batchsize": 8, "micro_batch": 3}, "--micro-batch 3 must divide")])
+    ({"threads": 1, "streams": 2}, "--streams 2 needs"), ({"streams": 0}, "^--streams must be at least 1, got 0$"),
+    ({"threads": 0}, "^--threads must be at least 1, got 0$"),
+    ({"micro_batch": 0}, "^--micro-batch must be at least 1, got 0$"),
+    ({"batchsize": 0}, "^--batchsize must be at least 1, got 0$"), ({"loop": 0}, "^--loop must be at least 1, got 0$"),
+    ({"warmup_count": -1}, "^--warmup_count must be at least 0, got -1$"),
+    ({"batchsize": 8, "micro_batch": 3}, "--micro-batch 3 must divide")])
 def test_bad_streams_and_micro_batches_are_refused(tmp_path, options, pattern):
     model = tiny_model(tmp_path / "tiny.onnx")
     with pytest.raises(RunnerError, match=pattern):
         run_inference(str(model), None, None, None, **options)
+
+
+@pytest.mark.parametrize("case", ["text", "truncated", "directory"])
+def test_a_model_that_is_not_onnx_is_one_error_line(tmp_path, capsys, case):
+    model = tmp_path / "model.onnx"
+    if case == "text":
+        model.write_text("not a model\n" * 100)
+    elif case == "truncated":
+        model.write_bytes(tiny_model(tmp_path / "good.onnx").read_bytes()[:150])
+    else:
+        model.mkdir()
+    write_samples(tmp_path / "bins", ["a.bin"])
+    assert infer("--model", model, "--input", tmp_path / "bins", "--output", tmp_path / "out") == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1 and "Traceback" not in error, error
+    assert str(model) in error and not (tmp_path / "out").exists()
 
 
 def test_bins_made_with_another_data_config_are_refused(tmp_path, capsys):
