@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         from t2t_vit import metrics
         from t2t_vit.provenance import provenance, write_json
 
-        results, matched = metrics.evaluate(args.result_dir, args.gt_path, args.allow_missing, args.per_class)
+        results, matched = metrics.evaluate(args.result_dir, args.gt_path, args.allow_missing, args.per_class,
+                                            missing_hint="; pass --allow-missing to score the {matched} matched "
+                                                         "samples")
         print(f"Top-1 accuracy of the model is: {results['top1']:.3f}%")
         print(f"Top-5 accuracy of the model is: {results['top5']:.3f}%")
         print(f"over {results['count']} images ({results['correct_top1']} top-1 and {results['correct_top5']} top-5 "

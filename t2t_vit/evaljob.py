@@ -46,6 +46,7 @@ DEMO_LOOP = 2
 CPU_PERFORMER = "matmul"  # the fastest CPU form (README "CPU speed"); the NPU takes the sum form
 NPU_PERFORMER = "sum"
 STAMP_SUFFIX = ".stamp.json"
+ESTIMATE_AFTER_S = 10.0  # seconds of the first pass before the run's time is estimated
 
 
 class JobError(ToolkitError):
@@ -156,17 +157,22 @@ class JobState:
             self.stage_seconds[stage] = round(time.perf_counter() - begin, 3)
 
     def on_progress(self, done: int, total: int, seconds: float) -> None:
-        """After the first measured batch: print how long the rest of the run will take."""
-        if self.estimate_printed or seconds <= 0 or done <= 0:
+        """Once the first batches of the first pass have run (10 s, or the whole pass if shorter): print how long
+        the rest of the run and the whole of it will take. Earlier, streams still filling make the rate look low."""
+        if self.estimate_printed or seconds <= 0 or done <= 0 or (seconds < ESTIMATE_AFTER_S and done < total):
             return
         self.estimate_printed = True
-        rate = done / seconds
-        left = max(0, self.images_to_infer - self.images_inferred - done)
         from t2t_vit.progress import format_seconds
 
+        rate = done / seconds
+        left = max(0, self.images_to_infer - self.images_inferred - done)
+        whole = time.perf_counter() - self.started + left / rate
         finish = time.strftime("%H:%M", time.localtime(time.time() + left / rate))
-        print(f"estimate: {left} more images to infer at about {rate:.1f} images/s: the rest of the run takes "
-              f"about {format_seconds(left / rate)} (done around {finish})", flush=True)
+        from tqdm import tqdm
+
+        tqdm.write(f"estimate: {left} more images to infer at about {rate:.1f} images/s: the rest of the run takes "
+                   f"about {format_seconds(left / rate)}, the whole run about {format_seconds(whole)} (done around "
+                   f"{finish})", file=sys.stdout)  # clears a progress bar on the terminal, then draws it again
 
 
 # ------------------------------------------------------------------------------------------------ stages
@@ -305,7 +311,7 @@ def run_pass(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -
     summary_path.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     inputs = [str(bins_dir)] if item.kind == "accuracy" else None
-    loop, warmup = (1, 0) if item.kind == "accuracy" else (options.loop, 1)
+    loop, warmup = (1, 1) if item.kind == "accuracy" else (options.loop, 1)  # warm, so the estimate is fair
     if item.runner == "ais_bench":
         command = [sys.executable, "-m", "ais_bench", "--model", str(item.model), "--output", str(folder),
                    "--output_dirname", f"bs{item.batch}", "--outfmt", "BIN", "--batchsize", str(item.batch),
@@ -321,7 +327,7 @@ def run_pass(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -
         result = run_inference(str(item.model), inputs, str(folder), f"bs{item.batch}", "BIN", item.batch, loop,
                                warmup, item.runner, options.threads, progress=options.progress,
                                on_progress=state.on_progress,
-                               args={"job": "T2T_ViT_eval.sh", "kind": item.kind, "batch": item.batch})
+                               options={"job": "T2T_ViT_eval.sh", "kind": item.kind, "batch": item.batch})
         for line in result.performance_lines():
             if "throughput" in line:
                 print(line)

@@ -260,8 +260,11 @@ def describe_missing(matched: MatchedSet) -> str:
 # ------------------------------------------------------------------------------------------- the stage
 
 def evaluate(result_dir: str | os.PathLike, gt_path: str | os.PathLike, allow_missing: bool = False,
-             with_per_class: bool = False) -> tuple[dict[str, Any], MatchedSet]:
+             with_per_class: bool = False, missing_hint: str = "") -> tuple[dict[str, Any], MatchedSet]:
     """Score a result dir against the label file: the postprocess stage's figures as a flat dict.
+
+    ``missing_hint`` ends the error about missing results: what the calling command offers (its
+    ``{matched}`` is replaced by the number of matched samples).
 
     Raises:
         ResultError: labels without results or results without labels (unless ``allow_missing``),
@@ -270,7 +273,7 @@ def evaluate(result_dir: str | os.PathLike, gt_path: str | os.PathLike, allow_mi
     matched = match_results(result_dir, gt_path)
     problem = describe_missing(matched)
     if problem and not allow_missing:
-        raise ResultError(f"{problem}; pass --allow-missing to score the {len(matched.names)} matched samples")
+        raise ResultError(problem + missing_hint.replace("{matched}", str(len(matched.names))))
     if not matched.names:
         raise ResultError("no result matches a label: check --result-dir and --gt-path")
     if problem:

@@ -144,7 +144,7 @@ def test_a_swapped_checkpoint_a_corrupt_one_and_a_changed_data_dir(demo_run, tmp
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
     expected = pytorch_logits(checkpoint, work / "prep_bins", names)
     np.testing.assert_allclose(result_logits(work / "result" / "bs4", names), expected, rtol=0, atol=1e-4)
-    assert json.loads((work / "perf" / "bs1_summary.json").read_text())["threads"] == 1  # --threads reached it
+    assert json.loads((work / "perf" / "bs1_summary.json").read_text())["cpu_runner"]["threads"] == 1  # --threads reached it
     # A corrupt checkpoint: the job stops with exit 1 and leaves no summary that looks current.
     checkpoint.write_bytes(checkpoint.read_bytes()[:100_000])
     result = run_eval(work, *common)
