@@ -5,46 +5,32 @@
         --outfmt BIN --batchsize 8
     python3 T2T_ViT_infer.py --model T2T_ViT_14.onnx --batchsize 8 --loop 100     # pure inference, throughput
 
-Same options, batching, padding, output names and summary JSON as ais_bench (see the README), so the
-Ascend commands work with only the program name and model file changed. A dynamic-batch ONNX runs at
---batchsize; a static one at its own batch. An .om model is handed to ais_bench itself when it is
-installed. Extra options: --backend, --threads, --streams and --micro-batch.
+Every ais_bench option with its spellings, short forms and value forms, and the same batching,
+padding, output names and summary JSON (see the README's table of what each option does on the CPU),
+so the Ascend commands work with only the program name and model file changed. A dynamic-batch ONNX
+runs at --batchsize (or --dymBatch); a static one at its own batch. An .om model is handed to ais_bench
+itself when it is installed, in ais_bench's own spellings. Extra options: --backend, --threads,
+--streams, --micro-batch and --no-progress.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import subprocess
 import sys
 
 from t2t_vit import cli
 
-_OWN_OPTIONS = {"--backend": True, "--threads": True, "--streams": True, "--micro-batch": True,
-                "--no-progress": False, "-v": False, "--verbose": False, "-q": False, "--quiet": False}
 
-
-def build_parser():
+def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
+    """The runner's parser; ``only_given`` leaves ais_bench options the command line does not give unset."""
+    from t2t_vit.aisbench import add_ais_options
     from t2t_vit.backends import BACKENDS, DEFAULT_BACKEND
-    from t2t_vit.runner import OUTPUT_FORMATS
 
     parser = cli.make_parser(__doc__)
-    ais = parser.add_argument_group("ais_bench options")
-    ais.add_argument("--model", required=True, metavar="FILE", help="model: .onnx (CPU) or .om (Ascend, via ais_bench)")
-    ais.add_argument("--input", metavar="PATHS", help="a folder of .bin/.npy files, or comma-separated files "
-                     "(default: none, pure inference on zeros)")
-    ais.add_argument("--output", metavar="DIR", help="where results go (default: none, nothing written)")
-    ais.add_argument("--output_dirname", "--output-dirname", metavar="NAME",
-                     help="result folder under --output (default: the start time)")
-    ais.add_argument("--outfmt", type=str.upper, choices=OUTPUT_FORMATS, default="BIN",
-                     help="result format (default: BIN)")
-    ais.add_argument("--batchsize", type=int, metavar="N",
-                     help="batch for a dynamic-batch model (default: 1; a static model uses its own)")
-    ais.add_argument("--loop", type=int, default=1, metavar="N", help="runs of each batch (default: 1)")
-    ais.add_argument("--warmup_count", "--warmup-count", type=int, default=1, metavar="N",
-                     help="untimed runs first (default: 1)")
-    ais.add_argument("--device", type=int, default=0, metavar="ID", help="NPU id for .om models; unused on the CPU "
-                     "(default: 0)")
-    cpu = parser.add_argument_group("CPU runner")
+    add_ais_options(parser, only_given)
+    cpu = parser.add_argument_group("CPU runner (never handed to ais_bench)")
     cpu.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                      help=f"CPU runtime (default: {DEFAULT_BACKEND})")
     cpu.add_argument("--threads", type=int, metavar="N", help="runtime threads (default: the usable cores)")
@@ -55,31 +41,35 @@ def build_parser():
     cpu.add_argument("--micro-batch", type=int, metavar="N",
                      help="images per backend run within a batch; must divide --batchsize (default: 2 when it "
                           "divides the batch, else 1; --micro-batch equal to --batchsize runs whole batches)")
-    cpu.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cpu.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     cli.add_verbosity(parser)
     return parser
 
 
 def ais_bench_command(argv: list[str]) -> list[str]:
-    """The same command line for ais_bench, without this runner's own options."""
-    forwarded, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-            continue
-        option = item.split("=", 1)[0]
-        if option in _OWN_OPTIONS:
-            skip = _OWN_OPTIONS[option] and "=" not in item
-            continue
-        forwarded.append(item)
-    return [sys.executable, "-m", "ais_bench", *forwarded]
+    """The command that hands this command line to ais_bench: only its options, in its spellings and value forms."""
+    from t2t_vit.aisbench import handover_command
+
+    given = vars(build_parser(only_given=True).parse_args(argv))
+    return [sys.executable, "-m", "ais_bench", *handover_command(given)]
 
 
 def main(argv: list[str] | None = None) -> int:
+    from t2t_vit.aisbench import check_ais_rules
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_ais_rules(parser, vars(args))
+    if args.dymBatch and args.batchsize and args.dymBatch != args.batchsize:
+        parser.error(f"--dymBatch {args.dymBatch} and --batchsize {args.batchsize} disagree: give one of them")
+    if args.dymBatch < 0:
+        parser.error(f"--dymBatch must be 0 (off) or a batch size, got {args.dymBatch}")
 
     def action() -> int | None:
+        import logging
+
+        from t2t_vit.aisbench import npu_only_warnings
         from t2t_vit.runner import RunnerError, run_inference
 
         if args.model.endswith(".om"):
@@ -88,11 +78,20 @@ def main(argv: list[str] | None = None) -> int:
                                   f"which is not installed here. Install the aclruntime and ais_bench wheels built "
                                   f"for your CANN version, or give the .onnx model to run on the CPU")
             return subprocess.run(ais_bench_command(argv)).returncode
+        log = logging.getLogger("T2T_ViT_infer")
+        for warning in npu_only_warnings(vars(args)):
+            log.warning("%s", warning)
+        if isinstance(args.device, list):
+            log.warning("--device %s: ais_bench runs one process per device; the CPU runner runs once (recorded)",
+                        ",".join(map(str, args.device)))
         result = run_inference(args.model, args.input.split(",") if args.input else None, args.output,
-                               args.output_dirname, args.outfmt, args.batchsize, args.loop, args.warmup_count,
-                               args.backend, args.threads, progress=False if args.no_progress else None,
-                               args=vars(args), streams=args.streams, micro_batch=args.micro_batch)
-        for line in result.performance_lines():
+                               args.output_dirname, args.outfmt, args.dymBatch or args.batchsize, args.loop,
+                               args.warmup_count, args.backend, args.threads,
+                               progress=False if args.no_progress else None, argv=[sys.argv[0], *argv],
+                               streams=args.streams, micro_batch=args.micro_batch, pure_data_type=args.pure_data_type,
+                               output_batchsize_axis=args.output_batchsize_axis, debug=args.debug,
+                               options=vars(args))
+        for line in result.performance_lines(args.display_all_summary):
             print(line)
         if result.summary_path is not None:
             print(f"[INFO] {len(result.filesinfo)} samples, results in {result.result_dir}, summary "

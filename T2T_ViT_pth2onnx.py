@@ -49,8 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def action() -> None:
+        import logging
+
         from t2t_vit.export import export_checkpoint
 
+        if args.performer == "einsum":
+            logging.getLogger("T2T_ViT_pth2onnx").warning(
+                "the einsum export is for CPUs only: ATC accepts Einsum for a fixed list of two-input equations, and "
+                "three of the performer's four (btm,bm->bt, btn,btm->bnm, btm,bnm->btn) are not on it; export "
+                "--performer sum for the Ascend flow")
         report, weights_key = export_checkpoint(args.pth_path, args.onnx_path, args.performer, args.weights,
                                                 args.opset, args.tolerance)
         print(f"wrote {report.onnx_path}: performer={report.performer} opset={report.opset} "

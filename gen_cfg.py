@@ -6,8 +6,9 @@
 Writes the name of every node of each performer attention subgraph, from the Split that cuts kqv into
 k, q, v to the Div that normalises by D, one per line. T2T-ViT-14 has two. The ONNX must be the sum
 export (T2T_ViT_pth2onnx.py --performer sum, the default): an Einsum export is refused, because ATC
-puts a TransData before Einsum and --keep_dtype then has no effect. A graph without a performer is an
-error, never an empty file.
+puts a TransData before Einsum and --keep_dtype then has no effect, and so is the matmul export (the
+CPU form; keeping MatMul in fp32 is unverified on the NPU). A graph without a performer is an error,
+never an empty file.
 """
 
 from __future__ import annotations

@@ -111,6 +111,12 @@ def keep_dtype_nodes(onnx_path: str | os.PathLike) -> list[PerformerSubgraph]:
             raise KeepDtypeError(f"{onnx_path} computes the performer with Einsum ({einsums[0]}): ATC inserts "
                                  f"TransData before Einsum and --keep_dtype does not take effect. Export with "
                                  f"T2T_ViT_pth2onnx.py --performer sum")
+        matmuls = [name for name in subgraph.nodes if by_name[name].op_type == "MatMul"]
+        if matmuls:
+            raise KeepDtypeError(f"{onnx_path} computes the performer with MatMul ({matmuls[0]}), the CPU form: "
+                                 f"ModelZoo's keep_dtype rule is for the multiply + ReduceSum form, and keeping "
+                                 f"MatMul in fp32 is unverified on the NPU. Export with T2T_ViT_pth2onnx.py "
+                                 f"--performer sum")
         if any(not name for name in subgraph.nodes):
             raise KeepDtypeError(f"{onnx_path} has unnamed nodes in a performer subgraph; ATC's keep_dtype needs "
                                  f"names (export with T2T_ViT_pth2onnx.py)")

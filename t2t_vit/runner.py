@@ -47,6 +47,9 @@ from t2t_vit.files import atomic_output
 log = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = ("BIN", "NPY", "TXT")
+PURE_DATA_TYPES = ("zero", "random")
+PURE_INFER_NAME = "pure_infer_data"  # ais_bench's name for pure-inference input, so outputs are pure_infer_data_<i>
+CPU_RUNNER_KEY = "cpu_runner"  # the summary's one key beyond ais_bench's
 INPUT_SUFFIXES = (".bin", ".BIN", ".npy", ".NPY")
 PERCENTILE = 99
 MICRO_BATCH = 2  # images per backend run within a batch, by default (benchmarks/bench_backends.py)
@@ -109,6 +112,25 @@ def plan_groups(files: Sequence[Path], sample_bytes: int, batch: int) -> tuple[i
         group: list[Path | None] = list(files[start:start + per_batch])
         groups.append(group + [None] * (per_batch - len(group)))
     return per_batch, groups
+
+
+def pure_infer_data(shape: tuple[int, ...], dtype: np.dtype, kind: str = "zero") -> np.ndarray:
+    """ais_bench's pure-inference input: zeros, or random bytes (0..255 each) read as the model's dtype."""
+    if kind == "zero":
+        return np.zeros(shape, dtype=dtype)
+    count = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return np.random.default_rng().integers(0, 256, count, dtype=np.uint8).view(dtype).reshape(shape)
+
+
+def split_output(data: np.ndarray, parts: int, axis: int, output_index: int) -> list[np.ndarray]:
+    """One part per input file, cut along ``axis`` (ais_bench's --output_batchsize_axis)."""
+    if axis >= data.ndim:
+        raise RunnerError(f"--output_batchsize_axis {axis} is not an axis of output {output_index}, of shape "
+                          f"{list(data.shape)}")
+    if data.shape[axis] % parts:
+        raise RunnerError(f"output {output_index} of shape {list(data.shape)} cannot be split into {parts} parts "
+                          f"along axis {axis} (--output_batchsize_axis)")
+    return np.array_split(data, parts, axis=axis)
 
 
 def output_file_name(input_path: Path, output_index: int, outfmt: str) -> str:
@@ -242,15 +264,20 @@ class RunResult:
         mean = float(np.mean(self.compute_ms)) if self.compute_ms else 0.0
         return 1000.0 * self.batch / mean if mean else 0.0
 
-    def performance_lines(self) -> list[str]:
-        """ais_bench's Performance Summary, line for line."""
-        stats = _stats(self.compute_ms)
+    def performance_lines(self, display_all_summary: bool = False) -> list[str]:
+        """ais_bench's Performance Summary, line for line (H2D and D2H lines with ``display_all_summary``)."""
+        def line(name: str, values: Sequence[float]) -> str:
+            stats = _stats(values)
+            return (f"[INFO] {name} (ms): min = {stats['min']}, max = {stats['max']}, mean = {stats['mean']}, "
+                    f"median = {stats['median']}, percentile({PERCENTILE}%) = {stats[f'percentile({PERCENTILE}%)']}")
+
+        mean = _stats(self.compute_ms)["mean"]
         return [
             "[INFO] -----------------Performance Summary------------------",
-            f"[INFO] NPU_compute_time (ms): min = {stats['min']}, max = {stats['max']}, mean = {stats['mean']}, "
-            f"median = {stats['median']}, percentile({PERCENTILE}%) = {stats[f'percentile({PERCENTILE}%)']}",
-            f"[INFO] throughput 1000*batchsize.mean({self.batch})/NPU_compute_time.mean({stats['mean']}): "
-            f"{self.throughput}",
+            *([line("H2D_latency", self.h2d_ms)] if display_all_summary else []),
+            line("NPU_compute_time", self.compute_ms),
+            *([line("D2H_latency", self.d2h_ms)] if display_all_summary else []),
+            f"[INFO] throughput 1000*batchsize.mean({self.batch})/NPU_compute_time.mean({mean}): {self.throughput}",
             "[INFO] ------------------------------------------------------",
         ]
 
@@ -294,13 +321,19 @@ def check_run_options(loop: int = 1, warmup_count: int = 0, batchsize: int | Non
 def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, output_dirname: str | None,
                   outfmt: str = "BIN", batchsize: int | None = None, loop: int = 1, warmup_count: int = 1,
                   backend_name: str = "openvino", threads: int | None = None, progress: bool | None = None,
-                  args: dict[str, Any] | None = None, streams: int | None = None,
+                  argv: Sequence[str] | None = None, streams: int | None = None,
                   micro_batch: int | None = None,
-                  on_progress: Callable[[int, int, float], None] | None = None) -> RunResult:
-    """Run ``model`` over ``inputs`` (or zeros) as ais_bench would, and write outputs and summary.
+                  on_progress: Callable[[int, int, float], None] | None = None, pure_data_type: str = "zero",
+                  output_batchsize_axis: int = 0, debug: bool = False,
+                  options: dict[str, Any] | None = None) -> RunResult:
+    """Run ``model`` over ``inputs`` (or ais_bench's pure-inference data) as ais_bench would; write outputs and summary.
 
     ``progress`` False shows nothing; None or True a bar on a terminal, else a line every 5 %.
-    ``on_progress(images_done, images_total, seconds)`` is called after every batch run.
+    ``on_progress(images_done, images_total, seconds)`` is called after every batch run. ``argv`` is
+    the summary's ``args`` (ais_bench writes its ``sys.argv``); ``options`` (the parsed options) goes,
+    with the CPU runner's own figures, under the summary's one extra key, ``cpu_runner``.
+    ``pure_data_type`` ``random`` fills pure-inference inputs with random bytes, as ais_bench does;
+    ``output_batchsize_axis`` is the axis outputs are split along, one part per input file.
     """
     from t2t_vit.progress import progress_bar
 
@@ -310,6 +343,8 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
     if outfmt not in OUTPUT_FORMATS:
         raise RunnerError(f"--outfmt {outfmt} is not one of {', '.join(OUTPUT_FORMATS)}")
     check_run_options(loop, warmup_count, batchsize, threads, streams, micro_batch)
+    if pure_data_type not in PURE_DATA_TYPES:
+        raise RunnerError(f"--pure_data_type {pure_data_type} is not one of {', '.join(PURE_DATA_TYPES)}")
     if not Path(model).is_file():
         raise RunnerError(f"--model {model} does not exist")
     files = list_input_files(inputs) if inputs else []
@@ -347,12 +382,14 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
         dirname = output_dirname or time.strftime("%Y_%m_%d-%H_%M_%S")
         result.result_dir = Path(output) / dirname
         result.summary_path = Path(output) / f"{dirname}_summary.json"
-        if files:
-            result.result_dir.mkdir(parents=True, exist_ok=True)
+        result.result_dir.mkdir(parents=True, exist_ok=True)
+    if debug:
+        print(f"[DEBUG] model {model}: input {spec.name} shape {[batch, *spec.sample_shape]} dtype {spec.dtype} "
+              f"({'static' if spec.static_batch else 'dynamic'} batch); outputs {', '.join(backend.output_names)}")
 
     def assemble(group: list[Path | None]) -> np.ndarray:
         if not files:
-            return np.zeros((batch, *spec.sample_shape), dtype=spec.dtype)
+            return pure_infer_data((batch, *spec.sample_shape), spec.dtype, pure_data_type)
         arrays = []
         for path in group:
             source = path if path is not None else group[0]  # padding repeats the group's first file
@@ -392,19 +429,23 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
             bar.update(real_samples[group_index])
             if on_progress is not None:
                 on_progress(done_samples, total_samples, done - phase_start)
+            if debug and run_index == 0:
+                print("[DEBUG] outputs: " + ", ".join(f"{name} shape {list(np.shape(data))} dtype "
+                                                      f"{np.asarray(data).dtype}"
+                                                      for name, data in zip(backend.output_names, outputs)))
             if loop_index < loop - 1:
                 continue
-            group = groups[group_index]
-            if files and result.result_dir is not None:
+            group = groups[group_index] if files else [PURE_INFER_NAME]
+            if result.result_dir is not None:
                 started = time.perf_counter()
                 for output_index, data in enumerate(outputs):
-                    parts = np.array_split(np.asarray(data), per_batch, axis=0)
+                    parts = split_output(np.asarray(data), len(group), output_batchsize_axis, output_index)
                     for slot, path in enumerate(group):
                         if path is None:
                             continue
-                        target = result.result_dir / output_file_name(path, output_index, outfmt)
+                        target = result.result_dir / output_file_name(Path(path), output_index, outfmt)
                         save_output(target, parts[slot], outfmt)
-                        entry = result.filesinfo.setdefault(group_index * per_batch + slot,
+                        entry = result.filesinfo.setdefault(group_index * len(group) + slot,
                                                             {"infiles": [str(path)], "outfiles": []})
                         entry["outfiles"].append(str(target))
                 result.d2h_ms.append(1000 * (time.perf_counter() - started))
@@ -412,29 +453,33 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
                          else [1000 * seconds for seconds in completion_intervals(phase_start, finished)])
 
     if result.summary_path is not None:
-        summary = {
+        summary = {  # exactly ais_bench's keys, then the CPU runner's own under one more
             "filesinfo": result.filesinfo,
-            "args": args or {},
+            "args": list(argv) if argv is not None else [],
             "NPU_compute_time": _stats(result.compute_ms),
             "H2D_latency": _stats(result.h2d_ms),
             "D2H_latency": _stats(result.d2h_ms),
             "throughput": result.throughput,
             "npu_compute_time_list": result.compute_ms,
             "pid": os.getpid(),
-            "backend": backend.name,
-            "backend_version": backend.version,
-            "threads": threads,
-            "streams": result.streams,
-            "micro_batch": result.micro_batch,
-            "request_latency": _stats(result.request_ms),
-            "batchsize": batch,
-            "model": str(model),
-            "versions": versions(),
-            "latency_note": "CPU runner: H2D_latency = reading and assembling a batch's input files, D2H_latency = "
-                            "writing its outputs; NPU_compute_time = the backend's run of one batch with one "
-                            "stream and whole batches, otherwise (batches run at once in streams, or in "
-                            "micro-batches) the time between a batch's completion and the previous one, so "
-                            "throughput is per wall-clock second; request_latency = each batch's own duration",
+            CPU_RUNNER_KEY: {
+                "backend": backend.name,
+                "backend_version": backend.version,
+                "threads": threads,
+                "streams": result.streams,
+                "micro_batch": result.micro_batch,
+                "request_latency": _stats(result.request_ms),
+                "batchsize": batch,
+                "model": str(model),
+                "options": options or {},
+                "versions": versions(),
+                "latency_note": "CPU runner: H2D_latency = reading and assembling a batch's input files, "
+                                "D2H_latency = writing its outputs; NPU_compute_time = the backend's run of one "
+                                "batch with one stream and whole batches, otherwise (batches run at once in "
+                                "streams, or in micro-batches) the time between a batch's completion and the "
+                                "previous one, so throughput is per wall-clock second; request_latency = each "
+                                "batch's own duration",
+            },
         }
         result.summary_path.parent.mkdir(parents=True, exist_ok=True)
         write_json(result.summary_path, summary)

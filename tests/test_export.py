@@ -12,6 +12,7 @@ import torch
 
 import T2T_ViT_pth2onnx
 from t2t_vit.export import ExportError, export_onnx, read_metadata
+from t2t_vit.files import sha256_file
 from t2t_vit.config import data_config_hash, resolve_data_config
 from t2t_vit.model import create_model
 
@@ -70,6 +71,7 @@ def test_metadata_records_provenance(exported, checkpoint_path):
     assert metadata["performer"] == performer and metadata["opset"] == str(opset)
     assert metadata["data_config_hash"] == data_config_hash(resolve_data_config())
     assert metadata["checkpoint"] == str(checkpoint_path) and metadata["weights"] == "state_dict_ema"
+    assert metadata["checkpoint_sha256"] == sha256_file(checkpoint_path)  # what the main job's reuse is keyed on
 
 
 def test_einsum_below_opset_12_stops_before_exporting(tmp_path, checkpoint_path, capsys):
@@ -77,7 +79,9 @@ def test_einsum_below_opset_12_stops_before_exporting(tmp_path, checkpoint_path,
     status = T2T_ViT_pth2onnx.main(["--pth-path", str(checkpoint_path), "--onnx-path", str(out),
                                     "--performer", "einsum"])
     assert status == 1
-    assert "needs ONNX Einsum, which exists from opset 12" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "needs ONNX Einsum, which exists from opset 12" in error
+    assert "the einsum export is for CPUs only" in error and "--performer sum" in error  # ATC cannot take it
     assert not out.exists()
 
 
