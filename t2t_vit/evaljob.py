@@ -82,8 +82,8 @@ def bins_fingerprint(bins_dir: Path, labels_path: Path, digest: Digests) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def read_stamp(path: Path) -> dict[str, Any] | None:
-    """The key recorded beside an artefact, or None (missing or unreadable: the artefact is redone)."""
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A stamp or summary, or None when it is missing or unreadable (the artefact is then redone)."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -254,7 +254,7 @@ def om_for_batch(om_dir: Path, batch: int, sum_onnx_sha: str, keep_dtype_sha: st
     om = om_dir / f"T2T_ViT_bs{batch}.om"
     if not om.is_file():
         return None
-    record = read_stamp(om_dir / f"T2T_ViT_bs{batch}.om.json")
+    record = read_json(om_dir / f"T2T_ViT_bs{batch}.om.json")
     rebuild = (f"rebuild it: bash T2T_ViT_atc.sh --onnx <WORK>/T2T_ViT_14_sum.onnx --keep-dtype <WORK>/keep_dtype.cfg "
                f"--out-dir {om_dir} --batch-sizes {batch} (or remove it to run this batch size on the CPU)")
     if record is None:
@@ -298,7 +298,7 @@ def plan_passes(options: JobOptions, models: dict[int, tuple[Path, str]], bins_d
         throughput.append(Pass("throughput", batch, model, runner, key, work / "perf" / f"bs{batch}{STAMP_SUFFIX}",
                                batch * (options.loop + warmup)))
     for item in accuracy + throughput:
-        item.reuse_reason = stamp_mismatch(read_stamp(item.stamp), item.key)
+        item.reuse_reason = stamp_mismatch(read_json(item.stamp), item.key)
     return accuracy, throughput
 
 
@@ -310,29 +310,29 @@ def run_pass(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -
     shutil.rmtree(result_dir, ignore_errors=True)
     summary_path.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
-    inputs = [str(bins_dir)] if item.kind == "accuracy" else None
     loop, warmup = (1, 1) if item.kind == "accuracy" else (options.loop, 1)  # warm, so the estimate is fair
+    arguments = ["--model", str(item.model), *(["--input", str(bins_dir)] if item.kind == "accuracy" else []),
+                 "--output", str(folder), "--output_dirname", f"bs{item.batch}", "--outfmt", "BIN", "--batchsize",
+                 str(item.batch), "--loop", str(loop), "--warmup_count", str(warmup)]
     if item.runner == "ais_bench":
-        command = [sys.executable, "-m", "ais_bench", "--model", str(item.model), "--output", str(folder),
-                   "--output_dirname", f"bs{item.batch}", "--outfmt", "BIN", "--batchsize", str(item.batch),
-                   "--loop", str(loop), "--warmup_count", str(warmup)]
-        if inputs:
-            command[5:5] = ["--input", inputs[0]]
+        command = [sys.executable, "-m", "ais_bench", *arguments]
         print(" ".join(command), flush=True)
         if subprocess.run(command).returncode != 0:
             raise JobError(f"ais_bench failed on {item.model} at batch {item.batch} (its messages are above)")
-    else:
+    else:  # in this process, as `T2T_ViT_infer.py <the same arguments> --backend B` would run
         from t2t_vit.runner import run_inference
 
-        result = run_inference(str(item.model), inputs, str(folder), f"bs{item.batch}", "BIN", item.batch, loop,
-                               warmup, item.runner, options.threads, progress=options.progress,
-                               on_progress=state.on_progress,
-                               options={"job": "T2T_ViT_eval.sh", "kind": item.kind, "batch": item.batch})
+        result = run_inference(str(item.model), [str(bins_dir)] if item.kind == "accuracy" else None, str(folder),
+                               f"bs{item.batch}", "BIN", item.batch, loop, warmup, item.runner, options.threads,
+                               progress=options.progress, on_progress=state.on_progress,
+                               argv=["T2T_ViT_infer.py", *arguments, "--backend", item.runner],
+                               options={"job": "T2T_ViT_eval.sh", "kind": item.kind, "batch": item.batch,
+                                        "threads": options.threads})
         for line in result.performance_lines():
             if "throughput" in line:
                 print(line)
     state.images_inferred += item.images
-    summary = read_stamp(summary_path)
+    summary = read_json(summary_path)
     if summary is None:
         raise JobError(f"{item.runner} wrote no summary {summary_path}")
     from t2t_vit.provenance import write_json
@@ -373,7 +373,7 @@ def measure_throughput(item: Pass, options: JobOptions, bins_dir: Path, state: J
     if item.reuse_reason:
         print(f"throughput at batch {item.batch} ({item.runner}, {options.loop} runs): running, {item.reuse_reason}")
         return run_pass(item, options, bins_dir, state)
-    summary = read_stamp(summary_path)
+    summary = read_json(summary_path)
     if summary is None:
         print(f"the reused throughput summary {summary_path} is unreadable: running again")
         return run_pass(item, options, bins_dir, state)

@@ -234,3 +234,63 @@ def test_the_plot_starts_images_per_s_at_zero():
             for size, speed in ((1, 13.1), (8, 13.4), (64, 13.2))]
     figure = figure_of(rows, "t")
     assert figure.axes[0].get_ylim()[0] == 0 and figure.axes[0].get_ylim()[1] >= 13.4
+
+
+# A stand-in for `python3 -m ais_bench` on an Ascend host: it checks the command line with ais_bench's
+# spellings, writes 1000 logits per input (class = the input's position, so the accuracy is countable)
+# and the summary, and records what it was asked.
+AIS_BENCH = '''
+import argparse, json, os, sys
+import numpy as np
+p = argparse.ArgumentParser()
+for name in ("--model", "--input", "--output", "--output_dirname", "--outfmt"):
+    p.add_argument(name)
+for name in ("--batchsize", "--loop", "--warmup_count"):
+    p.add_argument(name, type=int)
+args = p.parse_args()
+with open(os.environ["AIS_BENCH_LOG"], "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+folder = os.path.join(args.output, args.output_dirname)
+os.makedirs(folder, exist_ok=True)
+if args.input:
+    for name in sorted(os.listdir(args.input)):
+        if name.endswith(".bin"):
+            np.full(1000, 0.5, np.float32).tofile(os.path.join(folder, name.split(".")[0] + "_0.bin"))
+stats = {"min": 5.0, "max": 5.0, "mean": 5.0, "median": 5.0, "percentile(99%)": 5.0, "count": args.loop}
+json.dump({"filesinfo": {}, "args": sys.argv, "NPU_compute_time": stats, "H2D_latency": stats, "D2H_latency": stats,
+           "throughput": 1000.0 * args.batchsize / 5.0, "npu_compute_time_list": [5.0] * args.loop, "pid": 1},
+          open(folder + "_summary.json", "w"))
+'''
+
+
+def test_on_the_ascend_host_each_om_runs_through_ais_bench(demo_run, tmp_path):
+    source, _ = demo_run
+    work = tmp_path / "work"
+    shutil.copytree(source, work, symlinks=True)  # another data dir path: the bins are made again (5 images)
+    package = tmp_path / "site" / "ais_bench"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(AIS_BENCH)
+    digest = Digests()
+    om_dir = work / "om"
+    om_dir.mkdir()
+    om = om_dir / "T2T_ViT_bs4.om"
+    om.write_bytes(b"an offline model")
+    (om_dir / "T2T_ViT_bs4.om.json").write_text(json.dumps({
+        "onnx_sha256": digest(work / "T2T_ViT_14_sum.onnx"), "keep_dtype_sha256": digest(work / "keep_dtype.cfg"),
+        "om_sha256": digest(om)}))
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(tmp_path / "site"),
+           "AIS_BENCH_LOG": str(tmp_path / "ais_bench.log")}
+    result = subprocess.run(["bash", str(REPO_ROOT / "T2T_ViT_eval.sh"), "--work-dir", str(work), *DEMO], env=env,
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    calls = [json.loads(line) for line in (tmp_path / "ais_bench.log").read_text().splitlines()]
+    assert calls == [
+        ["--model", str(om), "--input", str(work / "prep_bins"), "--output", str(work / "result"), "--output_dirname",
+         "bs4", "--outfmt", "BIN", "--batchsize", "4", "--loop", "1", "--warmup_count", "1"],
+        ["--model", str(om), "--output", str(work / "perf"), "--output_dirname", "bs4", "--outfmt", "BIN",
+         "--batchsize", "4", "--loop", "1", "--warmup_count", "1"]]
+    rows = {row["batch_size"]: row for row in json.loads((work / "eval_summary.json").read_text())["rows"]}
+    assert rows[4]["runner"] == "ais_bench" and rows[4]["accuracy_batch_size"] == 4 and rows[4]["images_per_s"] == 800
+    assert rows[1]["runner"] == "openvino" and rows[1]["accuracy_batch_size"] == 1  # the CPU pass, for bs1 only
+    assert rows[4]["top5"] == 100.0  # all logits tied: the tie rule counts the true class in
