@@ -27,12 +27,19 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
     """The runner's parser; ``only_given`` leaves ais_bench options the command line does not give unset."""
     from t2t_vit.aisbench import add_ais_options
     from t2t_vit.backends import BACKENDS, DEFAULT_BACKEND
+    from t2t_vit.npu_precision import PRECISIONS
 
     parser = cli.make_parser(__doc__)
     add_ais_options(parser, only_given)
     cpu = parser.add_argument_group("CPU runner (never handed to ais_bench)")
-    cpu.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
-                     help=f"CPU runtime (default: {DEFAULT_BACKEND})")
+    cpu.add_argument("--backend", choices=BACKENDS,
+                     help=f"CPU runtime (default: {DEFAULT_BACKEND}; onnxruntime with --precision npu-fp16)")
+    cpu.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                     help="fp32, or npu-fp16: what the .om computes under ATC's default force_fp16, every node "
+                          "rounded to fp16 except those of --keep-dtype (default: fp32)")
+    cpu.add_argument("--keep-dtype", metavar="CFG",
+                     help="with --precision npu-fp16: the keep_dtype.cfg given to ATC (default: none kept, as ATC "
+                          "without --keep_dtype)")
     cpu.add_argument("--threads", type=int, metavar="N", help="runtime threads (default: the usable cores)")
     cpu.add_argument("--streams", type=int, metavar="N",
                      help="batches run at once, each on threads/N threads (default: one per thread, the fastest "
@@ -56,6 +63,7 @@ def ais_bench_command(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from t2t_vit.aisbench import check_ais_rules
+    from t2t_vit.backends import DEFAULT_BACKEND
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -63,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     check_ais_rules(parser, vars(args))
     if args.dymBatch and args.batchsize and args.dymBatch != args.batchsize:
         parser.error(f"--dymBatch {args.dymBatch} and --batchsize {args.batchsize} disagree: give one of them")
+    if args.keep_dtype and args.precision != "npu-fp16":
+        parser.error("--keep-dtype goes with --precision npu-fp16")
+    if args.precision == "npu-fp16" and args.backend == "openvino":
+        parser.error("--precision npu-fp16 runs on onnxruntime: OpenVINO's f16 hint silently computes in f32 on CPUs "
+                     "without native fp16, so it cannot show what the NPU computes; leave out --backend openvino")
+    args.backend = args.backend or ("onnxruntime" if args.precision == "npu-fp16" else DEFAULT_BACKEND)
     if args.dymBatch < 0:
         parser.error(f"--dymBatch must be 0 (off) or a batch size, got {args.dymBatch}")
 
@@ -90,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                                progress=False if args.no_progress else None, argv=[sys.argv[0], *argv],
                                streams=args.streams, micro_batch=args.micro_batch, pure_data_type=args.pure_data_type,
                                output_batchsize_axis=args.output_batchsize_axis, debug=args.debug,
-                               options=vars(args))
+                               options=vars(args), precision=args.precision, keep_dtype=args.keep_dtype)
         for line in result.performance_lines(args.display_all_summary):
             print(line)
         if result.summary_path is not None:

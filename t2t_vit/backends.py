@@ -85,9 +85,12 @@ _ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "ten
 
 
 class OnnxRuntimeBackend(Backend):
+    """onnxruntime CPU; with ``precision`` npu-fp16 it runs the force_fp16 + keep_dtype emulation of the model
+    (:mod:`t2t_vit.npu_precision`), keeping the nodes listed in the ``keep_dtype`` file in fp32."""
+
     name = "onnxruntime"
 
-    def __init__(self, model_path, threads, batch_size, streams=1):
+    def __init__(self, model_path, threads, batch_size, streams=1, precision="fp32", keep_dtype=None):
         import onnxruntime
 
         self.streams = _check_streams(threads, streams)
@@ -95,8 +98,14 @@ class OnnxRuntimeBackend(Backend):
         options.intra_op_num_threads = threads // self.streams  # a session runs concurrent calls safely
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        source = str(model_path)
+        if precision == "npu-fp16":  # a graph transform: fp16 rounding wherever ATC's force_fp16 would compute
+            from t2t_vit.export import load_onnx
+            from t2t_vit.npu_precision import emulate_force_fp16, read_keep_list
+
+            source = emulate_force_fp16(load_onnx(model_path, "--model"), read_keep_list(keep_dtype)).SerializeToString()
         try:
-            self.session = onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+            self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise BackendError(f"onnxruntime cannot load {model_path}: {error}") from None
         inputs = self.session.get_inputs()
@@ -122,8 +131,13 @@ class OpenVinoBackend(Backend):
 
     name = "openvino"
 
-    def __init__(self, model_path, threads, batch_size, streams=1):
+    def __init__(self, model_path, threads, batch_size, streams=1, precision="fp32", keep_dtype=None):
         import openvino
+
+        if precision != "fp32":
+            raise BackendError(f"--precision {precision} runs on onnxruntime (--backend onnxruntime): OpenVINO's f16 "
+                               f"hint silently computes in f32 on CPUs without native fp16, so it cannot show what "
+                               f"the NPU's fp16 computes")
 
         self.streams = _check_streams(threads, streams)
         core = openvino.Core()
@@ -163,9 +177,13 @@ class OpenVinoBackend(Backend):
 
 
 def load_backend(name: str, model_path: str | os.PathLike, threads: int, batch_size: int,
-                 streams: int = 1) -> Backend:
-    """Build backend ``name`` for ``model_path`` with ``threads`` threads shared by ``streams`` slots."""
+                 streams: int = 1, precision: str = "fp32", keep_dtype: str | os.PathLike | None = None) -> Backend:
+    """Build backend ``name`` for ``model_path`` with ``threads`` threads shared by ``streams`` slots.
+
+    ``precision`` npu-fp16 (onnxruntime only) runs the NPU's force_fp16 emulation, keeping the nodes of
+    the ``keep_dtype`` file in fp32 (none without one: ATC without --keep_dtype).
+    """
     classes = {"onnxruntime": OnnxRuntimeBackend, "openvino": OpenVinoBackend}
     if name not in classes:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    return classes[name](model_path, threads, batch_size, streams)
+    return classes[name](model_path, threads, batch_size, streams, precision, keep_dtype)

@@ -325,7 +325,8 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
                   micro_batch: int | None = None,
                   on_progress: Callable[[int, int, float], None] | None = None, pure_data_type: str = "zero",
                   output_batchsize_axis: int = 0, debug: bool = False,
-                  options: dict[str, Any] | None = None) -> RunResult:
+                  options: dict[str, Any] | None = None, precision: str = "fp32",
+                  keep_dtype: str | None = None) -> RunResult:
     """Run ``model`` over ``inputs`` (or ais_bench's pure-inference data) as ais_bench would; write outputs and summary.
 
     ``progress`` False shows nothing; None or True a bar on a terminal, else a line every 5 %.
@@ -334,6 +335,8 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
     with the CPU runner's own figures, under the summary's one extra key, ``cpu_runner``.
     ``pure_data_type`` ``random`` fills pure-inference inputs with random bytes, as ais_bench does;
     ``output_batchsize_axis`` is the axis outputs are split along, one part per input file.
+    ``precision`` npu-fp16 runs the NPU's force_fp16 emulation (onnxruntime), keeping the nodes of
+    the ``keep_dtype`` file in fp32.
     """
     from t2t_vit.progress import progress_bar
 
@@ -343,6 +346,8 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
     if outfmt not in OUTPUT_FORMATS:
         raise RunnerError(f"--outfmt {outfmt} is not one of {', '.join(OUTPUT_FORMATS)}")
     check_run_options(loop, warmup_count, batchsize, threads, streams, micro_batch)
+    if keep_dtype is not None and precision != "npu-fp16":
+        raise RunnerError("--keep-dtype goes with --precision npu-fp16 (it lists the nodes ATC keeps in fp32)")
     if pure_data_type not in PURE_DATA_TYPES:
         raise RunnerError(f"--pure_data_type {pure_data_type} is not one of {', '.join(PURE_DATA_TYPES)}")
     if not Path(model).is_file():
@@ -358,7 +363,7 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
     if chosen_streams is None:  # no more streams than backend runs, counted before the model is compiled
         groups_expected = -(-len(files) // (batchsize or 1)) if files else 1
         streams = max(1, min(streams, groups_expected * loop * ((batchsize or 1) // micro)))
-    backend: Backend = load_backend(backend_name, model, threads, micro, streams)
+    backend: Backend = load_backend(backend_name, model, threads, micro, streams, precision, keep_dtype)
     spec = backend.input
     batch = spec.static_batch or batchsize or 1
     if spec.static_batch:  # a static model runs whole batches of its own size
@@ -373,7 +378,7 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
     runs = len(groups) * loop * (batch // micro)
     if runs < streams and chosen_streams is None:  # a static batch or whole-batch files gave fewer runs
         streams = runs
-        backend = load_backend(backend_name, model, threads, micro, streams)
+        backend = load_backend(backend_name, model, threads, micro, streams, precision, keep_dtype)
     elif runs < streams:
         log.warning("%d backend run(s) for %d streams: some streams stay idle (use --streams %d, or a larger "
                     "--loop)", runs, streams, runs)
@@ -471,6 +476,8 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
                 "request_latency": _stats(result.request_ms),
                 "batchsize": batch,
                 "model": str(model),
+                "precision": precision,
+                "keep_dtype": keep_dtype,
                 "options": options or {},
                 "versions": versions(),
                 "latency_note": "CPU runner: H2D_latency = reading and assembling a batch's input files, "

@@ -1,0 +1,153 @@
+"""The NPU's force_fp16 + keep_dtype, emulated on the CPU: the rounding is really applied, kept nodes are not."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import T2T_ViT_infer
+from t2t_vit.npu_precision import PrecisionError, emulate_force_fp16, read_keep_list
+
+# Values that fp16 cannot hold exactly (fp16 has an 11-bit significand), so a rounding always shows.
+X = np.array([[1.0001, 2.0003, 3.0007, 1e-8]], dtype=np.float32)
+W = np.array([[1.00049, 0.33333, 7.77777, 1e-9]], dtype=np.float32)
+
+
+def f16(values):
+    return np.asarray(values, np.float32).astype(np.float16).astype(np.float32)
+
+
+def small_graph():
+    """x -> Mul(w) -> mul -> Add(w) -> add (output); Shape(x) -> shape (int64 output)."""
+    nodes = [helper.make_node("Mul", ["x", "w"], ["mul"], name="mul_node"),
+             helper.make_node("Add", ["mul", "w"], ["add"], name="add_node"),
+             helper.make_node("Shape", ["x"], ["shape"], name="shape_node")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("add", TensorProto.FLOAT, [1, 4]),
+                               helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+                              initializer=[numpy_helper.from_array(W, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=7)
+
+
+def run(model, level=onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL):
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = level
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": X})
+
+
+def test_every_node_output_is_its_fp16_round_trip_and_kept_nodes_stay_fp32():
+    model = small_graph()
+    add, shape = run(emulate_force_fp16(model))  # nothing kept: ATC without --keep_dtype
+    mul = f16(f16(X) * f16(W))  # the input and the weights enter fp16, the product leaves as fp16
+    np.testing.assert_array_equal(add, f16(mul + f16(W)))
+    assert shape.tolist() == [1, 4] and shape.dtype == np.int64  # integer outputs are never cast
+    add, _ = run(emulate_force_fp16(model, ["add_node"]))  # Add kept: fp32 weights, fp32 sum
+    np.testing.assert_array_equal(add, mul + W)
+    add, _ = run(emulate_force_fp16(model, ["mul_node", "add_node"]))  # everything kept: plain fp32
+    np.testing.assert_array_equal(add, run(model)[0])
+    add, _ = run(emulate_force_fp16(model, ["OpType::Mul"]))  # ATC's OpType:: form keeps by operator type
+    np.testing.assert_array_equal(add, f16(f16(X * W) + f16(W)))  # the fp32 product enters the fp16 Add rounded
+
+
+def test_the_rounding_is_real_and_eps_underflows():
+    # 1e-8 (the performer's epsilon) is below fp16's smallest subnormal (6e-8): it rounds to 0.
+    add, _ = run(emulate_force_fp16(small_graph()))
+    assert add[0, 3] == 0.0 and run(small_graph())[0][0, 3] != 0.0
+    assert not np.array_equal(add, run(small_graph())[0])
+
+
+def test_the_optimiser_keeps_the_rounding():
+    model = emulate_force_fp16(small_graph())
+    enabled = run(model, onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL)[0]
+    disabled = run(model, onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL)[0]
+    np.testing.assert_array_equal(enabled, disabled)
+
+
+def test_metadata_and_the_original_is_untouched():
+    model = small_graph()
+    before = model.SerializeToString()
+    emulated = emulate_force_fp16(model, ["add_node"])
+    assert model.SerializeToString() == before
+    props = {prop.key: prop.value for prop in emulated.metadata_props}
+    assert props["t2t_vit.npu_emulation"] == "force_fp16+keep_dtype/1" and props["t2t_vit.npu_kept_nodes"] == "1"
+    assert len(props["t2t_vit.npu_keep_hash"]) == 16
+    onnx.checker.check_model(emulated)
+
+
+def test_unknown_names_in_the_keep_list_are_an_error_naming_them(tmp_path):
+    with pytest.raises(PrecisionError, match=r"names 2 node\(s\) this graph does not have: /a/b, /c"):
+        emulate_force_fp16(small_graph(), ["mul_node", "/a/b", "/c"])
+    with pytest.raises(PrecisionError, match="cannot read --keep-dtype"):
+        read_keep_list(tmp_path / "missing.cfg")
+    (tmp_path / "k.cfg").write_text("mul_node\n\n  add_node \n")
+    assert read_keep_list(tmp_path / "k.cfg") == ["mul_node", "add_node"]
+
+
+@pytest.mark.slow
+def test_the_performer_breaks_in_fp16_and_the_keep_list_saves_it(exported_onnx, sample_images, tmp_path):
+    # The scaled random weights make the performer's exp features underflow fp16, as FACTS 4c measured.
+    from t2t_vit.config import resolve_data_config
+    from t2t_vit.data import EvalTransform, open_rgb
+    from t2t_vit.keep_dtype import keep_dtype_nodes
+
+    transform = EvalTransform(resolve_data_config())
+    images = np.concatenate([transform(open_rgb(path)) for path in sample_images])
+    model = onnx.load(str(exported_onnx["sum"]))
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    reference = session.run(None, {"image": images})[0]
+    keep = [name for subgraph in keep_dtype_nodes(exported_onnx["sum"]) for name in subgraph.nodes]
+
+    def emulated(entries):
+        return onnxruntime.InferenceSession(emulate_force_fp16(model, entries).SerializeToString(),
+                                            providers=["CPUExecutionProvider"]).run(None, {"image": images})[0]
+
+    nothing_kept = emulated([])
+    assert (~np.isfinite(nothing_kept).all(axis=1)).mean() >= 0.9  # (nearly) every image
+    kept = emulated(keep)
+    assert np.isfinite(kept).all()
+    diff = np.abs(kept - reference).max()
+    assert 1e-4 < diff < 0.05  # it really rounds, and stays close
+    assert (kept.argmax(1) == reference.argmax(1)).mean() >= 0.99
+
+
+def infer(*args):
+    return T2T_ViT_infer.main([*map(str, args), "--no-progress", "-q"])
+
+
+def test_runner_refusals(tmp_path, capsys):
+    from test_runner import tiny_model
+
+    model = tiny_model(tmp_path / "tiny.onnx")
+    with pytest.raises(SystemExit) as raised:
+        infer("--model", model, "--precision", "npu-fp16", "--backend", "openvino")
+    assert raised.value.code == 2 and "runs on onnxruntime: OpenVINO's f16 hint" in capsys.readouterr().err
+    (tmp_path / "k.cfg").write_text("nowhere\n")
+    with pytest.raises(SystemExit) as raised:
+        infer("--model", model, "--keep-dtype", tmp_path / "k.cfg")
+    assert raised.value.code == 2 and "--keep-dtype goes with --precision npu-fp16" in capsys.readouterr().err
+    assert infer("--model", model, "--precision", "npu-fp16", "--keep-dtype", tmp_path / "k.cfg") == 1
+    assert "names 1 node(s) this graph does not have: nowhere" in capsys.readouterr().err
+
+
+def test_runner_runs_the_emulation_on_onnxruntime(tmp_path):
+    import json
+
+    from test_runner import tiny_model, write_samples
+
+    model = tiny_model(tmp_path / "tiny.onnx")
+    samples = write_samples(tmp_path / "bins", ["a.bin", "b.bin"])
+    assert infer("--model", model, "--input", tmp_path / "bins", "--output", tmp_path / "out", "--output_dirname",
+                 "fp16", "--batchsize", 2, "--precision", "npu-fp16") == 0
+    summary = json.loads((tmp_path / "out" / "fp16_summary.json").read_text())["cpu_runner"]
+    assert summary["backend"] == "onnxruntime" and summary["precision"] == "npu-fp16"
+    session = onnxruntime.InferenceSession(emulate_force_fp16(onnx.load(str(model))).SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    for name, sample in samples.items():
+        expected = session.run(None, {"image": sample})[0][0]
+        got = np.fromfile(tmp_path / "out" / "fp16" / f"{name[:-4]}_0.bin", dtype=np.float32)
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(got, f16(got))  # every logit is an fp16 value
