@@ -292,7 +292,8 @@ def test_default_streams_never_exceed_the_batch_runs(tmp_path, caplog, monkeypat
 
     loads = []
     original_load = runner.load_backend
-    monkeypatch.setattr(runner, "load_backend", lambda *args: loads.append(args[-1]) or original_load(*args))
+    # load_backend(name, model, threads, batch, streams, ...): record the streams of every load
+    monkeypatch.setattr(runner, "load_backend", lambda *args: loads.append(args[4]) or original_load(*args))
     model = tiny_model(tmp_path / "tiny.onnx")
     write_samples(tmp_path / "bins", [f"{i}.bin" for i in range(3)])
     one_run = run_inference(str(model), [str(tmp_path / "bins")], None, None, batchsize=4, threads=2, micro_batch=4)
