@@ -103,7 +103,8 @@ class OnnxRuntimeBackend(Backend):
             from t2t_vit.export import load_onnx
             from t2t_vit.npu_precision import emulate_force_fp16, read_keep_list
 
-            source = emulate_force_fp16(load_onnx(model_path, "--model"), read_keep_list(keep_dtype)).SerializeToString()
+            emulated = emulate_force_fp16(load_onnx(model_path, "--model"), read_keep_list(keep_dtype))
+            source = emulated.SerializeToString()
         try:
             self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types

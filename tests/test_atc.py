@@ -110,7 +110,8 @@ def test_each_om_gets_a_build_record_that_the_main_job_accepts(workdir):
         assert record == {"onnx": "model.onnx", "onnx_sha256": onnx_sha, "keep_dtype": "keep_dtype.cfg",
                           "keep_dtype_sha256": keep_sha, "om_sha256": digest(workdir / "om" / f"T2T_ViT_bs{batch}.om"),
                           "soc_version": "Ascend310P3", "batch_size": batch}
-        assert om_for_batch(workdir / "om", batch, onnx_sha, keep_sha, digest) == workdir / "om" / f"T2T_ViT_bs{batch}.om"
+        om = workdir / "om" / f"T2T_ViT_bs{batch}.om"
+        assert om_for_batch(workdir / "om", batch, onnx_sha, keep_sha, digest) == om
     (workdir / "model.onnx").write_bytes(b"another export")  # the checkpoint changed and the ONNX was made again
     with pytest.raises(JobError, match="built from another ONNX"):
         om_for_batch(workdir / "om", 1, digest(workdir / "model.onnx"), keep_sha, digest)

@@ -86,7 +86,8 @@ def test_one_accuracy_pass_stage_times_and_estimate(demo_run):
     stages = summary["stage_seconds"]
     assert any(stage.startswith("preprocess") for stage in stages) and "accuracy at batch 4 (openvino)" in stages
     assert {"throughput at batch 1 (openvino, pure inference)", "total"} <= set(stages)
-    assert all(seconds >= 0 for seconds in stages.values()) and stages["total"] >= stages["accuracy at batch 4 (openvino)"]
+    assert all(seconds >= 0 for seconds in stages.values())
+    assert stages["total"] >= stages["accuracy at batch 4 (openvino)"]
     assert "| stage | elapsed |" in result.stdout
     assert "estimate: " in result.stdout and "images to infer at about" in result.stdout
     assert "infer bs4: 100% (5/5 img)" in result.stderr  # a progress line when not on a terminal
@@ -124,7 +125,8 @@ def test_accuracy_all_agrees_with_the_one_pass(demo_run):
                                result_logits(work / "result" / "bs4", names), rtol=0, atol=1e-5)
     result = run_eval(work, *DEMO)
     assert result.returncode == 0 and "estimate:" not in result.stdout  # back to one pass: all reused
-    assert [row["accuracy_batch_size"] for row in json.loads((work / "eval_summary.json").read_text())["rows"]] == [4, 4]
+    rows = json.loads((work / "eval_summary.json").read_text())["rows"]
+    assert [row["accuracy_batch_size"] for row in rows] == [4, 4]
 
 
 def test_a_swapped_checkpoint_a_corrupt_one_and_a_changed_data_dir(demo_run, tmp_path):
@@ -144,7 +146,8 @@ def test_a_swapped_checkpoint_a_corrupt_one_and_a_changed_data_dir(demo_run, tmp
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
     expected = pytorch_logits(checkpoint, work / "prep_bins", names)
     np.testing.assert_allclose(result_logits(work / "result" / "bs4", names), expected, rtol=0, atol=1e-4)
-    assert json.loads((work / "perf" / "bs1_summary.json").read_text())["cpu_runner"]["threads"] == 1  # --threads reached it
+    perf = json.loads((work / "perf" / "bs1_summary.json").read_text())
+    assert perf["cpu_runner"]["threads"] == 1  # --threads reached it
     # A corrupt checkpoint: the job stops with exit 1 and leaves no summary that looks current.
     checkpoint.write_bytes(checkpoint.read_bytes()[:100_000])
     result = run_eval(work, *common)
