@@ -122,13 +122,14 @@ class JobOptions:
     workers: int | None = None
     threads: int | None = None
     progress: bool | None = None
+    emulate_npu: bool = False
 
 
 @dataclass
 class Pass:
     """One inference pass to run or reuse: the accuracy over the bins, or pure-inference throughput."""
 
-    kind: str  # "accuracy" or "throughput"
+    kind: str  # "accuracy", "throughput" or "emulation" (an accuracy pass of the NPU's fp16 on the CPU)
     batch: int
     model: Path
     runner: str  # a CPU backend name, or "ais_bench"
@@ -136,6 +137,15 @@ class Pass:
     stamp: Path
     images: int  # images it infers when run
     reuse_reason: str = ""  # '' = reusable
+    keep_dtype: Path | None = None  # with kind "emulation": the nodes kept in fp32
+
+    @property
+    def dirname(self) -> str:
+        return f"npu_fp16_bs{self.batch}" if self.kind == "emulation" else f"bs{self.batch}"
+
+    @property
+    def folder(self) -> str:
+        return "perf" if self.kind == "throughput" else "result"
 
 
 @dataclass
@@ -269,8 +279,10 @@ def om_for_batch(om_dir: Path, batch: int, sum_onnx_sha: str, keep_dtype_sha: st
 
 
 def plan_passes(options: JobOptions, models: dict[int, tuple[Path, str]], bins_dir: Path, labels_path: Path,
-                digest: Digests, image_count: int, warmup: int = 1) -> tuple[list[Pass], list[Pass]]:
-    """The accuracy passes and throughput runs, each with its stamp key and whether it can be reused."""
+                digest: Digests, image_count: int, emulate: tuple[Path, Path] | None = None,
+                warmup: int = 1) -> tuple[list[Pass], list[Pass]]:
+    """The accuracy passes (the NPU emulation's last, when ``emulate`` gives the sum export and keep list) and
+    the throughput runs, each with its stamp key and whether it can be reused."""
     from t2t_vit.provenance import machine
 
     work = options.work_dir
@@ -291,6 +303,13 @@ def plan_passes(options: JobOptions, models: dict[int, tuple[Path, str]], bins_d
         key = {"kind": "accuracy", "model_sha256": digest(model), "runner": runner, "batch": batch, "bins": bins}
         accuracy.append(Pass("accuracy", batch, model, runner, key, work / "result" / f"bs{batch}{STAMP_SUFFIX}",
                              image_count))
+    if emulate is not None:  # once: on the CPU the logits do not depend on the batch size
+        batch = fp32_pass(accuracy).batch
+        sum_onnx, keep = emulate
+        key = {"kind": "emulation", "model_sha256": digest(sum_onnx), "keep_dtype_sha256": digest(keep),
+               "runner": "onnxruntime", "batch": batch, "bins": bins}
+        accuracy.append(Pass("emulation", batch, sum_onnx, "onnxruntime", key,
+                             work / "result" / f"npu_fp16_bs{batch}{STAMP_SUFFIX}", image_count, keep_dtype=keep))
     for batch in options.batch_sizes:
         model, runner = models[batch]
         key = {"kind": "throughput", "model_sha256": digest(model), "runner": runner, "batch": batch,
@@ -304,16 +323,18 @@ def plan_passes(options: JobOptions, models: dict[int, tuple[Path, str]], bins_d
 
 def run_pass(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -> dict[str, Any]:
     """Run one pass (its old outputs and stamp removed first), then stamp it; returns its summary JSON."""
-    folder = options.work_dir / ("result" if item.kind == "accuracy" else "perf")
-    result_dir, summary_path = folder / f"bs{item.batch}", folder / f"bs{item.batch}_summary.json"
+    folder = options.work_dir / item.folder
+    result_dir, summary_path = folder / item.dirname, folder / f"{item.dirname}_summary.json"
     item.stamp.unlink(missing_ok=True)  # an interrupted redo never leaves a valid-looking stamp
     shutil.rmtree(result_dir, ignore_errors=True)
     summary_path.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
-    loop, warmup = (1, 1) if item.kind == "accuracy" else (options.loop, 1)  # warm, so the estimate is fair
-    arguments = ["--model", str(item.model), *(["--input", str(bins_dir)] if item.kind == "accuracy" else []),
-                 "--output", str(folder), "--output_dirname", f"bs{item.batch}", "--outfmt", "BIN", "--batchsize",
+    loop, warmup = (options.loop, 1) if item.kind == "throughput" else (1, 1)  # warm, so the estimate is fair
+    inputs = None if item.kind == "throughput" else [str(bins_dir)]
+    arguments = ["--model", str(item.model), *(["--input", inputs[0]] if inputs else []),
+                 "--output", str(folder), "--output_dirname", item.dirname, "--outfmt", "BIN", "--batchsize",
                  str(item.batch), "--loop", str(loop), "--warmup_count", str(warmup)]
+    precision = ["--precision", "npu-fp16", "--keep-dtype", str(item.keep_dtype)] if item.kind == "emulation" else []
     if item.runner == "ais_bench":
         command = [sys.executable, "-m", "ais_bench", *arguments]
         print(" ".join(command), flush=True)
@@ -322,12 +343,14 @@ def run_pass(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -
     else:  # in this process, as `T2T_ViT_infer.py <the same arguments> --backend B` would run
         from t2t_vit.runner import run_inference
 
-        result = run_inference(str(item.model), [str(bins_dir)] if item.kind == "accuracy" else None, str(folder),
-                               f"bs{item.batch}", "BIN", item.batch, loop, warmup, item.runner, options.threads,
-                               progress=options.progress, on_progress=state.on_progress,
-                               argv=["T2T_ViT_infer.py", *arguments, "--backend", item.runner],
+        result = run_inference(str(item.model), inputs, str(folder), item.dirname, "BIN", item.batch, loop, warmup,
+                               item.runner, options.threads, progress=options.progress,
+                               on_progress=state.on_progress,
+                               argv=["T2T_ViT_infer.py", *arguments, "--backend", item.runner, *precision],
                                options={"job": "T2T_ViT_eval.sh", "kind": item.kind, "batch": item.batch,
-                                        "threads": options.threads})
+                                        "threads": options.threads},
+                               precision="npu-fp16" if item.kind == "emulation" else "fp32",
+                               keep_dtype=str(item.keep_dtype) if item.kind == "emulation" else None)
         for line in result.performance_lines():
             if "throughput" in line:
                 print(line)
@@ -346,9 +369,9 @@ def score_pass(item: Pass, options: JobOptions, bins_dir: Path, labels_path: Pat
     from t2t_vit.metrics import ResultError, evaluate
     from t2t_vit.provenance import provenance, write_json
 
-    result_dir = options.work_dir / "result" / f"bs{item.batch}"
+    result_dir = options.work_dir / item.folder / item.dirname
     if item.reuse_reason:
-        print(f"accuracy at batch {item.batch} ({item.runner}): running, {item.reuse_reason}")
+        print(f"{item.kind} at batch {item.batch} ({item.runner}): running, {item.reuse_reason}")
         run_pass(item, options, bins_dir, state)
     else:
         print(f"reusing {result_dir}: same model, runner, batch and bins")
@@ -362,10 +385,38 @@ def score_pass(item: Pass, options: JobOptions, bins_dir: Path, labels_path: Pat
         results, _ = evaluate(result_dir, labels_path)
     results["batch_size"] = item.batch
     results["runner"] = item.runner
-    write_json(options.work_dir / f"acc_bs{item.batch}.json", {**results, **provenance({"job": "T2T_ViT_eval.sh"})})
+    name = "acc_npu_fp16" if item.kind == "emulation" else f"acc_bs{item.batch}"
+    write_json(options.work_dir / f"{name}.json", {**results, **provenance({"job": "T2T_ViT_eval.sh"})})
     print(f"Top-1 accuracy of the model is: {results['top1']:.3f}%  Top-5: {results['top5']:.3f}%  "
           f"({results['count']} images, batch {item.batch})")
     return results
+
+
+def fp32_pass(accuracy: list[Pass]) -> Pass:
+    """The accuracy pass the emulation is compared with: the CPU's fp32 one when there is one."""
+    passes = [item for item in accuracy if item.kind == "accuracy"]
+    return next((item for item in passes if item.runner != "ais_bench"), passes[0])
+
+
+def emulate_npu(item: Pass, options: JobOptions, bins_dir: Path, labels_path: Path, state: JobState,
+                fp32: Pass) -> dict[str, Any]:
+    """The NPU's fp16 emulated on the CPU (one accuracy pass), and its comparison with the fp32 pass."""
+    from t2t_vit.metrics import align, compare, match_results
+
+    results = score_pass(item, options, bins_dir, labels_path, state)
+    names, emulated, reference, _ = align(match_results(options.work_dir / item.folder / item.dirname, labels_path),
+                                          match_results(options.work_dir / fp32.folder / fp32.dirname, labels_path),
+                                          allow_missing=False)
+    comparison = compare(names, emulated, reference)
+    figures = {"top1": results["top1"], "top5": results["top5"], "count": results["count"],
+               "batch_size": item.batch, "nonfinite": comparison["nonfinite"],
+               "max_abs_diff": comparison["max_abs_diff"], "top1_agreement": comparison["top1_agreement"],
+               "top1_flips": len(comparison["top1_changed"]), "keep_dtype": str(item.keep_dtype),
+               "compared_with": f"{fp32.runner} fp32 at batch {fp32.batch}"}
+    print(f"NPU fp16 emulation: top-1 {figures['top1']:.3f}%, top-5 {figures['top5']:.3f}%; against fp32: "
+          f"{figures['nonfinite']} non-finite, max |diff| {figures['max_abs_diff']:.4g}, "
+          f"{figures['top1_flips']} top-1 flips")
+    return figures
 
 
 def measure_throughput(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -> dict[str, Any]:
@@ -419,7 +470,8 @@ def run_job(options: JobOptions) -> dict[str, Any]:
     from t2t_vit.data import read_labels
 
     image_count = len(read_labels(labels_path))
-    accuracy, throughput = plan_passes(options, models, bins_dir, labels_path, digest, image_count)
+    accuracy, throughput = plan_passes(options, models, bins_dir, labels_path, digest, image_count,
+                                       (sum_onnx, keep_dtype_cfg) if options.emulate_npu else None)
     state.images_to_infer = sum(item.images for item in accuracy + throughput if item.reuse_reason)
     if state.images_to_infer:
         print(f"\n{state.images_to_infer} images to infer: {sum(bool(p.reuse_reason) for p in accuracy)} accuracy "
@@ -427,12 +479,19 @@ def run_job(options: JobOptions) -> dict[str, Any]:
 
     scores = {item.batch: state.timed(f"accuracy at batch {item.batch} ({item.runner})",
                                       lambda item=item: score_pass(item, options, bins_dir, labels_path, state))
-              for item in accuracy}
+              for item in accuracy if item.kind == "accuracy"}
+    emulation = next((item for item in accuracy if item.kind == "emulation"), None)
+    npu = None
+    if emulation is not None:
+        npu = state.timed(f"NPU fp16 emulation at batch {emulation.batch} (onnxruntime, sum export, keep_dtype.cfg)",
+                          lambda: emulate_npu(emulation, options, bins_dir, labels_path, state,
+                                              fp32_pass(accuracy)))
     perf = {item.batch: state.timed(f"throughput at batch {item.batch} ({item.runner}, pure inference)",
                                     lambda item=item: measure_throughput(item, options, bins_dir, state))
             for item in throughput}
     state.stage_seconds["total"] = round(time.perf_counter() - state.started, 3)
-    return evalreport.build_summary(options, models, accuracy, scores, perf, state.stage_seconds)
+    return evalreport.build_summary(options, models, [item for item in accuracy if item.kind == "accuracy"], scores,
+                                    perf, state.stage_seconds, npu)
 
 
 def check_inputs(options: JobOptions) -> None:
@@ -493,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--loop", type=_positive, metavar="N",
                      help=f"timed pure-inference runs per batch size (default: {DEFAULT_LOOP}, {DEMO_LOOP} with "
                           f"--demo)")
+    run.add_argument("--emulate-npu", action="store_true",
+                     help="add an accuracy pass of the NPU's fp16 (force_fp16 + keep_dtype.cfg) emulated on the CPU, "
+                          "and its comparison with fp32 (once: it does not depend on the batch size)")
     run.add_argument("--skip-bad", action="store_true",
                      help="leave undecodable images out (listed in the bins' manifest) instead of stopping")
     run.add_argument("--workers", type=int, metavar="N",
@@ -522,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
                          loop=args.loop or (DEMO_LOOP if args.demo else DEFAULT_LOOP), om_dir=args.om_dir,
                          demo=args.demo, demo_images=args.demo_images, accuracy_batch=args.accuracy_batch,
                          accuracy_all=args.accuracy_all, skip_bad=args.skip_bad, workers=args.workers,
-                         threads=args.threads, progress=False if args.no_progress else None)
+                         threads=args.threads, progress=False if args.no_progress else None,
+                         emulate_npu=args.emulate_npu)
 
     def action() -> None:
         from t2t_vit import evalreport

@@ -2,7 +2,8 @@
 
 ``eval_summary.json`` holds ``rows`` (one per batch size: ``batch_size``, ``top1``, ``top5``, ``count``,
 ``accuracy_batch_size`` (the batch size the accuracy was measured at), ``images_per_s``,
-``compute_ms_mean``, ``runner``), ``accuracy_note``, ``stage_seconds``, and provenance.
+``compute_ms_mean``, ``runner``), ``accuracy_note``, ``npu_emulation`` (with --emulate-npu), ``stage_seconds``,
+and provenance.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ DEMO_NOTE = "DEMO: random weights and synthetic images, the accuracy means nothi
 
 def build_summary(options: JobOptions, models: dict[int, tuple[Path, str]], accuracy: list[Pass],
                   scores: dict[int, dict[str, Any]], perf: dict[int, dict[str, Any]],
-                  stage_seconds: dict[str, float]) -> dict[str, Any]:
+                  stage_seconds: dict[str, float], npu_emulation: dict[str, Any] | None = None) -> dict[str, Any]:
     """What eval_summary.json holds: a row per batch size, the accuracy from the pass that covers it."""
     from t2t_vit.provenance import machine, now, versions
 
@@ -42,7 +43,7 @@ def build_summary(options: JobOptions, models: dict[int, tuple[Path, str]], accu
                          f"batch size (--accuracy-all measures every batch size)")
     else:
         accuracy_note = "accuracy measured at every batch size (each .om is its own compiled graph)"
-    return {"rows": rows, "accuracy_note": accuracy_note, "backend": options.backend,
+    return {"rows": rows, "accuracy_note": accuracy_note, "npu_emulation": npu_emulation, "backend": options.backend,
             "cpu_onnx": str(options.work_dir / "T2T_ViT_14_matmul.onnx"), "checkpoint": str(options.pth_path),
             "data_dir": str(options.data_dir), "demo": options.demo, "note": DEMO_NOTE if options.demo else "",
             "stage_seconds": stage_seconds, "date": now(), "machine": machine(), "versions": versions()}
@@ -54,6 +55,13 @@ def markdown_tables(summary: dict[str, Any]) -> str:
     lines += [f"| {r['batch_size']} | {r['top1']:.3f} | {r['top5']:.3f} | {r['count']} | {r['accuracy_batch_size']} |"
               for r in rows]
     lines += ["", summary["accuracy_note"]]
+    npu = summary.get("npu_emulation")
+    if npu:
+        lines += ["", "| NPU fp16 emulated on the CPU | top-1 (%) | top-5 (%) | images | non-finite | max abs diff to fp32 "
+                  "| top-1 flips |", "|---|---|---|---|---|---|---|",
+                  f"| force_fp16 + {Path(npu['keep_dtype']).name}, batch {npu['batch_size']} | {npu['top1']:.3f} | "
+                  f"{npu['top5']:.3f} | {npu['count']} | {npu['nonfinite']} | {npu['max_abs_diff']:.4g} | "
+                  f"{npu['top1_flips']} |"]
     lines += ["", "| batch size | images/s | compute ms / batch | runner |", "|---|---|---|---|"]
     lines += [f"| {r['batch_size']} | {r['images_per_s']:.2f} | {r['compute_ms_mean']:.1f} | {r['runner']} |"
               for r in rows]

@@ -297,3 +297,18 @@ def test_on_the_ascend_host_each_om_runs_through_ais_bench(demo_run, tmp_path):
     assert rows[4]["runner"] == "ais_bench" and rows[4]["accuracy_batch_size"] == 4 and rows[4]["images_per_s"] == 800
     assert rows[1]["runner"] == "openvino" and rows[1]["accuracy_batch_size"] == 1  # the CPU pass, for bs1 only
     assert rows[4]["top5"] == 100.0  # all logits tied: the tie rule counts the true class in
+
+
+def test_emulate_npu_adds_the_fp16_pass_and_its_comparison(demo_run):
+    work, _ = demo_run
+    result = run_eval(work, *DEMO, "--emulate-npu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| NPU fp16 emulated on the CPU | top-1 (%) |" in result.stdout
+    npu = json.loads((work / "eval_summary.json").read_text())["npu_emulation"]
+    assert npu["batch_size"] == 4 and npu["count"] == 5 and npu["nonfinite"] == 0
+    assert 0 < npu["max_abs_diff"] < 0.05 and npu["top1_flips"] == 0  # it rounds, and stays close
+    names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
+    logits = result_logits(work / "result" / "npu_fp16_bs4", names)
+    np.testing.assert_array_equal(logits, logits.astype(np.float16).astype(np.float32))  # fp16 values
+    again = run_eval(work, *DEMO, "--emulate-npu")
+    assert again.returncode == 0 and "estimate:" not in again.stdout  # the emulation pass is reused too
