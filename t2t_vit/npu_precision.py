@@ -142,3 +142,104 @@ def _round_trip(helper, TensorProto, source: str, target: str, name: str) -> lis
     half = f"{target}{_SUFFIX}_f16" if not target.endswith(f"{_SUFFIX}_fp16") else f"{target}_f16"
     return [helper.make_node("Cast", [source], [half], name=f"{name}/to_fp16", to=TensorProto.FLOAT16),
             helper.make_node("Cast", [half], [target], name=f"{name}/to_fp32", to=TensorProto.FLOAT)]
+
+
+# ------------------------------------------------------------------------------- the smallest keep set
+
+GROUPS = ("normaliser", "D and y sums", "token sums", "features")
+
+
+def performer_groups(graph, subgraphs) -> dict[str, list[str]]:
+    """The keep set of each performer, cut into groups that make sense, from the graph's structure.
+
+    - normaliser: the final Div, the Add of its denominator and that Add's constant (eps);
+    - features: everything the Exp nodes depend on, the Exps and what divides them (the random
+      features prm_exp(k), prm_exp(q));
+    - token sums: the sums over the tokens (sum_t kp, v^T kp) and the products feeding them;
+    - D and y sums: the rest, the sums over the features that make D and y.
+    """
+    by_name = {node.name: node for node in graph.node}
+    producer = {output: node.name for node in graph.node for output in node.output}
+    groups: dict[str, list[str]] = {name: [] for name in GROUPS}
+    for subgraph in subgraphs:
+        members = set(subgraph.nodes)
+
+        def ancestors(names: set[str]) -> set[str]:
+            found, stack = set(), list(names)
+            while stack:
+                for tensor in by_name[stack.pop()].input:
+                    source = producer.get(tensor)
+                    if source in members and source not in found:
+                        found.add(source)
+                        stack.append(source)
+            return found
+
+        div = by_name[subgraph.div]
+        normaliser = {div.name}
+        denominator = producer.get(div.input[1])
+        if denominator in members and by_name[denominator].op_type == "Add":
+            normaliser.add(denominator)
+            normaliser |= {producer[t] for t in by_name[denominator].input
+                           if producer.get(t) in members and by_name[producer[t]].op_type == "Constant"}
+        exps = {name for name in members if by_name[name].op_type == "Exp"}
+        exp_outputs = {tensor for name in exps for tensor in by_name[name].output}
+        scaled = {name for name in members if set(by_name[name].input) & exp_outputs
+                  and by_name[name].op_type in ("Div", "Mul")}
+        features = exps | ancestors(exps) | scaled | {producer[t] for name in scaled for t in by_name[name].input
+                                                      if producer.get(t) in members
+                                                      and by_name[producer[t]].op_type == "Constant"}
+        rest = members - normaliser - features
+        feeding_normaliser = {producer.get(t) for name in normaliser for t in by_name[name].input}
+        token_sums = {name for name in rest if by_name[name].op_type == "ReduceSum" and name not in feeding_normaliser}
+        token_sums |= ancestors(token_sums) & rest
+        for group, names in (("normaliser", normaliser), ("features", features), ("token sums", token_sums),
+                             ("D and y sums", rest - token_sums)):
+            groups[group] += [name for name in subgraph.nodes if name in names]  # in graph order
+    return groups
+
+
+def minimize_keep(onnx_path: str | os.PathLike, subgraphs, images: np.ndarray, tolerance: float,
+                  threads: int | None = None) -> tuple[list[str], list[dict]]:
+    """The smallest union of groups whose emulation stays finite, agrees with the full set's top-1 on every
+    image and whose max |logit difference| to fp32 is within ``tolerance`` of the full set's.
+
+    Returns the names to keep (graph order) and a row per set tried.
+    """
+    import itertools
+
+    import onnxruntime
+
+    from t2t_vit.export import load_onnx
+
+    model = load_onnx(onnx_path, "ONNX")
+    groups = performer_groups(model.graph, subgraphs)
+    order = [name for subgraph in subgraphs for name in subgraph.nodes]
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    input_name = model.graph.input[0].name
+
+    def logits(proto) -> np.ndarray:
+        session = onnxruntime.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return np.concatenate([session.run(None, {input_name: images[i:i + 8]})[0] for i in range(0, len(images), 8)])
+
+    reference = logits(model)
+    full = logits(emulate_force_fp16(model, order))
+    full_diff = float(np.abs(full - reference).max())
+    rows, best = [], None
+    candidates = [combo for size in range(len(GROUPS) + 1) for combo in itertools.combinations(GROUPS, size)]
+    candidates.sort(key=lambda combo: sum(len(groups[group]) for group in combo))
+    for combo in candidates:
+        names = [name for name in order if any(name in groups[group] for group in combo)]
+        out = full if len(names) == len(order) else logits(emulate_force_fp16(model, names))
+        finite = bool(np.isfinite(out).all())
+        diff = float(np.abs(out - reference).max()) if finite else float("nan")
+        agree = float((out.argmax(1) == full.argmax(1)).mean())
+        passed = finite and agree == 1.0 and diff <= full_diff + tolerance
+        rows.append({"groups": " + ".join(combo) or "(nothing kept)", "names": len(names),
+                     "nonfinite_images": int((~np.isfinite(out).all(axis=1)).sum()), "max_abs_diff": diff,
+                     "top1_agreement_with_full": agree, "passes": passed})
+        if passed:
+            best = names
+            break
+    return best if best is not None else order, rows

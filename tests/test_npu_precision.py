@@ -151,3 +151,49 @@ def test_runner_runs_the_emulation_on_onnxruntime(tmp_path):
         got = np.fromfile(tmp_path / "out" / "fp16" / f"{name[:-4]}_0.bin", dtype=np.float32)
         np.testing.assert_array_equal(got, expected)
         np.testing.assert_array_equal(got, f16(got))  # every logit is an fp16 value
+
+
+@pytest.mark.slow
+def test_minimize_writes_a_smaller_set_that_passes_its_own_criteria(exported_onnx, sample_images, tmp_path, capsys):
+    import gen_cfg
+    from t2t_vit.config import resolve_data_config
+    from t2t_vit.data import EvalTransform, open_rgb
+    from t2t_vit.keep_dtype import keep_dtype_nodes
+    from t2t_vit.npu_precision import GROUPS, performer_groups
+
+    sum_onnx = exported_onnx["sum"]
+    subgraphs = keep_dtype_nodes(sum_onnx)
+    full = [name for subgraph in subgraphs for name in subgraph.nodes]
+    groups = performer_groups(onnx.load(str(sum_onnx)).graph, subgraphs)
+    assert list(groups) == list(GROUPS) and sorted(sum(groups.values(), [])) == sorted(full)  # a partition
+    bins = tmp_path / "bins"
+    bins.mkdir()
+    transform = EvalTransform(resolve_data_config())
+    for path in sample_images[:12]:
+        transform(open_rgb(path)).astype("<f4").tofile(bins / f"{path.stem}.bin")
+    cfg = tmp_path / "min.cfg"
+    assert gen_cfg.main([str(sum_onnx), str(cfg), "--minimize", "--input", str(bins), "--images", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "| groups kept | names | non-finite images |" in out and "| (nothing kept) | 0 | 12 |" in out
+    kept = cfg.read_text().splitlines()
+    assert 0 < len(kept) < len(full) and set(kept) < set(full)
+    # The written set meets the criteria it was chosen by, on the same images.
+    images = np.stack([np.fromfile(path, dtype="<f4").reshape(3, 224, 224) for path in sorted(bins.glob("*.bin"))])
+    model = onnx.load(str(sum_onnx))
+
+    def logits(proto):
+        session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"image": images})[0]
+
+    reference, with_full, with_kept = logits(model), logits(emulate_force_fp16(model, full)), \
+        logits(emulate_force_fp16(model, kept))
+    assert np.isfinite(with_kept).all() and (with_kept.argmax(1) == with_full.argmax(1)).all()
+    assert np.abs(with_kept - reference).max() <= np.abs(with_full - reference).max() + 0.01
+
+
+def test_minimize_needs_its_input(tmp_path, capsys):
+    import gen_cfg
+
+    with pytest.raises(SystemExit) as raised:
+        gen_cfg.main(["a.onnx", str(tmp_path / "k.cfg"), "--minimize"])
+    assert raised.value.code == 2 and "--minimize needs --input BINS" in capsys.readouterr().err
