@@ -40,6 +40,10 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
     cpu.add_argument("--keep-dtype", metavar="CFG",
                      help="with --precision npu-fp16: the keep_dtype.cfg given to ATC (default: none kept, as ATC "
                           "without --keep_dtype)")
+    cpu.add_argument("--npu-accumulate", choices=("fp32", "fp16"), default="fp32",
+                     help="with --precision npu-fp16: fp16 is the pessimistic bracket, where ReduceSum, ReduceMean "
+                          "and Softmax's sum also accumulate in fp16 (MatMul stays on the cube's fp32) (default: "
+                          "fp32)")
     cpu.add_argument("--threads", type=int, metavar="N", help="runtime threads (default: the usable cores)")
     cpu.add_argument("--streams", type=int, metavar="N",
                      help="batches run at once, each on threads/N threads (default: one per thread, the fastest "
@@ -73,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--dymBatch {args.dymBatch} and --batchsize {args.batchsize} disagree: give one of them")
     if args.keep_dtype and args.precision != "npu-fp16":
         parser.error("--keep-dtype goes with --precision npu-fp16")
+    if args.npu_accumulate != "fp32" and args.precision != "npu-fp16":
+        parser.error("--npu-accumulate goes with --precision npu-fp16")
     if args.precision == "npu-fp16" and args.backend == "openvino":
         parser.error("--precision npu-fp16 runs on onnxruntime: OpenVINO's f16 hint silently computes in f32 on CPUs "
                      "without native fp16, so it cannot show what the NPU computes; leave out --backend openvino")
@@ -104,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                                progress=False if args.no_progress else None, argv=[sys.argv[0], *argv],
                                streams=args.streams, micro_batch=args.micro_batch, pure_data_type=args.pure_data_type,
                                output_batchsize_axis=args.output_batchsize_axis, debug=args.debug,
-                               options=vars(args), precision=args.precision, keep_dtype=args.keep_dtype)
+                               options=vars(args), precision=args.precision, keep_dtype=args.keep_dtype,
+                               accumulate=args.npu_accumulate)
         for line in result.performance_lines(args.display_all_summary):
             print(line)
         if result.summary_path is not None:

@@ -90,7 +90,8 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, model_path, threads, batch_size, streams=1, precision="fp32", keep_dtype=None):
+    def __init__(self, model_path, threads, batch_size, streams=1, precision="fp32", keep_dtype=None,
+                 accumulate="fp32"):
         import onnxruntime
 
         self.streams = _check_streams(threads, streams)
@@ -103,7 +104,7 @@ class OnnxRuntimeBackend(Backend):
             from t2t_vit.export import load_onnx
             from t2t_vit.npu_precision import emulate_force_fp16, read_keep_list
 
-            emulated = emulate_force_fp16(load_onnx(model_path, "--model"), read_keep_list(keep_dtype))
+            emulated = emulate_force_fp16(load_onnx(model_path, "--model"), read_keep_list(keep_dtype), accumulate)
             source = emulated.SerializeToString()
         try:
             self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
@@ -132,7 +133,8 @@ class OpenVinoBackend(Backend):
 
     name = "openvino"
 
-    def __init__(self, model_path, threads, batch_size, streams=1, precision="fp32", keep_dtype=None):
+    def __init__(self, model_path, threads, batch_size, streams=1, precision="fp32", keep_dtype=None,
+                 accumulate="fp32"):
         import openvino
 
         if precision != "fp32":
@@ -178,13 +180,15 @@ class OpenVinoBackend(Backend):
 
 
 def load_backend(name: str, model_path: str | os.PathLike, threads: int, batch_size: int,
-                 streams: int = 1, precision: str = "fp32", keep_dtype: str | os.PathLike | None = None) -> Backend:
+                 streams: int = 1, precision: str = "fp32", keep_dtype: str | os.PathLike | None = None,
+                 accumulate: str = "fp32") -> Backend:
     """Build backend ``name`` for ``model_path`` with ``threads`` threads shared by ``streams`` slots.
 
     ``precision`` npu-fp16 (onnxruntime only) runs the NPU's force_fp16 emulation, keeping the nodes of
-    the ``keep_dtype`` file in fp32 (none without one: ATC without --keep_dtype).
+    the ``keep_dtype`` file in fp32 (none without one: ATC without --keep_dtype); ``accumulate`` fp16 adds
+    the pessimistic bracket (reductions accumulate in fp16 too).
     """
     classes = {"onnxruntime": OnnxRuntimeBackend, "openvino": OpenVinoBackend}
     if name not in classes:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    return classes[name](model_path, threads, batch_size, streams, precision, keep_dtype)
+    return classes[name](model_path, threads, batch_size, streams, precision, keep_dtype, accumulate)

@@ -32,6 +32,9 @@ from t2t_vit import ToolkitError
 log = logging.getLogger(__name__)
 
 EMULATION = "force_fp16+keep_dtype/1"
+ACCUMULATIONS = ("fp32", "fp16")
+FP16_REDUCTIONS = ("ReduceSum", "ReduceMean", "Softmax")
+LANES = 16  # the fp16 bracket's vector lanes: each sums its share in order, then the lanes are added pairwise
 PRECISIONS = ("fp32", "npu-fp16")
 OP_TYPE_PREFIX = "OpType::"
 _SUFFIX = "__npu"
@@ -69,8 +72,15 @@ def kept_nodes(graph, entries: Iterable[str]) -> set[str]:
     return listed | {node.name for node in graph.node if node.op_type in op_types}
 
 
-def emulate_force_fp16(model, entries: Sequence[str] = ()):
-    """A copy of ``model`` (an onnx ModelProto) that computes what force_fp16 + keep_dtype(``entries``) computes."""
+def emulate_force_fp16(model, entries: Sequence[str] = (), accumulate: str = "fp32"):
+    """A copy of ``model`` (an onnx ModelProto) that computes what force_fp16 + keep_dtype(``entries``) computes.
+
+    ``accumulate`` fp16 is the pessimistic bracket: the reductions that are not kept (ReduceSum,
+    ReduceMean, Softmax's sum) also accumulate in fp16, as :func:`_fp16_reduction` models it. MatMul and
+    Gemm run on the cube unit, which accumulates in fp32, in both brackets.
+    """
+    if accumulate not in ACCUMULATIONS:
+        raise PrecisionError(f"--npu-accumulate {accumulate} is not one of {', '.join(ACCUMULATIONS)}")
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -78,8 +88,13 @@ def emulate_force_fp16(model, entries: Sequence[str] = ()):
     graph = model.graph
     keep = kept_nodes(graph, entries)
     inferred = onnx.shape_inference.infer_shapes(model).graph
-    types = {value.name: value.type.tensor_type.elem_type
-             for value in [*inferred.value_info, *inferred.input, *inferred.output]}
+    values = [*inferred.value_info, *inferred.input, *inferred.output]
+    types = {value.name: value.type.tensor_type.elem_type for value in values}
+    shapes = {value.name: [dim.dim_value if dim.HasField("dim_value") else None
+                           for dim in value.type.tensor_type.shape.dim] for value in values
+              if value.type.tensor_type.HasField("shape")}
+    if accumulate == "fp16":  # the reductions' axis lengths, where ONNX shape inference loses them (after Im2Col)
+        shapes.update(runtime_shapes(model, types))
     initializers = {init.name: init for init in graph.initializer}
     graph_inputs = {value.name for value in graph.input}
     kept_float_outputs = {name for node in graph.node if node.name in keep for name in node.output
@@ -106,12 +121,13 @@ def emulate_force_fp16(model, entries: Sequence[str] = ()):
         if node.name in keep:
             nodes.append(node)
             continue
+        input_shape = shapes.get(node.input[0]) if node.input else None  # before the input is renamed
         for index, name in enumerate(node.input):
             is_float_init = name in initializers and initializers[name].data_type == TensorProto.FLOAT
             if (is_float_init or name in kept_float_outputs
                     or (name in graph_inputs and types.get(name) == TensorProto.FLOAT)):
                 node.input[index] = rounded_source(name)
-        nodes.append(node)
+        casts = []
         for index, name in enumerate(node.output):
             if not name:
                 continue
@@ -122,7 +138,15 @@ def emulate_force_fp16(model, entries: Sequence[str] = ()):
                 continue
             raw = f"{name}{_SUFFIX}_f32"
             node.output[index] = raw
-            nodes.extend(_round_trip(helper, TensorProto, raw, name, f"{node.name or name}{_SUFFIX}/round{index}"))
+            casts.extend(_round_trip(helper, TensorProto, raw, name, f"{node.name or name}{_SUFFIX}/round{index}"))
+        replacement = None
+        if accumulate == "fp16" and node.op_type in FP16_REDUCTIONS:
+            replacement = _fp16_reduction(node, input_shape, helper, TensorProto, numpy_helper)
+            if replacement is None:
+                log.warning("%s (%s): its fp16 accumulation cannot be modelled (dynamic or several axes); it "
+                            "accumulates in fp32", node.name, node.op_type)
+        nodes.extend(replacement or [node])
+        nodes.extend(casts)
     if unknown_types:
         log.warning("%d node outputs have no inferred type and were left unrounded", unknown_types)
     del graph.node[:]
@@ -134,7 +158,111 @@ def emulate_force_fp16(model, entries: Sequence[str] = ()):
     for key, value in (("t2t_vit.npu_emulation", EMULATION), ("t2t_vit.npu_keep_hash", keep_list_hash(entries)),
                        ("t2t_vit.npu_kept_nodes", str(len(keep)))):
         model.metadata_props.add(key=key, value=value)
+    model.metadata_props.add(key="t2t_vit.npu_accumulate", value=accumulate)
     return model
+
+
+def runtime_shapes(model, types: dict[str, int]) -> dict[str, list[int | None]]:
+    """Every float tensor's shape, read by running the model on zeros at batch 1 and 2 in onnxruntime; a dimension
+    that differs between the two is the dynamic batch (None). Only the fp16 bracket needs it."""
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    probe = onnx.ModelProto.FromString(model.SerializeToString())
+    known = {value.name for value in probe.graph.output}
+    names = [name for node in probe.graph.node for name in node.output
+             if name and name not in known and types.get(name) == TensorProto.FLOAT]
+    probe.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in names)
+    session = onnxruntime.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    graph_input = session.get_inputs()[0]
+    seen = []
+    for batch in (1, 2):
+        feed = np.zeros([batch, *graph_input.shape[1:]], dtype=np.float32)
+        outputs = session.run(None, {graph_input.name: feed})
+        seen.append({output.name: list(value.shape) for output, value in zip(session.get_outputs(), outputs)})
+    return {name: [a if a == b else None for a, b in zip(seen[0][name], seen[1][name])]
+            for name in seen[0] if len(seen[0][name]) == len(seen[1][name])}
+
+
+def _fp16_reduction(node, shape, helper, TensorProto, numpy_helper) -> list | None:
+    """``node`` (ReduceSum, ReduceMean or Softmax over one axis of static length n) with its sums accumulated in
+    fp16: LANES lanes each add their n / LANES values in order, rounding to fp16 after every addition, then
+    the lanes are added pairwise, rounding again; a mean then divides in fp16. The nodes end in
+    ``node.output[0]``; None when the axis or the shape is not static enough to model."""
+    if shape is None or len(node.input) != 1:  # ReduceSum's axes as an input (opset 13) is not modelled
+        return None
+    rank = len(shape)
+    attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
+    if node.op_type == "Softmax":
+        axes = [attributes.get("axis", 1)]  # opset 11's default
+    else:
+        axes = list(attributes.get("axes", []))
+    if len(axes) != 1 or rank == 0:
+        return None
+    axis = axes[0] % rank
+    if node.op_type == "Softmax" and axis != rank - 1:
+        return None  # opset-11 Softmax flattens from its axis; only the last axis is a plain row softmax
+    length = shape[axis]
+    if length is None or sum(dim is None for dim in shape) > 1:
+        return None
+    keepdims = bool(attributes.get("keepdims", 1)) or node.op_type == "Softmax"
+    prefix, output = f"{node.name}{_SUFFIX}/acc16", node.output[0]
+    made: list = []
+    counter = [0]
+
+    def tensor(tag: str) -> str:
+        counter[0] += 1
+        return f"{prefix}/{tag}_{counter[0]}"
+
+    def constant(values, dtype) -> str:
+        name = tensor("const")
+        made.append(helper.make_node("Constant", [], [name], name=name,
+                                     value=numpy_helper.from_array(np.asarray(values, dtype=dtype), name)))
+        return name
+
+    def round16(source: str) -> str:
+        target = tensor("r")
+        made.extend(_round_trip(helper, TensorProto, source, target, target))
+        return target
+
+    def op(op_type: str, inputs: list[str], **kwargs) -> str:
+        target = tensor(op_type.lower())
+        made.append(helper.make_node(op_type, inputs, [target], name=target, **kwargs))
+        return target
+
+    source = node.input[0]
+    if node.op_type == "Softmax":
+        peak = op("ReduceMax", [source], axes=[axis], keepdims=1)
+        source = round16(op("Exp", [round16(op("Sub", [source, peak]))]))
+    chunks = -(-length // LANES)
+    padded = source
+    if chunks * LANES != length:
+        pads = [0] * (2 * rank)
+        pads[rank + axis] = chunks * LANES - length
+        padded = op("Pad", [source, constant(pads, np.int64), constant(0.0, np.float32)])
+    split_shape = [-1 if dim is None else dim for dim in shape[:axis]] + [chunks, LANES] + \
+        [-1 if dim is None else dim for dim in shape[axis + 1:]]
+    blocks = op("Reshape", [padded, constant(split_shape, np.int64)])
+    total = op("Gather", [blocks, constant(0, np.int64)], axis=axis)
+    for index in range(1, chunks):  # each lane adds its values in order, in fp16
+        total = round16(op("Add", [total, op("Gather", [blocks, constant(index, np.int64)], axis=axis)]))
+    lanes = LANES
+    while lanes > 1:  # then the lanes pairwise
+        half = lanes // 2
+        low = op("Slice", [total, constant([0], np.int64), constant([half], np.int64), constant([axis], np.int64)])
+        high = op("Slice", [total, constant([half], np.int64), constant([lanes], np.int64),
+                            constant([axis], np.int64)])
+        total, lanes = round16(op("Add", [low, high])), half
+    if node.op_type == "ReduceMean":
+        total = round16(op("Div", [total, constant(np.float16(length).astype(np.float32), np.float32)]))
+    if node.op_type == "Softmax":
+        made.append(helper.make_node("Div", [source, total], [output], name=f"{prefix}/div"))
+    elif keepdims:
+        made.append(helper.make_node("Identity", [total], [output], name=f"{prefix}/out"))
+    else:
+        made.append(helper.make_node("Squeeze", [total], [output], name=f"{prefix}/out", axes=[axis]))
+    return made
 
 
 def _round_trip(helper, TensorProto, source: str, target: str, name: str) -> list:

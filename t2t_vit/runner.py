@@ -326,7 +326,7 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
                   on_progress: Callable[[int, int, float], None] | None = None, pure_data_type: str = "zero",
                   output_batchsize_axis: int = 0, debug: bool = False,
                   options: dict[str, Any] | None = None, precision: str = "fp32",
-                  keep_dtype: str | None = None) -> RunResult:
+                  keep_dtype: str | None = None, accumulate: str = "fp32") -> RunResult:
     """Run ``model`` over ``inputs`` (or ais_bench's pure-inference data) as ais_bench would; write outputs and summary.
 
     ``progress`` False shows nothing; None or True a bar on a terminal, else a line every 5 %.
@@ -346,6 +346,8 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
     if outfmt not in OUTPUT_FORMATS:
         raise RunnerError(f"--outfmt {outfmt} is not one of {', '.join(OUTPUT_FORMATS)}")
     check_run_options(loop, warmup_count, batchsize, threads, streams, micro_batch)
+    if (keep_dtype is not None or accumulate != "fp32") and precision != "npu-fp16":
+        raise RunnerError("--keep-dtype and --npu-accumulate go with --precision npu-fp16")
     if keep_dtype is not None and precision != "npu-fp16":
         raise RunnerError("--keep-dtype goes with --precision npu-fp16 (it lists the nodes ATC keeps in fp32)")
     if pure_data_type not in PURE_DATA_TYPES:
@@ -363,7 +365,7 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
     if chosen_streams is None:  # no more streams than backend runs, counted before the model is compiled
         groups_expected = -(-len(files) // (batchsize or 1)) if files else 1
         streams = max(1, min(streams, groups_expected * loop * ((batchsize or 1) // micro)))
-    backend: Backend = load_backend(backend_name, model, threads, micro, streams, precision, keep_dtype)
+    backend: Backend = load_backend(backend_name, model, threads, micro, streams, precision, keep_dtype, accumulate)
     spec = backend.input
     batch = spec.static_batch or batchsize or 1
     if spec.static_batch:  # a static model runs whole batches of its own size
@@ -378,7 +380,7 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
     runs = len(groups) * loop * (batch // micro)
     if runs < streams and chosen_streams is None:  # a static batch or whole-batch files gave fewer runs
         streams = runs
-        backend = load_backend(backend_name, model, threads, micro, streams, precision, keep_dtype)
+        backend = load_backend(backend_name, model, threads, micro, streams, precision, keep_dtype, accumulate)
     elif runs < streams:
         log.warning("%d backend run(s) for %d streams: some streams stay idle (use --streams %d, or a larger "
                     "--loop)", runs, streams, runs)
@@ -478,6 +480,7 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
                 "model": str(model),
                 "precision": precision,
                 "keep_dtype": keep_dtype,
+                "npu_accumulate": accumulate,
                 "options": options or {},
                 "versions": versions(),
                 "latency_note": "CPU runner: H2D_latency = reading and assembling a batch's input files, "

@@ -197,3 +197,36 @@ def test_minimize_needs_its_input(tmp_path, capsys):
     with pytest.raises(SystemExit) as raised:
         gen_cfg.main(["a.onnx", str(tmp_path / "k.cfg"), "--minimize"])
     assert raised.value.code == 2 and "--minimize needs --input BINS" in capsys.readouterr().err
+
+
+def test_the_fp16_accumulation_bracket_adds_lane_by_lane_in_fp16():
+    # 100 values along the last axis: 16 lanes each add their 7 values (the last padded with 0) in order,
+    # rounding to fp16 after every addition, then the lanes are added pairwise, rounding again.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 100])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], name="rs", axes=[2], keepdims=1),
+             helper.make_node("ReduceMean", ["x"], ["m"], name="rm", axes=[-1], keepdims=0),
+             helper.make_node("Softmax", ["x"], ["p"], name="sm", axis=2)]
+    graph = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+                                                for name in ("s", "m", "p")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=7)
+    data = np.random.default_rng(0).uniform(0, 1, (2, 3, 100)).astype(np.float32)
+
+    def outputs(proto):
+        return onnxruntime.InferenceSession(proto.SerializeToString(),
+                                            providers=["CPUExecutionProvider"]).run(None, {"x": data})
+
+    summed, mean, softmax = outputs(emulate_force_fp16(model, accumulate="fp16"))
+    blocks = np.concatenate([f16(data), np.zeros((2, 3, 12), np.float32)], axis=2).reshape(2, 3, 7, 16)
+    lanes = blocks[:, :, 0]
+    for index in range(1, 7):
+        lanes = f16(lanes + blocks[:, :, index])
+    while lanes.shape[-1] > 1:
+        half = lanes.shape[-1] // 2
+        lanes = f16(lanes[..., :half] + lanes[..., half:])
+    np.testing.assert_array_equal(summed, lanes)
+    np.testing.assert_array_equal(mean, f16(lanes[..., 0] / 100))
+    fp32_accumulation = outputs(emulate_force_fp16(model))
+    assert not np.array_equal(summed, fp32_accumulation[0])  # the bracket really differs
+    np.testing.assert_allclose(softmax.sum(axis=2), 1.0, atol=0.02)
+    with pytest.raises(PrecisionError, match="--npu-accumulate fp64 is not one of"):
+        emulate_force_fp16(model, accumulate="fp64")
