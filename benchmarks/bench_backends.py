@@ -104,9 +104,10 @@ class RuntimePath:
     """A backend run as the runner runs it: ``streams`` at once, each batch in pieces of ``micro``."""
 
     def __init__(self, name, backend, onnx_path, threads, batch, streams=1, micro=None, precision="fp32",
-                 keep_dtype=None):
+                 keep_dtype=None, accumulate="fp32"):
         self.name, self.batch, self.micro = name, batch, micro or batch
-        self.backend = load_backend(backend, onnx_path, threads, self.micro, streams, precision, keep_dtype)
+        self.backend = load_backend(backend, onnx_path, threads, self.micro, streams, precision, keep_dtype,
+                                    accumulate)
 
     def run(self, batch):
         return next(iter(pipeline_batches(self.backend, [batch], self.batch, self.micro)))[0]

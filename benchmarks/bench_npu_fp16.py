@@ -7,7 +7,8 @@
 The `sum` export (the Ascend form) of random weights with unit-scale projections (the tests' scaled
 weights, whose performer underflows fp16) or of --pth-path, with gen_cfg.py's keep list. Paths, each
 on onnxruntime with the CPU runner's settings (streams, micro-batches), interleaved over --rounds:
-fp32; the emulation with the keep list; the emulation with nothing kept (ATC without --keep_dtype).
+fp32; the emulation with the keep list; the same with fp16 accumulation (the pessimistic bracket,
+agreement only); the emulation with nothing kept (ATC without --keep_dtype).
 Printed: images/s at batch 1 and 8 and the emulation's ratio to fp32 (the goal is >= 0.5x), and, on
 real images (the 26 shipped ones by default), non-finite logits, max |difference| to fp32 and top-1
 agreement for each keep set.
@@ -64,16 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     empty_keep = scratch / "empty.cfg"
     empty_keep.write_text("")
 
-    settings = [("fp32", "fp32", None), (f"npu-fp16, {keep_count} kept", "npu-fp16", keep_path),
-                ("npu-fp16, nothing kept", "npu-fp16", empty_keep)]
+    settings = [("fp32", "fp32", None, "fp32"), (f"npu-fp16, {keep_count} kept", "npu-fp16", keep_path, "fp32"),
+                (f"npu-fp16, {keep_count} kept, fp16 accumulation (bracket)", "npu-fp16", keep_path, "fp16"),
+                ("npu-fp16, nothing kept", "npu-fp16", empty_keep, "fp32")]
     images, names = load_images(args.data_dir, None)
     print(f"{len(images)} images from {args.data_dir}; weights: {weights}; {args.threads} threads", file=sys.stderr)
 
     # Agreement on real images, at batch 8 with the runner's settings.
     logits = {}
-    for name, precision, keep in settings:
+    for name, precision, keep, accumulate in settings:
         path = RuntimePath(name, "onnxruntime", onnx_path, args.threads, 8, streams, default_micro_batch(8),
-                           precision, keep)
+                           precision, keep, accumulate)
         padded = np.concatenate([images, np.repeat(images[:1], -len(images) % 8, axis=0)])
         logits[name] = np.concatenate([path.run(padded[start:start + 8])[0]
                                        for start in range(0, len(padded), 8)])[:len(images)]
@@ -87,10 +89,11 @@ def main(argv: list[str] | None = None) -> int:
                            "top1_agreement": float((values.argmax(1) == reference.argmax(1))[finite].mean())
                            if finite.any() else 0.0}
 
-    speeds: dict[int, dict[str, list[float]]] = {batch: {name: [] for name, _, _ in settings[:2]} for batch in BATCHES}
+    speeds: dict[int, dict[str, list[float]]] = {batch: {setting[0]: [] for setting in settings[:2]}
+                                                 for batch in BATCHES}
     paths = {batch: {name: RuntimePath(name, "onnxruntime", onnx_path, args.threads, batch, streams,
-                                       default_micro_batch(batch), precision, keep)
-                     for name, precision, keep in settings[:2]} for batch in BATCHES}
+                                       default_micro_batch(batch), precision, keep, accumulate)
+                     for name, precision, keep, accumulate in settings[:2]} for batch in BATCHES}
     for round_index in range(args.rounds):
         for batch in BATCHES:
             order = list(paths[batch].items())

@@ -12,7 +12,9 @@ WORK/eval_summary.json and WORK/eval_summary.png.
 On the CPU the logits do not depend on the batch size, so accuracy is measured once (at the largest
 batch size, or --accuracy-batch N; --accuracy-all runs every batch size). With ais_bench installed and
 WORK/om/T2T_ViT_bs<N>.om built by T2T_ViT_atc.sh from WORK's sum export, each batch size runs its own
-.om, and accuracy is measured per batch size (each .om is its own compiled graph).
+.om, and accuracy is measured per batch size (each .om is its own compiled graph). --emulate-npu adds
+one accuracy pass of the NPU's fp16 emulated on the CPU (the sum export, force_fp16 + keep_dtype.cfg)
+and its comparison with fp32.
 
 Re-running reuses what is still valid, decided by content, never by file times: bins whose manifest
 records this data dir and data config and whose source images are unchanged; an ONNX whose metadata
