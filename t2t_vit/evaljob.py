@@ -102,7 +102,7 @@ def stamp_mismatch(recorded: dict[str, Any] | None, key: dict[str, Any]) -> str:
 
 _KEY_WORDS = {"model_sha256": "model file (its SHA-256 differs)", "bins": "set of bins or labels",
               "runner": "runner", "batch": "batch size", "loop": "--loop", "threads": "--threads",
-              "machine": "machine", "kind": "kind of pass"}
+              "machine": "machine", "kind": "kind of pass", "keep_dtype_sha256": "keep_dtype.cfg"}
 
 
 # ---------------------------------------------------------------------------------------------- options

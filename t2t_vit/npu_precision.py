@@ -267,7 +267,7 @@ def _fp16_reduction(node, shape, helper, TensorProto, numpy_helper) -> list | No
 
 def _round_trip(helper, TensorProto, source: str, target: str, name: str) -> list:
     """Cast ``source`` to fp16 and back into ``target``: the value an fp16 operator would hand on."""
-    half = f"{target}{_SUFFIX}_f16" if not target.endswith(f"{_SUFFIX}_fp16") else f"{target}_f16"
+    half = f"{target}{_SUFFIX}_f16"
     return [helper.make_node("Cast", [source], [half], name=f"{name}/to_fp16", to=TensorProto.FLOAT16),
             helper.make_node("Cast", [half], [target], name=f"{name}/to_fp32", to=TensorProto.FLOAT)]
 

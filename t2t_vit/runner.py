@@ -346,10 +346,10 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
     if outfmt not in OUTPUT_FORMATS:
         raise RunnerError(f"--outfmt {outfmt} is not one of {', '.join(OUTPUT_FORMATS)}")
     check_run_options(loop, warmup_count, batchsize, threads, streams, micro_batch)
-    if (keep_dtype is not None or accumulate != "fp32") and precision != "npu-fp16":
-        raise RunnerError("--keep-dtype and --npu-accumulate go with --precision npu-fp16")
-    if keep_dtype is not None and precision != "npu-fp16":
+    if precision != "npu-fp16" and keep_dtype is not None:
         raise RunnerError("--keep-dtype goes with --precision npu-fp16 (it lists the nodes ATC keeps in fp32)")
+    if precision != "npu-fp16" and accumulate != "fp32":
+        raise RunnerError("--npu-accumulate goes with --precision npu-fp16")
     if pure_data_type not in PURE_DATA_TYPES:
         raise RunnerError(f"--pure_data_type {pure_data_type} is not one of {', '.join(PURE_DATA_TYPES)}")
     if not Path(model).is_file():

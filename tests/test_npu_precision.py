@@ -230,3 +230,15 @@ def test_the_fp16_accumulation_bracket_adds_lane_by_lane_in_fp16():
     np.testing.assert_allclose(softmax.sum(axis=2), 1.0, atol=0.02)
     with pytest.raises(PrecisionError, match="--npu-accumulate fp64 is not one of"):
         emulate_force_fp16(model, accumulate="fp64")
+
+
+@pytest.mark.parametrize("options, pattern", [
+    ({"keep_dtype": "k.cfg"}, r"^--keep-dtype goes with --precision npu-fp16"),
+    ({"accumulate": "fp16"}, r"^--npu-accumulate goes with --precision npu-fp16$")])
+def test_the_library_refuses_emulation_options_without_the_emulation(tmp_path, options, pattern):
+    from t2t_vit.runner import RunnerError, run_inference
+    from test_runner import tiny_model
+
+    with pytest.raises(RunnerError, match=pattern):
+        run_inference(str(tiny_model(tmp_path / "tiny.onnx")), None, None, None, backend_name="onnxruntime",
+                      **options)
