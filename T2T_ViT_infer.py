@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Stage 4 on the CPU: a drop-in for `python3 -m ais_bench` that runs the ONNX model with onnxruntime or OpenVINO.
 
-    python3 T2T_ViT_infer.py --model T2T_ViT_14.onnx --input prep_bins --output result --output_dirname bs8 \
+    python3 T2T_ViT_infer.py --model T2T_ViT_14.onnx --input prep_bins --output result --output_dirname bs8 \\
         --outfmt BIN --batchsize 8
     python3 T2T_ViT_infer.py --model T2T_ViT_14.onnx --batchsize 8 --loop 100     # pure inference, throughput
 
@@ -90,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         import logging
 
         from t2t_vit.aisbench import npu_only_warnings
-        from t2t_vit.runner import RunnerError, run_inference
+        from t2t_vit.runner import RunnerError, check_om_inputs, run_inference
 
         if args.model.endswith(".om"):
+            check_om_inputs(args.model, args.input.split(",") if args.input else None)
             if importlib.util.find_spec("ais_bench") is None:
                 raise RunnerError(f"{args.model} is an offline model for the Ascend NPU; it runs through ais_bench, "
                                   f"which is not installed here. Install the aclruntime and ais_bench wheels built "

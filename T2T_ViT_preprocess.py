@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Stage 1: ImageNet val images -> one float32 NCHW .bin per image, a label file and a manifest.
+"""Stage 1: ImageNet val images -> one .bin per image (float32 NCHW, or uint8 NHWC), a label file and a manifest.
 
     python3 T2T_ViT_preprocess.py --data-dir /data/imagenet/val --out-dir prep_bins --gt-path label.npy
+    python3 T2T_ViT_preprocess.py --data-dir /data/imagenet/val --out-dir prep_bins_uint8 --gt-path label.npy \\
+        --dtype uint8
 
 Input: the ImageNet val layout DIR/<synset>/<image> (class index = position of the synset among the
 1000 ImageNet synsets in sorted order, shipped with the toolkit; any subset of the classes works), or
@@ -13,6 +15,11 @@ config (resize the shorter side to 248 bicubic, centre-crop 224, normalise): the
 timm.data.create_transform(**config)(Image.open(p).convert('RGB')) byte for byte. Output:
 OUT_DIR/<name>.bin (602,112 bytes: little-endian float32, shape 1x3x224x224), OUT_DIR/manifest.json,
 and the label file (a .npy structured array of (name, label); keep it outside OUT_DIR).
+
+--dtype uint8 stops before the normalisation: each bin is the resized, cropped RGB image, 150,528 bytes
+(uint8, shape 1x224x224x3, NHWC), a quarter of the disk. It runs on the uint8 export
+(T2T_ViT_pth2onnx.py --input-dtype uint8) on the CPU, and on an .om built with T2T_ViT_atc.sh --aipp
+on the NPU, both of which normalise inside; /255, -mean, /std of it gives the float32 bin exactly.
 
 Images that cannot be decoded (empty, truncated, not an image) are listed and the run exits 1 without
 writing the label file, unless --skip-bad leaves them out. Re-running resumes: complete bins are kept,
@@ -38,6 +45,9 @@ def build_parser():
     files.add_argument("--label-file", metavar="FILE", help="for a flat folder: lines '<file name> <class index>'")
     files.add_argument("--class-list", metavar="FILE",
                        help="class names, one per line, index = line number, instead of the 1000 ImageNet synsets")
+    files.add_argument("--dtype", choices=["float32", "uint8"], default="float32",
+                       help="float32: normalised NCHW bins (the ModelZoo layout); uint8: the cropped NHWC image, "
+                            "a quarter of the size, normalised by the uint8 export or AIPP (default: float32)")
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, default=default_workers(), metavar="N",
                      help=f"parallel processes, 0 = in this process (default: {default_workers()}, the usable cores)")
@@ -68,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run_preprocess(args.data_dir, args.out_dir, args.gt_path, data_config, label_file=args.label_file,
                                 class_list=args.class_list, workers=args.workers, limit=args.limit,
                                 skip_bad=args.skip_bad, progress=False if args.no_progress else None,
-                                run_args=vars(args))
+                                run_args=vars(args), dtype=args.dtype)
         print(f"{report.summary()}; bins in {report.out_dir}, labels in {report.gt_path}")
 
     return cli.run(action, args)

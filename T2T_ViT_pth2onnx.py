@@ -2,6 +2,8 @@
 """Stage 2: T2T-ViT-14 checkpoint -> ONNX with input ``image`` (N,3,224,224) and output ``class`` (N,1000).
 
     python3 T2T_ViT_pth2onnx.py --pth-path 81.5_T2T_ViT_14.pth.tar --onnx-path T2T_ViT_14.onnx
+    python3 T2T_ViT_pth2onnx.py --pth-path 81.5_T2T_ViT_14.pth.tar --onnx-path T2T_ViT_14_uint8.onnx \\
+        --input-dtype uint8 --performer matmul      # for uint8 bins on the CPU
 
 The checkpoint may be the published one (a timm CheckpointSaver dict; EMA weights are preferred), a
 dict with ``state_dict`` / ``state_dict_ema`` / ``model``, or a bare state dict, with or without
@@ -9,6 +11,11 @@ dict with ``state_dict`` / ``state_dict_ema`` / ``model``, or a bare state dict,
 attention is written without Einsum unless ``--performer einsum``: ``sum`` (default) is the form the
 Ascend flow and ``gen_cfg.py`` expect, ``matmul`` the fastest on CPUs. The file is checked with
 onnx.checker and compared with PyTorch in onnxruntime before it is moved into place.
+
+--input-dtype uint8 makes ``image`` uint8 (N,224,224,3), the bins of T2T_ViT_preprocess.py --dtype uint8,
+normalised inside the graph in timm's order (/255, -mean, /std, to NCHW) before the float graph; it is
+compared with PyTorch on the same images normalised by timm's steps. It is for the CPU: on the NPU the
+float export with T2T_ViT_atc.sh --aipp takes the same uint8 bins.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from t2t_vit import cli
 
 def build_parser() -> argparse.ArgumentParser:
     from t2t_vit.checkpoint import WEIGHT_CHOICES
-    from t2t_vit.export import DEFAULT_OPSET, DEFAULT_TOLERANCE, MAX_OPSET, MIN_OPSET
+    from t2t_vit.export import DEFAULT_OPSET, DEFAULT_TOLERANCE, INPUT_DTYPES, MAX_OPSET, MIN_OPSET
     from t2t_vit.model import DEFAULT_PERFORMER, PERFORMER_FORMS
 
     parser = cli.make_parser(__doc__)
@@ -36,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="form of the performer attention: sum = Mul+ReduceSum for ATC/keep_dtype, "
                              "matmul = fastest on CPU, einsum = reference, needs opset >= 12 "
                              f"(default: {DEFAULT_PERFORMER})")
+    export.add_argument("--input-dtype", choices=INPUT_DTYPES, default="float32",
+                        help="float32: normalised NCHW input (the ModelZoo layout); uint8: the cropped NHWC image, "
+                             "normalised inside (for --dtype uint8 bins on the CPU) (default: float32)")
     export.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
                         help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default: {DEFAULT_OPSET})")
     export.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="ABS",
@@ -59,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 "three of the performer's four (btm,bm->bt, btn,btm->bnm, btm,bnm->btn) are not on it; export "
                 "--performer sum for the Ascend flow")
         report, weights_key = export_checkpoint(args.pth_path, args.onnx_path, args.performer, args.weights,
-                                                args.opset, args.tolerance)
-        print(f"wrote {report.onnx_path}: performer={report.performer} opset={report.opset} "
+                                                args.opset, args.tolerance, input_dtype=args.input_dtype)
+        print(f"wrote {report.onnx_path}: performer={report.performer} input={args.input_dtype} opset={report.opset} "
               f"weights={weights_key or 'bare state dict'} max_abs_diff={report.max_abs_diff:.3g} "
               f"(tolerance {report.tolerance:g}, batches {report.verified_batch_sizes})")
 

@@ -10,7 +10,8 @@ puts a TransData before Einsum and --keep_dtype then has no effect, and so is th
 CPU form; keeping MatMul in fp32 is unverified on the NPU). A graph without a performer is an error,
 never an empty file.
 
---minimize --input BINS: the smallest keep set that is still safe, found with the NPU fp16 emulation
+--minimize --input BINS (float32 bins, or uint8 bins, normalised here for the float export): the
+smallest keep set that is still safe, found with the NPU fp16 emulation
 (T2T_ViT_infer.py --precision npu-fp16) on the first --images bins: the performer nodes are cut into
 groups (normaliser with eps, the sums over the features that make D and y, the sums over the tokens,
 the random features), and unions of groups are tried from the smallest up; the first whose logits stay
@@ -68,22 +69,14 @@ def minimize(args, subgraphs) -> None:
     """Search, print the table, write the smallest safe set."""
     from pathlib import Path
 
-    import numpy as np
-
     from t2t_vit import ToolkitError
-    from t2t_vit.export import load_onnx
     from t2t_vit.files import write_text_atomic
     from t2t_vit.npu_precision import minimize_keep
 
     bins = sorted(Path(args.input).glob("*.bin"))[:args.images]
     if not bins:
         raise ToolkitError(f"--input {args.input} holds no .bin files")
-    dims = [dim.dim_value for dim in load_onnx(args.onnx_path).graph.input[0].type.tensor_type.shape.dim[1:]]
-    try:
-        images = np.stack([np.fromfile(path, dtype="<f4").reshape(dims) for path in bins])
-    except ValueError:
-        raise ToolkitError(f"the bins in {args.input} are not float32 images of shape {dims}: preprocess them "
-                           f"with T2T_ViT_preprocess.py") from None
+    images = read_images_for(args.onnx_path, bins)
     names, rows = minimize_keep(args.onnx_path, subgraphs, images, args.tolerance)
     print(f"{len(images)} images; a set passes when its logits stay finite, its top-1 equals the full set's on "
           f"every image and its max |diff| to fp32 is within {args.tolerance:g} of the full set's")
@@ -95,6 +88,41 @@ def minimize(args, subgraphs) -> None:
     write_text_atomic(args.cfg_path, "".join(f"{name}\n" for name in names))
     print(f"wrote {args.cfg_path}: {len(names)} node names (the full set has "
           f"{sum(len(s.nodes) for s in subgraphs)})")
+
+
+def read_images_for(onnx_path, bins):
+    """The bins as the model's input: float32 bins as they are; uint8 bins (their manifest says so) as they are for
+    the uint8 export, or normalised as timm does for the float export."""
+    import json
+
+    import numpy as np
+
+    from t2t_vit import ToolkitError
+    from t2t_vit.data import normalise
+    from t2t_vit.export import load_onnx
+    from t2t_vit.preprocess import MANIFEST_NAME
+    from t2t_vit.runner import bins_dtype_advice
+
+    manifest_path = bins[0].parent / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    bins_dtype = manifest.get("bin", {}).get("dtype", "float32")
+    graph_input = load_onnx(onnx_path).graph.input[0].type.tensor_type
+    model_dtype = "uint8" if graph_input.elem_type == 2 else "float32"
+    dims = [dim.dim_value for dim in graph_input.shape.dim[1:]]
+    if bins_dtype == "float32" and model_dtype == "uint8":
+        raise ToolkitError(bins_dtype_advice(bins_dtype, model_dtype, bins[0].parent, onnx_path))
+    if bins_dtype == "uint8":
+        channels, height, width = manifest["data_config"]["input_size"]
+        pixels = np.stack([np.fromfile(path, dtype=np.uint8).reshape(height, width, channels) for path in bins])
+        if model_dtype == "uint8":
+            return pixels
+        config = manifest["data_config"]
+        return normalise(pixels, config["mean"], config["std"])
+    try:
+        return np.stack([np.fromfile(path, dtype="<f4").reshape(dims) for path in bins])
+    except ValueError:
+        raise ToolkitError(f"the bins in {bins[0].parent} are not float32 images of shape {dims}: preprocess them "
+                           f"with T2T_ViT_preprocess.py") from None
 
 
 if __name__ == "__main__":

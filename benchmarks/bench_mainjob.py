@@ -12,6 +12,10 @@ job's wall time, the peak memory of its largest process, the disk of the bins an
 dir, and the extrapolation to the 50,000 ImageNet val images (preprocess and the accuracy pass scale
 with the images; the export and the throughput runs do not).
 
+The job runs with its default uint8 bins. Then the preprocess stage alone (T2T_ViT_preprocess.py, as a
+user runs it) makes the same images' bins in each dtype, uint8 and float32 (the ModelZoo layout), into
+fresh folders: their disk and preprocess time are printed side by side, with the ratios.
+
 --compare-accuracy-all then runs the job again in the same work dir with --accuracy-all, which reuses
 the bins, the exports and the one accuracy pass and adds a pass at every other batch size: what the
 job did before it measured CPU accuracy once. The ratio of the two jobs' inference times is printed.
@@ -59,8 +63,29 @@ def inference_seconds(stages: dict[str, float]) -> tuple[float, float]:
     return accuracy, throughput
 
 
+def preprocess_both(val: Path, scratch: Path, images: int) -> dict[str, dict[str, float]]:
+    """The preprocess stage alone in each dtype, timed as a user runs it; bins removed after measuring."""
+    figures = {}
+    for dtype in ("uint8", "float32"):
+        out, labels = scratch / f"bins_{dtype}", scratch / f"label_{dtype}.npy"
+        started = time.perf_counter()
+        result = subprocess.run([sys.executable, str(REPO_ROOT / "T2T_ViT_preprocess.py"), "--data-dir", str(val),
+                                 "--out-dir", str(out), "--gt-path", str(labels), "--dtype", dtype, "--no-progress",
+                                 "-q"])
+        seconds = time.perf_counter() - started
+        if result.returncode != 0:
+            raise SystemExit(f"error: the {dtype} preprocess failed (exit {result.returncode})")
+        bins = disk_bytes(out) - (out / "manifest.json").stat().st_size
+        figures[dtype] = {"seconds": seconds, "images_per_s": images / seconds, "bins_bytes": bins,
+                          "bin_bytes_each": bins / images, "bins_bytes_50000": bins * FULL_VAL / images,
+                          "seconds_50000": seconds * FULL_VAL / images}
+        shutil.rmtree(out)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     from t2t_vit.demo import make_checkpoint, replicate_val_tree
+    from t2t_vit.evaljob import BINS_DIRS
     from t2t_vit.progress import format_seconds
 
     parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
@@ -86,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         wall, summary = run_job(work, job_args)
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         stages = summary["stage_seconds"]
-        bins_bytes = disk_bytes(work / "prep_bins")
+        bins_dir = work / BINS_DIRS["uint8"]
+        bins_bytes = disk_bytes(bins_dir) - (bins_dir / "manifest.json").stat().st_size
         figures = {"images": args.images, "batch_sizes": args.batch_sizes, "loop": args.loop, "wall_s": wall,
                    "stage_seconds": stages, "peak_memory_mb": peak_mb, "bins_bytes": bins_bytes,
                    "work_dir_bytes": disk_bytes(work), "bin_bytes_each": bins_bytes / args.images}
@@ -109,6 +135,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{format_seconds(full['export_s'])}, the accuracy pass {format_seconds(full['accuracy_pass_s'])}, "
               f"throughput {format_seconds(full['throughput_s'])}: about {format_seconds(full['total_s'])} in all; "
               f"bins {full['bins_bytes'] / 1e9:.1f} GB")
+
+        dtypes = preprocess_both(val, scratch, args.images)
+        figures["preprocess_by_dtype"] = dtypes
+        print(f"\npreprocess alone, {args.images} images, {os.cpu_count()} cores:")
+        print("| bins | bytes each | disk | at 50,000 | preprocess s | images/s |\n|---|---|---|---|---|---|")
+        for dtype, row in dtypes.items():
+            print(f"| {dtype} | {row['bin_bytes_each']:,.0f} | {row['bins_bytes'] / 1e9:.3f} GB | "
+                  f"{row['bins_bytes_50000'] / 1e9:.1f} GB | {row['seconds']:.1f} | {row['images_per_s']:.0f} |")
+        print(f"uint8 / float32: disk {dtypes['uint8']['bins_bytes'] / dtypes['float32']['bins_bytes']:.3f}x "
+              f"(1/{dtypes['float32']['bins_bytes'] / dtypes['uint8']['bins_bytes']:.2f}), preprocess time "
+              f"{dtypes['uint8']['seconds'] / dtypes['float32']['seconds']:.2f}x")
 
         if args.compare_accuracy_all:
             all_wall, all_summary = run_job(work, [*job_args, "--accuracy-all"])

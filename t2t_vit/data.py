@@ -2,8 +2,14 @@
 
 Formats (one writer and one reader each, here):
 
-- **bin**: one file per image, ``<name>.bin``, raw little-endian float32 in C order, shape
-  (1, 3, H, W) = 602,112 bytes at 224 px: the normalised image, exactly timm's eval transform.
+- **bin**: one file per image, ``<name>.bin``, raw, C order, in one of two forms (the manifest's
+  ``bin`` records which):
+
+  - ``float32`` (the ModelZoo layout, the default): little-endian float32, NCHW (1, 3, H, W) =
+    602,112 bytes at 224 px, the normalised image, exactly timm's eval transform;
+  - ``uint8``: the resized, centre-cropped RGB image before normalisation, NHWC (1, H, W, 3) =
+    150,528 bytes at 224 px. :func:`normalise` turns it into the float32 bin byte for byte; the
+    uint8 ONNX export (and AIPP on the NPU) normalises inside the model.
 - **label file** (``--gt-path``, ``.npy``): a structured array with fields ``name`` (unicode) and
   ``label`` (int32), one row per image, in processing order; loads with ``allow_pickle=False``.
 - **names**: ``<name>`` is the image's file stem when all stems are unique and contain no ``.``;
@@ -33,6 +39,8 @@ IMAGENET_SYNSETS_FILE = Path(__file__).with_name("imagenet_synsets.txt")
 IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp",
                               ".gif"})
 BIN_DTYPE = np.dtype("<f4")
+BIN_DTYPES = ("float32", "uint8")
+BIN_LAYOUTS = {"float32": "NCHW", "uint8": "NHWC"}
 
 
 class DatasetError(ToolkitError):
@@ -245,6 +253,10 @@ class EvalTransform:
     def shape(self) -> tuple[int, int, int, int]:
         return (1, 3, self.height, self.width)
 
+    def bin_shape(self, dtype: str = "float32") -> tuple[int, int, int, int]:
+        """The shape of one bin: (1, 3, H, W) for float32, (1, H, W, 3) for uint8."""
+        return self.shape if dtype == "float32" else (1, self.height, self.width, 3)
+
     def resize(self, image):
         width, height = image.size
         if self.scale_size[0] == self.scale_size[1]:
@@ -274,14 +286,26 @@ class EvalTransform:
         left = int(round((width - self.width) / 2.0))
         return image.crop((left, top, left + self.width, top + self.height))
 
-    def __call__(self, image) -> np.ndarray:
-        """RGB PIL image -> float32 array of shape (1, 3, H, W)."""
-        pixels = np.asarray(self.center_crop(self.resize(image)), dtype=np.uint8)
-        chw = pixels.transpose(2, 0, 1).astype(np.float32, order="C")  # a new array, safe to work in place
-        np.divide(chw, np.float32(255), out=chw)
-        np.subtract(chw, self.mean, out=chw)
-        np.divide(chw, self.std, out=chw)
-        return chw[None]
+    def pixels(self, image) -> np.ndarray:
+        """RGB PIL image -> the resized, centre-cropped uint8 image, shape (1, H, W, 3): what a uint8 bin holds."""
+        return np.asarray(self.center_crop(self.resize(image)), dtype=np.uint8)[None]
+
+    def __call__(self, image, dtype: str = "float32") -> np.ndarray:
+        """RGB PIL image -> the bin's array: float32 (1, 3, H, W), normalised, or uint8 (1, H, W, 3)."""
+        pixels = self.pixels(image)
+        return pixels if dtype == "uint8" else normalise(pixels, self.mean, self.std)
+
+
+def normalise(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 images (N, H, W, 3) -> float32 (N, 3, H, W) as timm's eval transform does after the crop:
+    divide by 255, subtract the mean, divide by the std, in float32 (torchvision's ToTensor + Normalize)."""
+    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
+        raise DatasetError(f"expected uint8 images of shape (N, H, W, 3), got {pixels.dtype} {pixels.shape}")
+    nchw = pixels.transpose(0, 3, 1, 2).astype(np.float32, order="C")  # a new array, safe to work in place
+    np.divide(nchw, np.float32(255), out=nchw)
+    np.subtract(nchw, np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1), out=nchw)
+    np.divide(nchw, np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1), out=nchw)
+    return nchw
 
 
 def decode_rgb(path: str | os.PathLike) -> tuple[Any, str]:
@@ -303,26 +327,27 @@ def open_rgb(path: str | os.PathLike):
 
 # ------------------------------------------------------------------------------------------- bins, labels
 
-def bin_size(shape: Sequence[int]) -> int:
-    return int(np.prod(shape)) * BIN_DTYPE.itemsize
+def bin_size(shape: Sequence[int], dtype: str = "float32") -> int:
+    return int(np.prod(shape)) * np.dtype(dtype).itemsize
 
 
 def write_bin(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write an array as raw little-endian float32, C order, atomically."""
+    """Write an array raw, C order, atomically: float32 arrays little-endian, uint8 arrays as they are."""
     from t2t_vit.files import atomic_output
 
+    dtype = np.dtype(np.uint8) if array.dtype == np.uint8 else BIN_DTYPE
     with atomic_output(path) as temp_path:
-        np.ascontiguousarray(array, dtype=BIN_DTYPE).tofile(temp_path)
+        np.ascontiguousarray(array, dtype=dtype).tofile(temp_path)
 
 
-def read_bin(path: str | os.PathLike, shape: Sequence[int]) -> np.ndarray:
-    """Read a bin written by :func:`write_bin`; its size must match ``shape``."""
+def read_bin(path: str | os.PathLike, shape: Sequence[int], dtype: str = "float32") -> np.ndarray:
+    """Read a bin written by :func:`write_bin`; its size must match ``shape`` and ``dtype``."""
     path = Path(path)
-    expected = bin_size(shape)
+    expected = bin_size(shape, dtype)
     actual = path.stat().st_size
     if actual != expected:
-        raise DatasetError(f"{path} has {actual} bytes, expected {expected} for float32 {tuple(shape)}")
-    return np.fromfile(path, dtype=BIN_DTYPE).reshape(shape)
+        raise DatasetError(f"{path} has {actual} bytes, expected {expected} for {dtype} {tuple(shape)}")
+    return np.fromfile(path, dtype=BIN_DTYPE if dtype == "float32" else np.uint8).reshape(shape)
 
 
 def write_labels(path: str | os.PathLike, names: Iterable[str], labels: Iterable[int]) -> None:

@@ -3,18 +3,22 @@
     bash T2T_ViT_eval.sh --pth-path 81.5_T2T_ViT_14.pth.tar --data-dir /data/imagenet/val
     bash T2T_ViT_eval.sh --demo          # no checkpoint, no dataset: synthetic images, random weights
 
-Stages, in WORK (--work-dir): preprocess once (WORK/prep_bins, WORK/label.npy); export the sum form and
-keep_dtype.cfg for the NPU (WORK/T2T_ViT_14_sum.onnx, WORK/keep_dtype.cfg) and the matmul form for the
-CPU (WORK/T2T_ViT_14_matmul.onnx); the accuracy pass (WORK/result/bs<N>, WORK/acc_bs<N>.json); the
-throughput per batch size from pure inference (WORK/perf/bs<N>_summary.json). The tables go to stdout,
+Stages, in WORK (--work-dir): preprocess once into uint8 bins (WORK/prep_bins_uint8, WORK/label.npy; with
+--dtype float32 the ModelZoo's float32 bins, WORK/prep_bins); export the sum form and keep_dtype.cfg for
+the NPU (WORK/T2T_ViT_14_sum.onnx, WORK/keep_dtype.cfg; ATC puts AIPP in front for uint8 bins) and the
+matmul form for the CPU (WORK/T2T_ViT_14_matmul_uint8.onnx, which normalises inside, or
+WORK/T2T_ViT_14_matmul.onnx for float32 bins); the accuracy pass (WORK/result/bs<N>,
+WORK/acc_bs<N>.json); the throughput per batch size from pure inference (WORK/perf/bs<N>_summary.json). The tables go to stdout,
 WORK/eval_summary.json and WORK/eval_summary.png.
 
 On the CPU the logits do not depend on the batch size, so accuracy is measured once (at the largest
 batch size, or --accuracy-batch N; --accuracy-all runs every batch size). With ais_bench installed and
-WORK/om/T2T_ViT_bs<N>.om built by T2T_ViT_atc.sh from WORK's sum export, each batch size runs its own
-.om, and accuracy is measured per batch size (each .om is its own compiled graph). --emulate-npu adds
+WORK/om/T2T_ViT_bs<N>.om built by T2T_ViT_atc.sh from WORK's sum export (with --aipp for uint8 bins),
+each batch size runs its own .om, and accuracy is measured per batch size (each .om is its own compiled
+graph). --emulate-npu adds
 one accuracy pass of the NPU's fp16 emulated on the CPU (the sum export, force_fp16 + keep_dtype.cfg)
-and its comparison with fp32.
+and its comparison with fp32 (for uint8 bins, on the sum form's uint8 export,
+WORK/T2T_ViT_14_sum_uint8.onnx, its normalised input rounded to fp16 as AIPP hands it on).
 
 Re-running reuses what is still valid, decided by content, never by file times: bins whose manifest
 records this data dir and data config and whose source images are unchanged; an ONNX whose metadata
@@ -125,6 +129,7 @@ class JobOptions:
     threads: int | None = None
     progress: bool | None = None
     emulate_npu: bool = False
+    dtype: str = "uint8"  # of the bins: uint8 (the cropped image, normalised in the model) or float32 (ModelZoo)
 
 
 @dataclass
@@ -198,7 +203,7 @@ def prepare_demo(options: JobOptions) -> None:
 
 
 def preprocess(options: JobOptions, bins_dir: Path, labels_path: Path) -> None:
-    """Bins for the data dir, reusing only bins made from the same images with the same data config."""
+    """Bins for the data dir, reusing only bins made from the same images with the same data config and dtype."""
     from t2t_vit.config import data_config_hash, resolve_data_config
     from t2t_vit.preprocess import MANIFEST_NAME, read_manifest, run_preprocess
 
@@ -213,6 +218,8 @@ def preprocess(options: JobOptions, bins_dir: Path, labels_path: Path) -> None:
             reason = f"they were made from {manifest.get('source_root')}"
         elif manifest.get("data_config_hash") != data_config_hash(data_config):
             reason = f"they were made with another data config ({manifest.get('data_config')})"
+        elif manifest.get("bin", {}).get("dtype", "float32") != options.dtype:
+            reason = f"they are {manifest.get('bin', {}).get('dtype', 'float32')} bins, not {options.dtype}"
     if reason:
         print(f"removing the bins in {bins_dir}: {reason}")
         for path in bins_dir.iterdir():
@@ -220,23 +227,26 @@ def preprocess(options: JobOptions, bins_dir: Path, labels_path: Path) -> None:
                 path.unlink()
     report = run_preprocess(options.data_dir, bins_dir, labels_path, data_config, workers=options.workers,
                             skip_bad=options.skip_bad, progress=options.progress, remove_extra_bins=True,
-                            run_args={"job": "T2T_ViT_eval.sh", "data_dir": str(options.data_dir)})
-    print(report.summary())
+                            run_args={"job": "T2T_ViT_eval.sh", "data_dir": str(options.data_dir)},
+                            dtype=options.dtype)
+    print(f"{report.summary()}; {options.dtype} bins")
 
 
-def export_form(pth_path: Path, checkpoint_sha: str, onnx_path: Path, performer: str) -> None:
-    """Export ``performer`` unless ``onnx_path`` records this checkpoint, form and data config."""
+def export_form(pth_path: Path, checkpoint_sha: str, onnx_path: Path, performer: str,
+                input_dtype: str = "float32") -> None:
+    """Export ``performer`` unless ``onnx_path`` records this checkpoint, form, input dtype and data config."""
     from t2t_vit.config import data_config_hash, resolve_data_config
     from t2t_vit.export import DEFAULT_OPSET, export_checkpoint, read_metadata
 
     expected = {"checkpoint_sha256": checkpoint_sha, "performer": performer, "opset": str(DEFAULT_OPSET),
-                "data_config_hash": data_config_hash(resolve_data_config())}
+                "data_config_hash": data_config_hash(resolve_data_config()), "input_dtype": input_dtype}
     if onnx_path.is_file():
         try:
             metadata = read_metadata(onnx_path)
         except ToolkitError as error:
             reason = str(error)
         else:
+            metadata.setdefault("input_dtype", "float32")  # exports from before the uint8 input took float32
             changed = [name for name in expected if metadata.get(name) != expected[name]]
             reason = ("it was made from another checkpoint (or by a version that did not record one)"
                       if "checkpoint_sha256" in changed else f"its {', '.join(changed)} differ" if changed else "")
@@ -244,8 +254,8 @@ def export_form(pth_path: Path, checkpoint_sha: str, onnx_path: Path, performer:
             print(f"reusing {onnx_path}: made from this checkpoint (sha256 {checkpoint_sha[:12]}...)")
             return
         print(f"exporting {onnx_path} again: {reason}")
-    report, weights_key = export_checkpoint(pth_path, onnx_path, performer)
-    print(f"wrote {onnx_path}: performer {performer}, weights {weights_key or 'bare state dict'}, "
+    report, weights_key = export_checkpoint(pth_path, onnx_path, performer, input_dtype=input_dtype)
+    print(f"wrote {onnx_path}: performer {performer}, input {input_dtype}, weights {weights_key or 'bare state dict'}, "
           f"max |diff| to PyTorch {report.max_abs_diff:.3g}")
 
 
@@ -257,24 +267,31 @@ def write_keep_dtype_cfg(sum_onnx: Path, cfg_path: Path) -> None:
     print(f"wrote {cfg_path}: {count} node names")
 
 
-def om_for_batch(om_dir: Path, batch: int, sum_onnx_sha: str, keep_dtype_sha: str, digest: Digests) -> Path | None:
+def om_for_batch(om_dir: Path, batch: int, sum_onnx_sha: str, keep_dtype_sha: str, digest: Digests,
+                 dtype: str = "float32") -> Path | None:
     """The .om to run at ``batch`` on the NPU, or None when there is none (the CPU runner is used).
 
     An .om is used only when the record T2T_ViT_atc.sh wrote beside it says it was built from this
-    sum export and keep_dtype.cfg, and the .om is the file that was built then.
+    sum export and keep_dtype.cfg for bins of ``dtype`` (uint8: with --aipp), and the .om is the file
+    that was built then.
     """
     om = om_dir / f"T2T_ViT_bs{batch}.om"
     if not om.is_file():
         return None
     record = read_json(om_dir / f"T2T_ViT_bs{batch}.om.json")
     rebuild = (f"rebuild it: bash T2T_ViT_atc.sh --onnx <WORK>/T2T_ViT_14_sum.onnx --keep-dtype <WORK>/keep_dtype.cfg "
-               f"--out-dir {om_dir} --batch-sizes {batch} (or remove it to run this batch size on the CPU)")
+               f"--out-dir {om_dir} --batch-sizes {batch}{' --aipp' if dtype == 'uint8' else ''} (or remove it to "
+               f"run this batch size on the CPU)")
     if record is None:
         raise JobError(f"{om} has no build record ({om.name}.json from T2T_ViT_atc.sh), so nothing shows which "
                        f"model it holds; {rebuild}")
     if record.get("onnx_sha256") != sum_onnx_sha or record.get("keep_dtype_sha256") != keep_dtype_sha:
         raise JobError(f"{om} was built from another ONNX or keep_dtype.cfg than this run's (another checkpoint?); "
                        f"{rebuild}")
+    built_for = record.get("input_dtype", "float32")
+    if built_for != dtype:
+        raise JobError(f"{om} takes {built_for} input ({'built with' if built_for == 'uint8' else 'built without'} "
+                       f"--aipp), this run's bins are {dtype} (--dtype); {rebuild}")
     if record.get("om_sha256") != digest(om):
         raise JobError(f"{om} is not the file T2T_ViT_atc.sh built (its SHA-256 differs); {rebuild}")
     return om
@@ -448,8 +465,10 @@ def run_job(options: JobOptions) -> dict[str, Any]:
     if options.demo:
         state.timed("demo data (random weights: the accuracy means nothing)", lambda: prepare_demo(options))
     check_inputs(options)
-    bins_dir, labels_path = work / "prep_bins", work / "label.npy"
-    sum_onnx, cpu_onnx = work / f"T2T_ViT_14_{NPU_PERFORMER}.onnx", work / f"T2T_ViT_14_{CPU_PERFORMER}.onnx"
+    bins_dir, labels_path = work / BINS_DIRS[options.dtype], work / "label.npy"
+    sum_onnx, cpu_onnx = work / f"T2T_ViT_14_{NPU_PERFORMER}.onnx", cpu_model_path(options)
+    # the NPU emulation reads the bins too: the sum form with the bins' input dtype
+    emulation_onnx = sum_onnx if options.dtype == "float32" else work / f"T2T_ViT_14_{NPU_PERFORMER}_uint8.onnx"
     keep_dtype_cfg = work / "keep_dtype.cfg"
     om_dir = options.om_dir or work / "om"
 
@@ -459,21 +478,24 @@ def run_job(options: JobOptions) -> dict[str, Any]:
     def export_all() -> None:
         export_form(options.pth_path, checkpoint_sha, sum_onnx, NPU_PERFORMER)
         write_keep_dtype_cfg(sum_onnx, keep_dtype_cfg)
-        export_form(options.pth_path, checkpoint_sha, cpu_onnx, CPU_PERFORMER)
+        export_form(options.pth_path, checkpoint_sha, cpu_onnx, CPU_PERFORMER, options.dtype)
+        if options.emulate_npu and emulation_onnx != sum_onnx:
+            export_form(options.pth_path, checkpoint_sha, emulation_onnx, NPU_PERFORMER, options.dtype)
 
-    state.timed(f"export ({NPU_PERFORMER} form + keep_dtype.cfg for the NPU, {CPU_PERFORMER} form for the CPU)",
-                export_all)
+    state.timed(f"export ({NPU_PERFORMER} form + keep_dtype.cfg for the NPU, {CPU_PERFORMER} form with {options.dtype} "
+                f"input for the CPU)", export_all)
 
     have_ais_bench = importlib.util.find_spec("ais_bench") is not None
     models: dict[int, tuple[Path, str]] = {}
     for batch in options.batch_sizes:
-        om = om_for_batch(om_dir, batch, digest(sum_onnx), digest(keep_dtype_cfg), digest) if have_ais_bench else None
+        om = (om_for_batch(om_dir, batch, digest(sum_onnx), digest(keep_dtype_cfg), digest, options.dtype)
+              if have_ais_bench else None)
         models[batch] = (om, "ais_bench") if om is not None else (cpu_onnx, options.backend)
     from t2t_vit.data import read_labels
 
     image_count = len(read_labels(labels_path))
     accuracy, throughput = plan_passes(options, models, bins_dir, labels_path, digest, image_count,
-                                       (sum_onnx, keep_dtype_cfg) if options.emulate_npu else None)
+                                       (emulation_onnx, keep_dtype_cfg) if options.emulate_npu else None)
     state.images_to_infer = sum(item.images for item in accuracy + throughput if item.reuse_reason)
     if state.images_to_infer:
         print(f"\n{state.images_to_infer} images to infer: {sum(bool(p.reuse_reason) for p in accuracy)} accuracy "
@@ -494,6 +516,15 @@ def run_job(options: JobOptions) -> dict[str, Any]:
     state.stage_seconds["total"] = round(time.perf_counter() - state.started, 3)
     return evalreport.build_summary(options, models, [item for item in accuracy if item.kind == "accuracy"], scores,
                                     perf, state.stage_seconds, npu)
+
+
+BINS_DIRS = {"uint8": "prep_bins_uint8", "float32": "prep_bins"}
+
+
+def cpu_model_path(options: JobOptions) -> Path:
+    """The CPU's export: the matmul form, taking the bins' dtype."""
+    suffix = "_uint8" if options.dtype == "uint8" else ""
+    return options.work_dir / f"T2T_ViT_14_{CPU_PERFORMER}{suffix}.onnx"
 
 
 def check_inputs(options: JobOptions) -> None:
@@ -557,6 +588,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--emulate-npu", action="store_true",
                      help="add an accuracy pass of the NPU's fp16 (force_fp16 + keep_dtype.cfg) emulated on the CPU, "
                           "and its comparison with fp32 (once: it does not depend on the batch size)")
+    run.add_argument("--dtype", choices=["uint8", "float32"], default="uint8",
+                     help="bins: uint8, the cropped image (150,528 bytes each), normalised by the uint8 export on "
+                          "the CPU and by AIPP on the NPU; float32, the ModelZoo's normalised bins (4x the disk) "
+                          "(default: uint8)")
     run.add_argument("--skip-bad", action="store_true",
                      help="leave undecodable images out (listed in the bins' manifest) instead of stopping")
     run.add_argument("--workers", type=int, metavar="N",
@@ -587,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
                          demo=args.demo, demo_images=args.demo_images, accuracy_batch=args.accuracy_batch,
                          accuracy_all=args.accuracy_all, skip_bad=args.skip_bad, workers=args.workers,
                          threads=args.threads, progress=False if args.no_progress else None,
-                         emulate_npu=args.emulate_npu)
+                         emulate_npu=args.emulate_npu, dtype=args.dtype)
 
     def action() -> None:
         from t2t_vit import evalreport

@@ -2,8 +2,8 @@
 
 ``eval_summary.json`` holds ``rows`` (one per batch size: ``batch_size``, ``top1``, ``top5``, ``count``,
 ``accuracy_batch_size`` (the batch size the accuracy was measured at), ``images_per_s``,
-``compute_ms_mean``, ``runner``), ``accuracy_note``, ``npu_emulation`` (with --emulate-npu), ``stage_seconds``,
-and provenance.
+``compute_ms_mean``, ``runner``), ``accuracy_note``, ``npu_emulation`` (with --emulate-npu), ``bins_dtype``,
+``cpu_onnx``, ``stage_seconds``, and provenance.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def build_summary(options: JobOptions, models: dict[int, tuple[Path, str]], accu
                   scores: dict[int, dict[str, Any]], perf: dict[int, dict[str, Any]],
                   stage_seconds: dict[str, float], npu_emulation: dict[str, Any] | None = None) -> dict[str, Any]:
     """What eval_summary.json holds: a row per batch size, the accuracy from the pass that covers it."""
+    from t2t_vit.evaljob import cpu_model_path
     from t2t_vit.provenance import machine, now, versions
 
     cpu_pass = next((item.batch for item in accuracy if item.runner != "ais_bench"), None)
@@ -44,7 +45,7 @@ def build_summary(options: JobOptions, models: dict[int, tuple[Path, str]], accu
     else:
         accuracy_note = "accuracy measured at every batch size (each .om is its own compiled graph)"
     return {"rows": rows, "accuracy_note": accuracy_note, "npu_emulation": npu_emulation, "backend": options.backend,
-            "cpu_onnx": str(options.work_dir / "T2T_ViT_14_matmul.onnx"), "checkpoint": str(options.pth_path),
+            "cpu_onnx": str(cpu_model_path(options)), "bins_dtype": options.dtype, "checkpoint": str(options.pth_path),
             "data_dir": str(options.data_dir), "demo": options.demo, "note": DEMO_NOTE if options.demo else "",
             "stage_seconds": stage_seconds, "date": now(), "machine": machine(), "versions": versions()}
 

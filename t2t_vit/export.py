@@ -4,6 +4,11 @@ The exported file has input ``image`` float32 (N, 3, H, W) and output ``class`` 
 dynamic, and carries its provenance (performer form, data config, checkpoint, versions) as ONNX
 metadata properties under ``t2t_vit.*``. It is written atomically: the file appears under its final
 name only after the checker passed and onnxruntime reproduced PyTorch within the tolerance.
+
+The uint8 export (``input_dtype="uint8"``) takes ``image`` as uint8 (N, H, W, 3), the bins of
+``T2T_ViT_preprocess.py --dtype uint8``, and normalises inside, in timm's order: five nodes named
+``/normalise_input/...`` (Transpose to NCHW, Cast to float32, Div 255, Sub mean, Div std) feed the
+float graph, whose nodes keep their names, so one keep_dtype.cfg fits both exports.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ EINSUM_MIN_OPSET = 12
 DEFAULT_TOLERANCE = 1e-4
 VERIFY_BATCH_SIZES = (1, 3)
 METADATA_PREFIX = "t2t_vit."
+INPUT_DTYPES = ("float32", "uint8")
+INPUT_LAYOUTS = {"float32": "NCHW", "uint8": "NHWC"}
+NORMALISE_PREFIX = "/normalise_input/"  # the uint8 export's own nodes (the NPU emulation treats them as AIPP)
+NORMALISED_NAME = "image_normalised"  # their output, the float graph's input
 
 
 class ExportError(ToolkitError):
@@ -80,7 +89,7 @@ def check_opset(opset: int, performer: str) -> None:
 def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAULT_OPSET,
                 tolerance: float = DEFAULT_TOLERANCE, verify_batch_sizes: Sequence[int] = VERIFY_BATCH_SIZES,
                 data_config: dict[str, Any] | None = None, extra_metadata: dict[str, str] | None = None,
-                seed: int = 0) -> ExportReport:
+                seed: int = 0, input_dtype: str = "float32") -> ExportReport:
     """Export ``model`` to ``onnx_path``, check and verify it, then move it into place.
 
     Args:
@@ -92,22 +101,31 @@ def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAUL
         data_config: the preprocessing config, recorded in the file's metadata.
         extra_metadata: more ``t2t_vit.*`` metadata (checkpoint path, weights used).
         seed: seed of the random verification batches.
+        input_dtype: ``float32`` (normalised NCHW input) or ``uint8`` (the cropped NHWC image, normalised inside).
     """
     performer = model.performer
     check_opset(opset, performer)
+    if input_dtype not in INPUT_DTYPES:
+        raise ExportError(f"--input-dtype {input_dtype} is not one of {', '.join(INPUT_DTYPES)}")
     onnx_path = Path(onnx_path)
     if onnx_path.is_dir():
         raise ExportError(f"--onnx-path {onnx_path} is a directory; give a file name such as {onnx_path}/t2t_vit.onnx")
     if not onnx_path.parent.exists():
         raise ExportError(f"the folder of --onnx-path, {onnx_path.parent}, does not exist")
+    data_config = dict(data_config) if data_config is not None else None
+    if input_dtype == "uint8" and data_config is None:
+        raise ExportError("the uint8 export normalises inside: it needs the data config (mean, std, input size)")
     input_size = tuple((data_config or {}).get("input_size", (3, 224, 224)))
-    metadata = _metadata(performer, opset, data_config, extra_metadata)
+    metadata = _metadata(performer, opset, data_config,
+                         {"input_dtype": input_dtype, "input_layout": INPUT_LAYOUTS[input_dtype],
+                          **(extra_metadata or {})})
 
     model = model.eval()
     with atomic_output(onnx_path) as temp_path:
         _export(model, temp_path, opset, input_size)
-        _finish(temp_path, metadata, performer)
-        max_abs_diff = verify_onnx(temp_path, model, verify_batch_sizes, input_size, seed)
+        _finish(temp_path, metadata, performer, data_config if input_dtype == "uint8" else None)
+        max_abs_diff = verify_onnx(temp_path, model, verify_batch_sizes, input_size, seed,
+                                   data_config if input_dtype == "uint8" else None)
         log.info("onnxruntime vs PyTorch, batches %s: max abs diff %.3g (tolerance %.3g)",
                  list(verify_batch_sizes), max_abs_diff, tolerance)
         if not max_abs_diff <= tolerance:
@@ -120,7 +138,8 @@ def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAUL
 
 def export_checkpoint(pth_path: str | os.PathLike, onnx_path: str | os.PathLike, performer: str,
                       weights: str = "auto", opset: int = DEFAULT_OPSET, tolerance: float = DEFAULT_TOLERANCE,
-                      data_config: dict[str, Any] | None = None) -> tuple[ExportReport, str | None]:
+                      data_config: dict[str, Any] | None = None,
+                      input_dtype: str = "float32") -> tuple[ExportReport, str | None]:
     """Load a checkpoint into T2T-ViT-14 and export it; the file's metadata records the checkpoint's SHA-256.
 
     Returns the report and the weights key used (None for a bare state dict).
@@ -131,12 +150,15 @@ def export_checkpoint(pth_path: str | os.PathLike, onnx_path: str | os.PathLike,
     from t2t_vit.model import create_model
 
     check_opset(opset, performer)  # before the slow part
+    if input_dtype not in INPUT_DTYPES:
+        raise ExportError(f"--input-dtype {input_dtype} is not one of {', '.join(INPUT_DTYPES)}")
     model = create_model(performer)
     info = load_checkpoint(model, pth_path, weights)
     report = export_onnx(model, onnx_path, opset=opset, tolerance=tolerance,
                          data_config=data_config or resolve_data_config(),
                          extra_metadata={"checkpoint": str(pth_path), "checkpoint_sha256": sha256_file(pth_path),
-                                         "weights": info.weights_key or "bare"})
+                                         "weights": info.weights_key or "bare"},
+                         input_dtype=input_dtype)
     return report, info.weights_key
 
 
@@ -176,11 +198,15 @@ def _export(model: T2TViT, path: Path, opset: int, input_size: tuple[int, ...]) 
         raise ExportError(f"torch.onnx.export failed at opset {opset}: {type(error).__name__}: {error}") from error
 
 
-def _finish(path: Path, metadata: dict[str, str], performer: str) -> None:
-    """Record the metadata, run the ONNX checker, and check the interface the Ascend flow relies on."""
+def _finish(path: Path, metadata: dict[str, str], performer: str,
+            normalise_config: dict[str, Any] | None = None) -> None:
+    """Record the metadata, put the normalisation in front for the uint8 export (``normalise_config``), run the ONNX
+    checker, and check the interface the Ascend flow relies on."""
     import onnx
 
     proto = onnx.load(str(path))
+    if normalise_config is not None:
+        add_uint8_input(proto, normalise_config)
     del proto.metadata_props[:]
     for key, value in sorted(metadata.items()):
         proto.metadata_props.add(key=key, value=value)
@@ -198,9 +224,51 @@ def _finish(path: Path, metadata: dict[str, str], performer: str) -> None:
     onnx.save(proto, str(path))
 
 
+def add_uint8_input(proto, data_config: dict[str, Any]) -> None:
+    """Make ``proto`` (a float32-input export, changed in place) take uint8 (N, H, W, 3) images and normalise them
+    as timm's eval transform does after the crop: to NCHW, to float32, / 255, - mean, / std (all in float32)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    (old_input,) = graph.input
+    if old_input.type.tensor_type.elem_type != TensorProto.FLOAT:
+        raise ExportError(f"{old_input.name} is not a float32 input: the graph already takes another dtype")
+    _, height, width = (int(v) for v in data_config["input_size"])
+    batch = old_input.type.tensor_type.shape.dim[0]
+    batch_dim = batch.dim_param or batch.dim_value or "batch"
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name == old_input.name:
+                node.input[index] = NORMALISED_NAME
+    constants = {"255": np.array(255, dtype=np.float32),
+                 "mean": np.asarray(data_config["mean"], dtype=np.float32).reshape(1, 3, 1, 1),
+                 "std": np.asarray(data_config["std"], dtype=np.float32).reshape(1, 3, 1, 1)}
+    graph.initializer.extend(numpy_helper.from_array(value, f"{NORMALISE_PREFIX}{key}")
+                             for key, value in constants.items())
+    steps = [("Transpose", [], {"perm": [0, 3, 1, 2]}), ("Cast", [], {"to": TensorProto.FLOAT}),
+             ("Div", [f"{NORMALISE_PREFIX}255"], {}), ("Sub", [f"{NORMALISE_PREFIX}mean"], {}),
+             ("Div", [f"{NORMALISE_PREFIX}std"], {})]
+    nodes, source = [], INPUT_NAME
+    for position, (op_type, operands, attributes) in enumerate(steps):
+        target = NORMALISED_NAME if position == len(steps) - 1 else f"{NORMALISE_PREFIX}{op_type}_{position}_output"
+        nodes.append(helper.make_node(op_type, [source, *operands], [target],
+                                      name=f"{NORMALISE_PREFIX}{op_type}_{position}", **attributes))
+        source = target
+    new_nodes = nodes + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    del graph.input[:]
+    graph.input.append(helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [batch_dim, height, width, 3]))
+
+
 def verify_onnx(onnx_path: str | os.PathLike, model: torch.nn.Module, batch_sizes: Sequence[int],
-                input_size: tuple[int, ...] = (3, 224, 224), seed: int = 0) -> float:
-    """Largest |onnxruntime - PyTorch| over random batches of each size in ``batch_sizes``."""
+                input_size: tuple[int, ...] = (3, 224, 224), seed: int = 0,
+                uint8_config: dict[str, Any] | None = None) -> float:
+    """Largest |onnxruntime - PyTorch| over random batches of each size in ``batch_sizes``.
+
+    With ``uint8_config`` (the uint8 export): random uint8 images (N, H, W, 3) go to the ONNX file, and the same
+    images normalised in PyTorch as timm does (ToTensor's /255, then Normalize) go to the model.
+    """
     import onnxruntime
     import torch
 
@@ -208,10 +276,17 @@ def verify_onnx(onnx_path: str | os.PathLike, model: torch.nn.Module, batch_size
     generator = torch.Generator().manual_seed(seed)
     worst = 0.0
     for batch_size in batch_sizes:
-        images = torch.randn((batch_size, *input_size), generator=generator)
+        if uint8_config is None:
+            images = feed = torch.randn((batch_size, *input_size), generator=generator)
+        else:
+            _, height, width = input_size
+            feed = torch.randint(0, 256, (batch_size, height, width, 3), generator=generator, dtype=torch.uint8)
+            mean = torch.tensor(uint8_config["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+            std = torch.tensor(uint8_config["std"], dtype=torch.float32).view(1, 3, 1, 1)
+            images = (feed.permute(0, 3, 1, 2).float().div(255) - mean) / std
         with torch.no_grad():
             expected = model(images).numpy()
-        (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})
+        (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: feed.numpy()})
         if actual.shape != expected.shape:
             raise ExportError(f"onnxruntime gave shape {actual.shape} for batch {batch_size}, expected {expected.shape}")
         worst = max(worst, float(np.max(np.abs(actual - expected))))
@@ -236,6 +311,10 @@ def load_onnx(onnx_path: str | os.PathLike, what: str = "model"):
 
 def read_metadata(onnx_path: str | os.PathLike) -> dict[str, str]:
     """The ``t2t_vit.*`` metadata of an exported file, prefix removed (empty for other ONNX files)."""
-    proto = load_onnx(onnx_path)
+    return metadata_of(load_onnx(onnx_path))
+
+
+def metadata_of(proto) -> dict[str, str]:
+    """The ``t2t_vit.*`` metadata of a loaded ONNX model, prefix removed."""
     return {prop.key[len(METADATA_PREFIX):]: prop.value for prop in proto.metadata_props
             if prop.key.startswith(METADATA_PREFIX)}

@@ -12,6 +12,11 @@ graph so that onnxruntime, computing in fp32, sees the same roundings:
   fp16 boundary cast); kept operators compute in fp32 on what they are given: a value coming from an
   fp16 operator is already an fp16 value, which fp32 holds exactly (the fp16 -> fp32 boundary cast).
 
+The uint8 export's normalisation (the ``/normalise_input/`` nodes) stands for AIPP: it computes in fp32
+and its output, the normalised image, is rounded to fp16 for every reader, as AIPP hands fp16 to the
+network. So the uint8 export on uint8 bins emulates what the float export on float32 bins does. (AIPP's
+own arithmetic, with its constants in fp16, is not modelled.)
+
 Accumulation inside an operator stays fp32 here (the cube unit accumulates MatMul in fp32; whether the
 vector unit's reductions do is not documented): the result is rounded once, at the operator's output.
 What this cannot show: the NPU's own kernels, fusions and accumulation order.
@@ -117,7 +122,15 @@ def emulate_force_fp16(model, entries: Sequence[str] = (), accumulate: str = "fp
                     _round_trip(helper, TensorProto, name, rounded[name], f"{name}{_SUFFIX}/round"))
         return rounded[name]
 
+    from t2t_vit.export import NORMALISE_PREFIX, NORMALISED_NAME
+
     for node in graph.node:
+        if node.name.startswith(NORMALISE_PREFIX):  # the uint8 export's normalisation: AIPP, fp32 inside
+            nodes.append(node)
+            continue
+        for index, name in enumerate(node.input):
+            if name == NORMALISED_NAME:  # AIPP's output reaches every reader, kept or not, in fp16
+                node.input[index] = rounded_source(name)
         if node.name in keep:
             nodes.append(node)
             continue
@@ -178,7 +191,7 @@ def runtime_shapes(model, types: dict[str, int]) -> dict[str, list[int | None]]:
     graph_input = session.get_inputs()[0]
     seen = []
     for batch in (1, 2):
-        feed = np.zeros([batch, *graph_input.shape[1:]], dtype=np.float32)
+        feed = np.zeros([batch, *graph_input.shape[1:]], dtype=np.uint8 if "uint8" in graph_input.type else np.float32)
         outputs = session.run(None, {graph_input.name: feed})
         seen.append({output.name: list(value.shape) for output, value in zip(session.get_outputs(), outputs)})
     return {name: [a if a == b else None for a, b in zip(seen[0][name], seen[1][name])]

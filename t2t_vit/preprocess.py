@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from t2t_vit import ToolkitError
-from t2t_vit.data import (EvalTransform, ImageItem, bin_size, decode_rgb, discover_images, read_class_list,
-                          select_subset, write_bin, write_labels)
+from t2t_vit.data import (BIN_DTYPES, BIN_LAYOUTS, EvalTransform, ImageItem, bin_size, decode_rgb, discover_images,
+                          read_class_list, select_subset, write_bin, write_labels)
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +92,14 @@ def _decode(path: Path) -> tuple[Any, str]:
     return rgb, "; ".join(notes)
 
 
-def _process(task: tuple[int, str, str]) -> Outcome:
-    index, source, target = task
+def _process(task: tuple[int, str, str, str]) -> Outcome:
+    index, source, target, dtype = task
     path = Path(source)
     if not path.is_file():
         return Outcome(index, "bad", "not a regular file (directory, broken link or device)")
     try:
         image, note = _decode(path)
-        array = _transform(image)
+        array = _transform(image, dtype)
     except MemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - Pillow raises many kinds on broken files; all mean "bad"
@@ -130,10 +130,15 @@ def _source_stamp(path: Path) -> dict[str, int]:
     return {"source_bytes": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
 
 
-def _check_previous(previous: Mapping[str, Any] | None, config_hash: str, source_root: str) -> dict[str, Any]:
-    """Refuse an out-dir made with another data config or data dir; return its name -> image entry mapping."""
+def _check_previous(previous: Mapping[str, Any] | None, config_hash: str, source_root: str,
+                    dtype: str) -> dict[str, Any]:
+    """Refuse an out-dir made with another data config, data dir or bin dtype; return its name -> entry mapping."""
     if previous is None:
         return {}
+    previous_dtype = previous.get("bin", {}).get("dtype", "float32")
+    if previous_dtype != dtype:
+        raise ToolkitError(f"the out-dir holds {previous_dtype} bins, this run writes {dtype} (--dtype): use a new "
+                           f"--out-dir, or remove the old bins and {MANIFEST_NAME}")
     if previous.get("data_config_hash") != config_hash:
         raise ToolkitError(f"the out-dir holds bins made with another data config ({previous.get('data_config')}); "
                            f"use a new --out-dir, or remove the old bins and {MANIFEST_NAME}")
@@ -161,7 +166,8 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
                    data_config: Mapping[str, Any], label_file: str | os.PathLike | None = None,
                    class_list: str | os.PathLike | None = None, workers: int | None = None,
                    limit: int | None = None, skip_bad: bool = False, progress: bool | None = None,
-                   run_args: Mapping[str, Any] | None = None, remove_extra_bins: bool = False) -> PreprocessReport:
+                   run_args: Mapping[str, Any] | None = None, remove_extra_bins: bool = False,
+                   dtype: str = "float32") -> PreprocessReport:
     """Preprocess every image of ``data_dir`` into ``out_dir`` and write the label file ``gt_path``.
 
     Args:
@@ -178,6 +184,8 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
         run_args: the command-line arguments, recorded in the manifest.
         remove_extra_bins: delete bins of the out-dir that this run does not plan (the main job owns its
             out-dir; the stand-alone script only warns about them).
+        dtype: ``float32``, the normalised NCHW image (the ModelZoo layout), or ``uint8``, the cropped NHWC
+            image before normalisation (a quarter of the bytes; for the uint8 export or AIPP).
 
     Raises:
         ToolkitError: bad input, or undecodable images without ``skip_bad`` (after every good image
@@ -195,6 +203,8 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
     if gt_path.resolve().parent == out_dir.resolve():
         raise ToolkitError(f"--gt-path {gt_path} is inside --out-dir: ais_bench and the runner read every .npy "
                            f"there as an input; put the label file elsewhere")
+    if dtype not in BIN_DTYPES:
+        raise ToolkitError(f"--dtype {dtype} is not one of {', '.join(BIN_DTYPES)}")
     if limit is not None and limit < 1:
         raise ToolkitError(f"--limit must be at least 1, got {limit}")
     class_names = read_class_list(class_list)
@@ -204,9 +214,10 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
     config_hash = data_config_hash(data_config)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    previous_images = _check_previous(read_manifest(out_dir), config_hash, source_root)
+    previous_images = _check_previous(read_manifest(out_dir), config_hash, source_root, dtype)
     _remove_partial_files(out_dir)
-    expected_bytes = bin_size(transform.shape)
+    bin_shape = transform.bin_shape(dtype)
+    expected_bytes = bin_size(bin_shape, dtype)
     extra_bins = _extra_bins(out_dir, {item.name for item in items}, remove_extra_bins)
     entries = {item.name: _image_entry(item) for item in items}
 
@@ -215,8 +226,8 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
         "status": "running",
         "data_config": data_config,
         "data_config_hash": config_hash,
-        "bin": {"dtype": "float32", "byte_order": "little", "order": "C", "shape": list(transform.shape),
-                "bytes": expected_bytes},
+        "bin": {"dtype": dtype, "layout": BIN_LAYOUTS[dtype], "byte_order": "little", "order": "C",
+                "shape": list(bin_shape), "bytes": expected_bytes},
         "source_root": source_root,
         "layout": discovery.layout,
         "label_file": str(label_file) if label_file else None,
@@ -239,7 +250,7 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
                 and target.stat().st_size == expected_bytes):
             outcomes.append(Outcome(index, "done"))
         else:
-            tasks.append((index, str(item.path), str(target)))
+            tasks.append((index, str(item.path), str(target), dtype))
     if outcomes:
         log.info("%d of %d bins are already done; processing the other %d", len(outcomes), len(items), len(tasks))
 
@@ -312,7 +323,7 @@ def _extra_bins(out_dir: Path, planned: set[str], remove: bool) -> list[str]:
     return [] if remove else extra
 
 
-def _run_tasks(tasks: list[tuple[int, str, str]], data_config: Mapping[str, Any], workers: int,
+def _run_tasks(tasks: list[tuple[int, str, str, str]], data_config: Mapping[str, Any], workers: int,
                progress: bool | None, outcomes: list[Outcome], out_dir: Path) -> float:
     """Process ``tasks`` (in ``workers`` processes), appending to ``outcomes``; returns the seconds taken."""
     from t2t_vit.progress import progress_bar

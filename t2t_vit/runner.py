@@ -282,28 +282,113 @@ class RunResult:
         ]
 
 
-def _check_data_config(model_path: str, files: Sequence[Path]) -> None:
-    """Refuse a model file that is not ONNX, and bins made with another data config than the model's."""
-    if not str(model_path).endswith(".onnx"):
-        return
-    from t2t_vit.export import read_metadata
+def _read_manifest_of(files: Sequence[Path]) -> dict[str, Any] | None:
+    """The preprocess manifest of the folder of the first input, or None."""
     from t2t_vit.preprocess import MANIFEST_NAME
 
-    model_hash = read_metadata(model_path).get("data_config_hash")  # also refuses a file that is not ONNX
     if not files:
-        return
+        return None
     manifest_path = files[0].parent / MANIFEST_NAME
     if not manifest_path.is_file():
+        return None
+    try:
+        return json.loads(manifest_path.read_text())
+    except ValueError:
+        return None
+
+
+def bins_dtype_advice(bins_dtype: str, model_dtype: str, folder: Path | str, model: str) -> str:
+    """Why uint8 bins and a float32 model (or the reverse) do not go together, and what to run instead."""
+    if bins_dtype == "uint8":
+        return (f"the inputs in {folder} are uint8 bins (the cropped image, T2T_ViT_preprocess.py --dtype uint8), but "
+                f"{model} takes {model_dtype} images: export the model with T2T_ViT_pth2onnx.py --input-dtype uint8 "
+                f"(on the NPU: T2T_ViT_atc.sh --aipp), or preprocess again with --dtype float32")
+    return (f"the inputs in {folder} are float32 bins (normalised NCHW, T2T_ViT_preprocess.py --dtype float32), but "
+            f"{model} takes uint8 NHWC images (the uint8 export, or an .om built with --aipp): preprocess with "
+            f"--dtype uint8, or use the float32 export (built without --aipp)")
+
+
+def _looks_like_float_images(path: Path) -> bool:
+    """Whether a .bin holds normalised float32 pixels (finite, small, rarely near 0), which uint8 pixels read as
+    float32 almost never are (their high bytes make huge, tiny or non-finite values)."""
+    values = np.fromfile(path, dtype="<f4")
+    if values.size == 0 or not np.isfinite(values).all():
+        return False
+    magnitude = np.abs(values)
+    return bool(magnitude.max() <= 100 and (magnitude >= 1e-4).mean() >= 0.9)
+
+
+def check_inputs_match(model_path: str, files: Sequence[Path]) -> None:
+    """Refuse, before anything is written, an ONNX model whose input dtype or data config the inputs do not fit.
+
+    The bins' manifest says their dtype and data config; without one, a float32 .bin given to a uint8 model
+    (one float32 image has exactly the bytes of four uint8 images) is recognised by its content, and a .npy
+    by its header.
+    """
+    if not str(model_path).endswith(".onnx"):
+        return
+    from onnx import TensorProto
+
+    from t2t_vit.export import load_onnx, metadata_of
+
+    proto = load_onnx(model_path, "--model")  # also refuses a file that is not ONNX
+    metadata = metadata_of(proto)
+    if not files or len(proto.graph.input) != 1:
+        return
+    tensor_type = proto.graph.input[0].type.tensor_type
+    model_dtype = {TensorProto.UINT8: "uint8", TensorProto.FLOAT: "float32"}.get(tensor_type.elem_type)
+    if model_dtype is None:
+        return
+    manifest = _read_manifest_of(files)
+    folder = files[0].parent
+    if manifest is not None:
+        bins_dtype = manifest.get("bin", {}).get("dtype", "float32")
+        if bins_dtype != model_dtype:
+            raise RunnerError(bins_dtype_advice(bins_dtype, model_dtype, folder, model_path))
+        bins_hash, model_hash = manifest.get("data_config_hash"), metadata.get("data_config_hash")
+        if model_hash and bins_hash and model_hash != bins_hash:
+            raise RunnerError(f"the inputs in {folder} were made with data config {manifest.get('data_config')}, "
+                              f"the model was exported for another one (hash {model_hash} != {bins_hash}); "
+                              f"preprocess again with the model's config")
+        return
+    first = files[0]
+    if first.suffix.lower() == ".npy":
+        try:
+            found = np.load(first, mmap_mode="r", allow_pickle=False).dtype
+        except (OSError, ValueError) as error:
+            raise RunnerError(f"input {first} is not a readable .npy file ({error})") from None
+        if found != np.dtype(model_dtype):
+            raise RunnerError(f"input {first} holds {found}, {model_path} takes {model_dtype}")
+        return
+    dims = [dim.dim_value for dim in tensor_type.shape.dim[1:]]
+    if not dims or not all(dims):
+        return
+    elements = int(np.prod(dims))  # of one sample: its bytes as uint8, a quarter of its bytes as float32
+    size = first.stat().st_size
+    if model_dtype == "float32" and size == elements:
+        raise RunnerError(bins_dtype_advice("uint8", model_dtype, folder, model_path))
+    if model_dtype == "uint8" and size == 4 * elements and _looks_like_float_images(first):
+        raise RunnerError(bins_dtype_advice("float32", model_dtype, folder, model_path)
+                          + f" ({first} holds normalised float32 values)")
+
+
+def check_om_inputs(om_path: str, inputs: Sequence[str] | None) -> None:
+    """Refuse, before ais_bench starts, bins whose dtype the .om does not take, as its build record says (an .om
+    built by T2T_ViT_atc.sh --aipp takes uint8 bins; without, float32). Without a record nothing is checked."""
+    if not inputs:
         return
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except ValueError:
+        record = json.loads(Path(f"{om_path}.json").read_text())
+    except (OSError, ValueError):
         return
-    bins_hash = manifest.get("data_config_hash")
-    if model_hash and bins_hash and model_hash != bins_hash:
-        raise RunnerError(f"the inputs in {files[0].parent} were made with data config {manifest.get('data_config')}, "
-                          f"the model was exported for another one (hash {model_hash} != {bins_hash}); preprocess "
-                          f"again with the model's config")
+    files = list_input_files(inputs)
+    manifest = _read_manifest_of(files)
+    if manifest is None:
+        return
+    bins_dtype = manifest.get("bin", {}).get("dtype", "float32")
+    om_dtype = record.get("input_dtype", "float32")
+    if bins_dtype != om_dtype:
+        raise RunnerError(bins_dtype_advice(bins_dtype, om_dtype, files[0].parent, om_path))
 
 
 def check_run_options(loop: int = 1, warmup_count: int = 0, batchsize: int | None = None,
@@ -355,7 +440,7 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
     if not Path(model).is_file():
         raise RunnerError(f"--model {model} does not exist")
     files = list_input_files(inputs) if inputs else []
-    _check_data_config(model, files)
+    check_inputs_match(model, files)
     threads = threads or len(os.sched_getaffinity(0))
     chosen_streams = streams
     streams = streams or default_streams(threads)

@@ -108,10 +108,13 @@ def test_each_om_gets_a_build_record_that_the_main_job_accepts(workdir):
     for batch in (1, 8):
         record = json.loads((workdir / "om" / f"T2T_ViT_bs{batch}.om.json").read_text())
         assert record == {"onnx": "model.onnx", "onnx_sha256": onnx_sha, "keep_dtype": "keep_dtype.cfg",
-                          "keep_dtype_sha256": keep_sha, "om_sha256": digest(workdir / "om" / f"T2T_ViT_bs{batch}.om"),
+                          "keep_dtype_sha256": keep_sha, "aipp": None, "aipp_sha256": None, "input_dtype": "float32",
+                          "om_sha256": digest(workdir / "om" / f"T2T_ViT_bs{batch}.om"),
                           "soc_version": "Ascend310P3", "batch_size": batch}
         om = workdir / "om" / f"T2T_ViT_bs{batch}.om"
-        assert om_for_batch(workdir / "om", batch, onnx_sha, keep_sha, digest) == om
+        assert om_for_batch(workdir / "om", batch, onnx_sha, keep_sha, digest, "float32") == om
+        with pytest.raises(JobError, match="takes float32 input"):  # built without --aipp: not for uint8 bins
+            om_for_batch(workdir / "om", batch, onnx_sha, keep_sha, digest, "uint8")
     (workdir / "model.onnx").write_bytes(b"another export")  # the checkpoint changed and the ONNX was made again
     with pytest.raises(JobError, match="built from another ONNX"):
         om_for_batch(workdir / "om", 1, digest(workdir / "model.onnx"), keep_sha, digest)

@@ -48,3 +48,12 @@ def test_agreement_figures():
     assert figures["max_abs_diff"] == 5.0
     assert figures["logit_abs_max"] == 9.0
     assert figures["f32_distinct_top1"] == 3
+
+
+def test_bench_uint8_feeds_the_same_images_in_both_dtypes(sample_images):
+    from t2t_vit.data import normalise
+
+    inputs = load("bench_uint8").real_inputs(sample_images[0].parent, 3)
+    assert inputs["uint8"].shape == (3, 224, 224, 3) and inputs["float32"].shape == (3, 3, 224, 224)
+    np.testing.assert_array_equal(normalise(inputs["uint8"], (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                                  inputs["float32"])

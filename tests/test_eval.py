@@ -17,10 +17,13 @@ from t2t_vit.checkpoint import load_checkpoint
 from t2t_vit.data import read_bin
 from t2t_vit.demo import make_checkpoint, make_images
 from t2t_vit.evaljob import Digests, JobError, om_for_batch
+from t2t_vit.export import read_metadata
 
 pytestmark = pytest.mark.slow
 
 DEMO = ("--demo", "--demo-images", "5", "--batch-sizes", "1 4", "--loop", "1")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+BINS = "prep_bins_uint8"  # the job's default: uint8 bins
 
 
 def run_eval(work, *args):
@@ -34,8 +37,17 @@ def mtimes(paths):
 
 
 def pytorch_logits(checkpoint, bins_dir, names):
+    """PyTorch's logits for the bins; uint8 bins (the job's default) are normalised here as timm does."""
     model = create_model_with(checkpoint)
-    images = torch.from_numpy(np.concatenate([read_bin(bins_dir / f"{name}.bin", (1, 3, 224, 224)) for name in names]))
+    if (bins_dir / f"{names[0]}.bin").stat().st_size == 224 * 224 * 3:
+        pixels = torch.from_numpy(np.concatenate([read_bin(bins_dir / f"{name}.bin", (1, 224, 224, 3), "uint8")
+                                                  for name in names]))
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        images = (pixels.permute(0, 3, 1, 2).float().div(255) - mean) / std
+    else:
+        images = torch.from_numpy(np.concatenate([read_bin(bins_dir / f"{name}.bin", (1, 3, 224, 224))
+                                                  for name in names]))
     with torch.no_grad():
         return model(images).numpy()
 
@@ -96,14 +108,14 @@ def test_one_accuracy_pass_stage_times_and_estimate(demo_run):
 def test_results_equal_pytorch(demo_run):
     work, _ = demo_run
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
-    expected = pytorch_logits(work / "demo" / "random_t2t_vit_14.pth.tar", work / "prep_bins", names)
+    expected = pytorch_logits(work / "demo" / "random_t2t_vit_14.pth.tar", work / BINS, names)
     np.testing.assert_allclose(result_logits(work / "result" / "bs4", names), expected, rtol=0, atol=1e-4)
 
 
 def test_rerun_reuses_what_is_done(demo_run):
     work, _ = demo_run
-    kept = [work / "T2T_ViT_14_sum.onnx", work / "T2T_ViT_14_matmul.onnx", work / "result" / "bs4_summary.json",
-            work / "perf" / "bs1_summary.json", work / "prep_bins" / "demo_0000.bin"]
+    kept = [work / "T2T_ViT_14_sum.onnx", work / "T2T_ViT_14_matmul_uint8.onnx", work / "result" / "bs4_summary.json",
+            work / "perf" / "bs1_summary.json", work / BINS / "demo_0000.bin"]
     before = mtimes(kept)
     result = run_eval(work, *DEMO)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -144,7 +156,7 @@ def test_a_swapped_checkpoint_a_corrupt_one_and_a_changed_data_dir(demo_run, tmp
     assert result.stdout.count("it was made from another checkpoint") == 2
     assert "running, made with another model file" in result.stdout
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
-    expected = pytorch_logits(checkpoint, work / "prep_bins", names)
+    expected = pytorch_logits(checkpoint, work / BINS, names)
     np.testing.assert_allclose(result_logits(work / "result" / "bs4", names), expected, rtol=0, atol=1e-4)
     perf = json.loads((work / "perf" / "bs1_summary.json").read_text())
     assert perf["cpu_runner"]["threads"] == 1  # --threads reached it
@@ -161,9 +173,9 @@ def test_a_swapped_checkpoint_a_corrupt_one_and_a_changed_data_dir(demo_run, tmp
     result = run_eval(work, "--pth-path", str(checkpoint), "--data-dir", str(other), "--batch-sizes", "1 4",
                       "--loop", "1")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"removing the bins in {work / 'prep_bins'}: they were made from {data.resolve()}" in result.stdout
+    assert f"removing the bins in {work / BINS}: they were made from {data.resolve()}" in result.stdout
     assert "set of bins or labels" in result.stdout  # with the model file, if the export was redone
-    assert len(list((work / "prep_bins").glob("*.bin"))) == 3
+    assert len(list((work / BINS).glob("*.bin"))) == 3
     summary = json.loads((work / "eval_summary.json").read_text())
     assert [row["count"] for row in summary["rows"]] == [3, 3] and summary["data_dir"] == str(other)
 
@@ -201,33 +213,40 @@ def test_bad_arguments(tmp_path):
     assert result.returncode == 2 and "--accuracy-batch 8 is not one of" in result.stderr
 
 
-def _om_with_record(folder, onnx_sha, keep_sha, om_bytes=b"om"):
+def _om_with_record(folder, onnx_sha, keep_sha, om_bytes=b"om", input_dtype="uint8"):
     om = folder / "T2T_ViT_bs4.om"
     om.write_bytes(om_bytes)
     record = {"onnx_sha256": onnx_sha, "keep_dtype_sha256": keep_sha, "om_sha256": Digests()(om), "batch_size": 4}
+    if input_dtype is not None:  # records from before --aipp have no input_dtype: float32
+        record["input_dtype"] = input_dtype
     (folder / "T2T_ViT_bs4.om.json").write_text(json.dumps(record))
     return om
 
 
-@pytest.mark.parametrize("case", ["matching", "no_record", "other_onnx", "om_replaced", "no_om"])
+@pytest.mark.parametrize("case", ["matching", "no_record", "other_onnx", "om_replaced", "no_om", "float_om",
+                                  "aipp_om_for_float_bins", "old_record_for_float_bins"])
 def test_an_om_runs_only_when_built_from_this_runs_export(tmp_path, case):
     digest = Digests()
+    om_dtype = {"float_om": "float32", "old_record_for_float_bins": None}.get(case, "uint8")
+    bins_dtype = "float32" if case in ("aipp_om_for_float_bins", "old_record_for_float_bins") else "uint8"
     if case != "no_om":
-        om = _om_with_record(tmp_path, "a" * 64, "b" * 64)
+        om = _om_with_record(tmp_path, "a" * 64, "b" * 64, input_dtype=om_dtype)
     if case == "no_record":
         (tmp_path / "T2T_ViT_bs4.om.json").unlink()
     if case == "om_replaced":
         om.write_bytes(b"another om")
     onnx_sha = "c" * 64 if case == "other_onnx" else "a" * 64
-    if case == "matching":
-        assert om_for_batch(tmp_path, 4, onnx_sha, "b" * 64, digest) == om
+    if case in ("matching", "old_record_for_float_bins"):
+        assert om_for_batch(tmp_path, 4, onnx_sha, "b" * 64, digest, bins_dtype) == om
     elif case == "no_om":
-        assert om_for_batch(tmp_path, 4, onnx_sha, "b" * 64, digest) is None
+        assert om_for_batch(tmp_path, 4, onnx_sha, "b" * 64, digest, bins_dtype) is None
     else:
         pattern = {"no_record": "has no build record", "other_onnx": "built from another ONNX",
-                   "om_replaced": "is not the file T2T_ViT_atc.sh built"}[case]
+                   "om_replaced": "is not the file T2T_ViT_atc.sh built",
+                   "float_om": r"takes float32 input \(built without --aipp\), this run's bins are uint8.*--aipp \(",
+                   "aipp_om_for_float_bins": r"takes uint8 input \(built with --aipp\), this run's bins are float32"}[case]
         with pytest.raises(JobError, match=pattern):
-            om_for_batch(tmp_path, 4, onnx_sha, "b" * 64, digest)
+            om_for_batch(tmp_path, 4, onnx_sha, "b" * 64, digest, bins_dtype)
 
 
 def test_the_plot_starts_images_per_s_at_zero():
@@ -281,7 +300,7 @@ def test_on_the_ascend_host_each_om_runs_through_ais_bench(demo_run, tmp_path):
     om.write_bytes(b"an offline model")
     (om_dir / "T2T_ViT_bs4.om.json").write_text(json.dumps({
         "onnx_sha256": digest(work / "T2T_ViT_14_sum.onnx"), "keep_dtype_sha256": digest(work / "keep_dtype.cfg"),
-        "om_sha256": digest(om)}))
+        "om_sha256": digest(om), "input_dtype": "uint8"}))
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(tmp_path / "site"),
            "AIS_BENCH_LOG": str(tmp_path / "ais_bench.log")}
     result = subprocess.run(["bash", str(REPO_ROOT / "T2T_ViT_eval.sh"), "--work-dir", str(work), *DEMO], env=env,
@@ -289,7 +308,7 @@ def test_on_the_ascend_host_each_om_runs_through_ais_bench(demo_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     calls = [json.loads(line) for line in (tmp_path / "ais_bench.log").read_text().splitlines()]
     assert calls == [
-        ["--model", str(om), "--input", str(work / "prep_bins"), "--output", str(work / "result"), "--output_dirname",
+        ["--model", str(om), "--input", str(work / BINS), "--output", str(work / "result"), "--output_dirname",
          "bs4", "--outfmt", "BIN", "--batchsize", "4", "--loop", "1", "--warmup_count", "1"],
         ["--model", str(om), "--output", str(work / "perf"), "--output_dirname", "bs4", "--outfmt", "BIN",
          "--batchsize", "4", "--loop", "1", "--warmup_count", "1"]]
@@ -306,9 +325,28 @@ def test_emulate_npu_adds_the_fp16_pass_and_its_comparison(demo_run):
     assert "| NPU fp16 emulated on the CPU | top-1 (%) |" in result.stdout
     npu = json.loads((work / "eval_summary.json").read_text())["npu_emulation"]
     assert npu["batch_size"] == 4 and npu["count"] == 5 and npu["nonfinite"] == 0
+    assert read_metadata(work / "T2T_ViT_14_sum_uint8.onnx")["input_dtype"] == "uint8"  # it reads the uint8 bins
     assert 0 < npu["max_abs_diff"] < 0.05 and npu["top1_flips"] == 0  # it rounds, and stays close
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
     logits = result_logits(work / "result" / "npu_fp16_bs4", names)
     np.testing.assert_array_equal(logits, logits.astype(np.float16).astype(np.float32))  # fp16 values
     again = run_eval(work, *DEMO, "--emulate-npu")
     assert again.returncode == 0 and "estimate:" not in again.stdout  # the emulation pass is reused too
+
+
+def test_float32_bins_give_the_uint8_runs_results(demo_run, tmp_path):
+    source, _ = demo_run
+    work = tmp_path / "work"
+    checkpoint, data = source / "demo" / "random_t2t_vit_14.pth.tar", source / "demo" / "val"
+    result = run_eval(work, "--pth-path", str(checkpoint), "--data-dir", str(data), "--batch-sizes", "4", "--loop",
+                      "1", "--dtype", "float32")
+    assert result.returncode == 0, result.stderr[-3000:]
+    bins = sorted((work / "prep_bins").glob("*.bin"))
+    assert len(bins) == 5 and all(path.stat().st_size == 602_112 for path in bins)
+    assert all(path.stat().st_size == 150_528 for path in (source / BINS).glob("*.bin"))
+    assert not (work / BINS).exists() and (work / "T2T_ViT_14_matmul.onnx").is_file()
+    summary = json.loads((work / "eval_summary.json").read_text())
+    assert summary["bins_dtype"] == "float32" and summary["cpu_onnx"].endswith("T2T_ViT_14_matmul.onnx")
+    names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
+    np.testing.assert_allclose(result_logits(work / "result" / "bs4", names),
+                               result_logits(source / "result" / "bs4", names), rtol=0, atol=1e-5)

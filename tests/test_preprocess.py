@@ -58,8 +58,8 @@ def test_manifest_records_config_sources_and_versions(full_run):
     assert manifest["status"] == "complete"
     assert manifest["data_config"]["crop_pct"] == 0.9 and manifest["data_config"]["interpolation"] == "bicubic"
     assert len(manifest["data_config_hash"]) == 16
-    assert manifest["bin"] == {"dtype": "float32", "byte_order": "little", "order": "C", "shape": [1, 3, 224, 224],
-                               "bytes": BIN_BYTES}
+    assert manifest["bin"] == {"dtype": "float32", "layout": "NCHW", "byte_order": "little", "order": "C",
+                               "shape": [1, 3, 224, 224], "bytes": BIN_BYTES}
     assert manifest["source_root"] == str((full_run / "val").resolve())
     entry = manifest["images"]["n02966687_carpenter's_kit"]
     assert entry["source"] == "n02966687/n02966687_carpenter's_kit.JPEG"

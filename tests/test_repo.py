@@ -32,7 +32,8 @@ def test_requirements_are_pinned():
 def test_stage_outputs_in_the_repo_root_are_ignored(tmp_path):
     import subprocess
 
-    written = ["prep_bins/a.bin", "result/bs1/a_0.bin", "result/bs1_summary.json", "label.npy", "T2T_ViT_14.onnx",
+    written = ["prep_bins/a.bin", "prep_bins_uint8/a.bin", "om/aipp.cfg", "aipp.cfg",
+               "result/bs1/a_0.bin", "result/bs1_summary.json", "label.npy", "T2T_ViT_14.onnx",
                "keep_dtype.cfg", "acc_bs1.json", "T2T_ViT_bs1.om", "T2T_ViT_bs1.om.json", "work/eval_summary.json"]
     result = subprocess.run(["git", "check-ignore", "--no-index", *written], cwd=REPO_ROOT, capture_output=True,
                             text=True)
@@ -41,3 +42,15 @@ def test_stage_outputs_in_the_repo_root_are_ignored(tmp_path):
     tracked = subprocess.run(["git", "check-ignore", "--no-index", *kept], cwd=REPO_ROOT, capture_output=True,
                              text=True)
     assert tracked.stdout == ""
+
+
+def test_script_docstrings_keep_their_line_continuations():
+    """A lone backslash at a line's end inside a docstring joins the lines in --help: the examples must show it."""
+    import ast
+
+    for script in sorted(REPO_ROOT.glob("*.py")):
+        source = script.read_text()
+        docstring = ast.get_docstring(ast.parse(source), clean=False) or ""
+        raw_lines = [line for line in source.split('"""')[1].splitlines() if line.rstrip().endswith("\\")]
+        assert all(line.rstrip().endswith("\\\\") for line in raw_lines), (script.name, raw_lines)
+        assert docstring.count("\\\n") == len(raw_lines), script.name
