@@ -94,6 +94,17 @@ def test_uint8_bin_is_timms_crop_before_normalising(bins, sample_images):
         assert (bins / "uint8" / f"{image.stem}.bin").read_bytes() == expected.tobytes(), image.name
 
 
+def test_the_200_shared_images_too(shared_images, tmp_path):
+    val = make_val_tree(tmp_path / "val", shared_images)
+    for dtype in ("float32", "uint8"):
+        assert preprocess(val, tmp_path / dtype, tmp_path / f"{dtype}.npy", "--dtype", dtype, "--workers", 2) == 0
+    uint8s = sorted((tmp_path / "uint8").glob("*.bin"))
+    assert len(uint8s) == 200
+    for uint8_bin in uint8s:
+        pixels = read_bin(uint8_bin, (1, 224, 224, 3), "uint8")
+        assert timm_normalise(pixels).astype("<f4").tobytes() == (tmp_path / "float32" / uint8_bin.name).read_bytes()
+
+
 @pytest.mark.parametrize("size, mode", [((1, 1), "RGB"), ((3, 500), "RGB"), ((601, 223), "RGB"), ((224, 224), "L"),
                                         ((225, 1000), "RGB"), ((249, 248), "RGBA"), ((97, 131), "P")])
 def test_odd_sizes_and_modes(tmp_path, size, mode):
