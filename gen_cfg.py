@@ -93,27 +93,24 @@ def minimize(args, subgraphs) -> None:
 def read_images_for(onnx_path, bins):
     """The bins as the model's input: float32 bins as they are; uint8 bins (their manifest says so) as they are for
     the uint8 export, or normalised as timm does for the float export."""
-    import json
-
     import numpy as np
 
     from t2t_vit import ToolkitError
-    from t2t_vit.data import normalise
-    from t2t_vit.export import load_onnx
-    from t2t_vit.preprocess import MANIFEST_NAME
-    from t2t_vit.runner import bins_dtype_advice
+    from t2t_vit.data import normalise, read_bin
+    from t2t_vit.export import input_dtype_of, load_onnx
+    from t2t_vit.preprocess import bins_dtype
+    from t2t_vit.runner import bins_dtype_advice, read_inputs_manifest
 
-    manifest_path = bins[0].parent / MANIFEST_NAME
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    bins_dtype = manifest.get("bin", {}).get("dtype", "float32")
-    graph_input = load_onnx(onnx_path).graph.input[0].type.tensor_type
-    model_dtype = "uint8" if graph_input.elem_type == 2 else "float32"
-    dims = [dim.dim_value for dim in graph_input.shape.dim[1:]]
-    if bins_dtype == "float32" and model_dtype == "uint8":
-        raise ToolkitError(bins_dtype_advice(bins_dtype, model_dtype, bins[0].parent, onnx_path))
-    if bins_dtype == "uint8":
+    manifest = read_inputs_manifest(bins) or {}
+    found_dtype = bins_dtype(manifest)
+    proto = load_onnx(onnx_path)
+    model_dtype = input_dtype_of(proto)
+    dims = [dim.dim_value for dim in proto.graph.input[0].type.tensor_type.shape.dim[1:]]
+    if found_dtype == "float32" and model_dtype == "uint8":
+        raise ToolkitError(bins_dtype_advice(found_dtype, model_dtype, bins[0].parent, onnx_path))
+    if found_dtype == "uint8":
         channels, height, width = manifest["data_config"]["input_size"]
-        pixels = np.stack([np.fromfile(path, dtype=np.uint8).reshape(height, width, channels) for path in bins])
+        pixels = np.concatenate([read_bin(path, (1, height, width, channels), "uint8") for path in bins])
         if model_dtype == "uint8":
             return pixels
         config = manifest["data_config"]

@@ -88,17 +88,15 @@ def parse_aipp_config(text: str) -> dict[str, str]:
 
 def data_config_for_aipp(onnx_path: str | os.PathLike) -> dict[str, Any]:
     """The data config recorded in a float32-input export; refuses the uint8 export and other input layouts."""
-    from onnx import TensorProto
-
     from t2t_vit.config import resolve_data_config
-    from t2t_vit.export import load_onnx, metadata_of
+    from t2t_vit.export import input_dtype_of, load_onnx, metadata_of
 
     proto = load_onnx(onnx_path, "--onnx")
     metadata = metadata_of(proto)
     if len(proto.graph.input) != 1:
         raise AippError(f"{onnx_path} has {len(proto.graph.input)} inputs; AIPP here is for the one image input")
     tensor_type = proto.graph.input[0].type.tensor_type
-    if tensor_type.elem_type != TensorProto.FLOAT or metadata.get("input_dtype", "float32") != "float32":
+    if input_dtype_of(proto) != "float32" or metadata.get("input_dtype", "float32") != "float32":
         raise AippError(f"{onnx_path} is the uint8 export (it normalises inside): AIPP goes in front of the float "
                         f"export, which takes the normalised image. Give T2T_ViT_atc.sh --aipp the export made "
                         f"without --input-dtype uint8")

@@ -205,7 +205,7 @@ def prepare_demo(options: JobOptions) -> None:
 def preprocess(options: JobOptions, bins_dir: Path, labels_path: Path) -> None:
     """Bins for the data dir, reusing only bins made from the same images with the same data config and dtype."""
     from t2t_vit.config import data_config_hash, resolve_data_config
-    from t2t_vit.preprocess import MANIFEST_NAME, read_manifest, run_preprocess
+    from t2t_vit.preprocess import MANIFEST_NAME, bins_dtype, read_manifest, run_preprocess
 
     data_config = resolve_data_config()
     reason = ""
@@ -218,8 +218,8 @@ def preprocess(options: JobOptions, bins_dir: Path, labels_path: Path) -> None:
             reason = f"they were made from {manifest.get('source_root')}"
         elif manifest.get("data_config_hash") != data_config_hash(data_config):
             reason = f"they were made with another data config ({manifest.get('data_config')})"
-        elif manifest.get("bin", {}).get("dtype", "float32") != options.dtype:
-            reason = f"they are {manifest.get('bin', {}).get('dtype', 'float32')} bins, not {options.dtype}"
+        elif bins_dtype(manifest) != options.dtype:
+            reason = f"they are {bins_dtype(manifest)} bins, not {options.dtype}"
     if reason:
         print(f"removing the bins in {bins_dir}: {reason}")
         for path in bins_dir.iterdir():
@@ -466,9 +466,9 @@ def run_job(options: JobOptions) -> dict[str, Any]:
         state.timed("demo data (random weights: the accuracy means nothing)", lambda: prepare_demo(options))
     check_inputs(options)
     bins_dir, labels_path = work / BINS_DIRS[options.dtype], work / "label.npy"
-    sum_onnx, cpu_onnx = work / f"T2T_ViT_14_{NPU_PERFORMER}.onnx", cpu_model_path(options)
+    sum_onnx, cpu_onnx = export_path(work, NPU_PERFORMER, "float32"), export_path(work, CPU_PERFORMER, options.dtype)
     # the NPU emulation reads the bins too: the sum form with the bins' input dtype
-    emulation_onnx = sum_onnx if options.dtype == "float32" else work / f"T2T_ViT_14_{NPU_PERFORMER}_uint8.onnx"
+    emulation_onnx = export_path(work, NPU_PERFORMER, options.dtype)
     keep_dtype_cfg = work / "keep_dtype.cfg"
     om_dir = options.om_dir or work / "om"
 
@@ -521,10 +521,9 @@ def run_job(options: JobOptions) -> dict[str, Any]:
 BINS_DIRS = {"uint8": "prep_bins_uint8", "float32": "prep_bins"}
 
 
-def cpu_model_path(options: JobOptions) -> Path:
-    """The CPU's export: the matmul form, taking the bins' dtype."""
-    suffix = "_uint8" if options.dtype == "uint8" else ""
-    return options.work_dir / f"T2T_ViT_14_{CPU_PERFORMER}{suffix}.onnx"
+def export_path(work: Path, performer: str, input_dtype: str) -> Path:
+    """Where the job keeps an export: T2T_ViT_14_<form>.onnx, with _uint8 before .onnx for the uint8 input."""
+    return work / f"T2T_ViT_14_{performer}{'_uint8' if input_dtype == 'uint8' else ''}.onnx"
 
 
 def check_inputs(options: JobOptions) -> None:

@@ -23,7 +23,7 @@ def build_summary(options: JobOptions, models: dict[int, tuple[Path, str]], accu
                   scores: dict[int, dict[str, Any]], perf: dict[int, dict[str, Any]],
                   stage_seconds: dict[str, float], npu_emulation: dict[str, Any] | None = None) -> dict[str, Any]:
     """What eval_summary.json holds: a row per batch size, the accuracy from the pass that covers it."""
-    from t2t_vit.evaljob import cpu_model_path
+    from t2t_vit.evaljob import CPU_PERFORMER, export_path
     from t2t_vit.provenance import machine, now, versions
 
     cpu_pass = next((item.batch for item in accuracy if item.runner != "ais_bench"), None)
@@ -45,7 +45,8 @@ def build_summary(options: JobOptions, models: dict[int, tuple[Path, str]], accu
     else:
         accuracy_note = "accuracy measured at every batch size (each .om is its own compiled graph)"
     return {"rows": rows, "accuracy_note": accuracy_note, "npu_emulation": npu_emulation, "backend": options.backend,
-            "cpu_onnx": str(cpu_model_path(options)), "bins_dtype": options.dtype, "checkpoint": str(options.pth_path),
+            "cpu_onnx": str(export_path(options.work_dir, CPU_PERFORMER, options.dtype)), "bins_dtype": options.dtype,
+            "checkpoint": str(options.pth_path),
             "data_dir": str(options.data_dir), "demo": options.demo, "note": DEMO_NOTE if options.demo else "",
             "stage_seconds": stage_seconds, "date": now(), "machine": machine(), "versions": versions()}
 

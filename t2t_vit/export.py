@@ -25,6 +25,7 @@ import numpy as np
 
 from t2t_vit import ToolkitError, __version__
 from t2t_vit.config import data_config_hash
+from t2t_vit.data import BIN_DTYPES, BIN_LAYOUTS
 from t2t_vit.files import atomic_output
 
 if TYPE_CHECKING:  # torch is imported where it is used: read_metadata() serves the runner without it
@@ -45,8 +46,7 @@ EINSUM_MIN_OPSET = 12
 DEFAULT_TOLERANCE = 1e-4
 VERIFY_BATCH_SIZES = (1, 3)
 METADATA_PREFIX = "t2t_vit."
-INPUT_DTYPES = ("float32", "uint8")
-INPUT_LAYOUTS = {"float32": "NCHW", "uint8": "NHWC"}
+INPUT_DTYPES, INPUT_LAYOUTS = BIN_DTYPES, BIN_LAYOUTS  # an export takes what the bins of that dtype hold
 NORMALISE_PREFIX = "/normalise_input/"  # the uint8 export's own nodes (the NPU emulation treats them as AIPP)
 NORMALISED_NAME = "image_normalised"  # their output, the float graph's input
 
@@ -74,6 +74,21 @@ class ExportReport:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_input_dtype(input_dtype: str) -> None:
+    if input_dtype not in INPUT_DTYPES:
+        raise ExportError(f"--input-dtype {input_dtype} is not one of {', '.join(INPUT_DTYPES)}")
+
+
+def input_dtype_of(proto) -> str | None:
+    """The dtype of a loaded ONNX model's first input as the bins name it (float32, uint8), or None for another."""
+    from onnx import TensorProto
+
+    if not proto.graph.input:
+        return None
+    elem_type = proto.graph.input[0].type.tensor_type.elem_type
+    return {TensorProto.FLOAT: "float32", TensorProto.UINT8: "uint8"}.get(elem_type)
 
 
 def check_opset(opset: int, performer: str) -> None:
@@ -105,8 +120,7 @@ def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAUL
     """
     performer = model.performer
     check_opset(opset, performer)
-    if input_dtype not in INPUT_DTYPES:
-        raise ExportError(f"--input-dtype {input_dtype} is not one of {', '.join(INPUT_DTYPES)}")
+    check_input_dtype(input_dtype)
     onnx_path = Path(onnx_path)
     if onnx_path.is_dir():
         raise ExportError(f"--onnx-path {onnx_path} is a directory; give a file name such as {onnx_path}/t2t_vit.onnx")
@@ -150,8 +164,7 @@ def export_checkpoint(pth_path: str | os.PathLike, onnx_path: str | os.PathLike,
     from t2t_vit.model import create_model
 
     check_opset(opset, performer)  # before the slow part
-    if input_dtype not in INPUT_DTYPES:
-        raise ExportError(f"--input-dtype {input_dtype} is not one of {', '.join(INPUT_DTYPES)}")
+    check_input_dtype(input_dtype)
     model = create_model(performer)
     info = load_checkpoint(model, pth_path, weights)
     report = export_onnx(model, onnx_path, opset=opset, tolerance=tolerance,

@@ -124,6 +124,11 @@ def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any] | None:
     return manifest
 
 
+def bins_dtype(manifest: Mapping[str, Any]) -> str:
+    """The dtype of a manifest's bins (manifests from before uint8 bins hold float32)."""
+    return manifest.get("bin", {}).get("dtype", "float32")
+
+
 def _source_stamp(path: Path) -> dict[str, int]:
     """What identifies a source image's content between runs: its size and modification time (as identity)."""
     stat = path.stat()
@@ -135,7 +140,7 @@ def _check_previous(previous: Mapping[str, Any] | None, config_hash: str, source
     """Refuse an out-dir made with another data config, data dir or bin dtype; return its name -> entry mapping."""
     if previous is None:
         return {}
-    previous_dtype = previous.get("bin", {}).get("dtype", "float32")
+    previous_dtype = bins_dtype(previous)
     if previous_dtype != dtype:
         raise ToolkitError(f"the out-dir holds {previous_dtype} bins, this run writes {dtype} (--dtype): use a new "
                            f"--out-dir, or remove the old bins and {MANIFEST_NAME}")

@@ -282,8 +282,9 @@ class RunResult:
         ]
 
 
-def _read_manifest_of(files: Sequence[Path]) -> dict[str, Any] | None:
-    """The preprocess manifest of the folder of the first input, or None."""
+def read_inputs_manifest(files: Sequence[Path]) -> dict[str, Any] | None:
+    """The manifest.json beside the first input, as it is (its fields are read with defaults), or None when there is
+    none or it is not JSON: the inputs are then checked by their own bytes."""
     from t2t_vit.preprocess import MANIFEST_NAME
 
     if not files:
@@ -297,9 +298,9 @@ def _read_manifest_of(files: Sequence[Path]) -> dict[str, Any] | None:
         return None
 
 
-def bins_dtype_advice(bins_dtype: str, model_dtype: str, folder: Path | str, model: str) -> str:
+def bins_dtype_advice(found_dtype: str, model_dtype: str, folder: Path | str, model: str) -> str:
     """Why uint8 bins and a float32 model (or the reverse) do not go together, and what to run instead."""
-    if bins_dtype == "uint8":
+    if found_dtype == "uint8":
         return (f"the inputs in {folder} are uint8 bins (the cropped image, T2T_ViT_preprocess.py --dtype uint8), but "
                 f"{model} takes {model_dtype} images: export the model with T2T_ViT_pth2onnx.py --input-dtype uint8 "
                 f"(on the NPU: T2T_ViT_atc.sh --aipp), or preprocess again with --dtype float32")
@@ -327,24 +328,22 @@ def check_inputs_match(model_path: str, files: Sequence[Path]) -> None:
     """
     if not str(model_path).endswith(".onnx"):
         return
-    from onnx import TensorProto
-
-    from t2t_vit.export import load_onnx, metadata_of
+    from t2t_vit.export import input_dtype_of, load_onnx, metadata_of
+    from t2t_vit.preprocess import bins_dtype
 
     proto = load_onnx(model_path, "--model")  # also refuses a file that is not ONNX
     metadata = metadata_of(proto)
     if not files or len(proto.graph.input) != 1:
         return
-    tensor_type = proto.graph.input[0].type.tensor_type
-    model_dtype = {TensorProto.UINT8: "uint8", TensorProto.FLOAT: "float32"}.get(tensor_type.elem_type)
+    model_dtype = input_dtype_of(proto)
     if model_dtype is None:
         return
-    manifest = _read_manifest_of(files)
+    tensor_type = proto.graph.input[0].type.tensor_type
+    manifest = read_inputs_manifest(files)
     folder = files[0].parent
     if manifest is not None:
-        bins_dtype = manifest.get("bin", {}).get("dtype", "float32")
-        if bins_dtype != model_dtype:
-            raise RunnerError(bins_dtype_advice(bins_dtype, model_dtype, folder, model_path))
+        if bins_dtype(manifest) != model_dtype:
+            raise RunnerError(bins_dtype_advice(bins_dtype(manifest), model_dtype, folder, model_path))
         bins_hash, model_hash = manifest.get("data_config_hash"), metadata.get("data_config_hash")
         if model_hash and bins_hash and model_hash != bins_hash:
             raise RunnerError(f"the inputs in {folder} were made with data config {manifest.get('data_config')}, "
@@ -381,14 +380,15 @@ def check_om_inputs(om_path: str, inputs: Sequence[str] | None) -> None:
         record = json.loads(Path(f"{om_path}.json").read_text())
     except (OSError, ValueError):
         return
+    from t2t_vit.preprocess import bins_dtype
+
     files = list_input_files(inputs)
-    manifest = _read_manifest_of(files)
+    manifest = read_inputs_manifest(files)
     if manifest is None:
         return
-    bins_dtype = manifest.get("bin", {}).get("dtype", "float32")
     om_dtype = record.get("input_dtype", "float32")
-    if bins_dtype != om_dtype:
-        raise RunnerError(bins_dtype_advice(bins_dtype, om_dtype, files[0].parent, om_path))
+    if bins_dtype(manifest) != om_dtype:
+        raise RunnerError(bins_dtype_advice(bins_dtype(manifest), om_dtype, files[0].parent, om_path))
 
 
 def check_run_options(loop: int = 1, warmup_count: int = 0, batchsize: int | None = None,
