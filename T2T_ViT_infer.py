@@ -33,7 +33,8 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
     add_ais_options(parser, only_given)
     cpu = parser.add_argument_group("CPU runner (never handed to ais_bench)")
     cpu.add_argument("--backend", choices=BACKENDS,
-                     help=f"CPU runtime (default: {DEFAULT_BACKEND}; onnxruntime with --precision npu-fp16)")
+                     help=f"CPU runtime (default: {DEFAULT_BACKEND}, or onnxruntime where only it is installed; "
+                          f"onnxruntime with --precision npu-fp16)")
     cpu.add_argument("--precision", choices=PRECISIONS, default="fp32",
                      help="fp32, or npu-fp16: what the .om computes under ATC's default force_fp16, every node "
                           "rounded to fp16 except those of --keep-dtype (default: fp32)")
@@ -67,7 +68,6 @@ def ais_bench_command(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from t2t_vit.aisbench import check_ais_rules
-    from t2t_vit.backends import DEFAULT_BACKEND
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -82,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.precision == "npu-fp16" and args.backend == "openvino":
         parser.error("--precision npu-fp16 runs on onnxruntime: OpenVINO's f16 hint silently computes in f32 on CPUs "
                      "without native fp16, so it cannot show what the NPU computes; leave out --backend openvino")
-    args.backend = args.backend or ("onnxruntime" if args.precision == "npu-fp16" else DEFAULT_BACKEND)
     if args.dymBatch < 0:
         parser.error(f"--dymBatch must be 0 (off) or a batch size, got {args.dymBatch}")
 
@@ -90,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         import logging
 
         from t2t_vit.aisbench import npu_only_warnings
+        from t2t_vit.backends import choose_backend
         from t2t_vit.runner import RunnerError, check_om_inputs, run_inference
 
         if args.model.endswith(".om"):
@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                                   f"for your CANN version, or give the .onnx model to run on the CPU")
             return subprocess.run(ais_bench_command(argv)).returncode
         log = logging.getLogger("T2T_ViT_infer")
+        args.backend = choose_backend(args.backend, args.precision)
         for warning in npu_only_warnings(vars(args)):
             log.warning("%s", warning)
         if isinstance(args.device, list):

@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         report, weights_key = export_checkpoint(args.pth_path, args.onnx_path, args.performer, args.weights,
                                                 args.opset, args.tolerance, input_dtype=args.input_dtype)
         print(f"wrote {report.onnx_path}: performer={report.performer} input={args.input_dtype} opset={report.opset} "
-              f"weights={weights_key or 'bare state dict'} max_abs_diff={report.max_abs_diff:.3g} "
-              f"(tolerance {report.tolerance:g}, batches {report.verified_batch_sizes})")
+              f"weights={weights_key or 'bare state dict'}, {report.verification}")
 
     return cli.run(action, args)
 

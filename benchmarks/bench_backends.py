@@ -45,12 +45,14 @@ BATCHES = (1, 8)
 def matmul_ceiling(threads: int, size: int = 2048, repeats: int = 10) -> float:
     """GFLOP/s of a large f32 MatMul through OpenVINO on ``threads`` threads."""
     import openvino
-    from openvino import opset13 as ops
 
+    from t2t_vit.version_bridge import openvino_core, openvino_ops
+
+    ops = openvino_ops("the MatMul ceiling")
     rng = np.random.default_rng(0)
     left = ops.parameter([size, size], np.float32)
     product = ops.matmul(left, ops.constant(rng.random((size, size), dtype=np.float32)), False, False)
-    compiled = openvino.Core().compile_model(openvino.Model([product], [left]), "CPU",
+    compiled = openvino_core("the MatMul ceiling").compile_model(openvino.Model([product], [left]), "CPU",
                                              {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
     data = rng.random((size, size), dtype=np.float32)
@@ -69,16 +71,16 @@ def graph_gflops(onnx_path: Path) -> float:
     The shapes come from OpenVINO's static shape propagation of the ONNX graph (onnx's own shape
     inference stops at the exported Unfold); OpenVINO reads ONNX Gemm as MatMul too.
     """
-    import openvino
+    from t2t_vit.version_bridge import openvino_core, openvino_shapes
 
-    model = openvino.Core().read_model(str(onnx_path))
+    model = openvino_core("counting a graph's FLOPs").read_model(str(onnx_path))
     model.reshape({model.inputs[0].any_name: [1, 3, 224, 224]})
     flops = 0
     for op in model.get_ordered_ops():
         if op.get_type_name() == "MatMul":
-            left = list(op.get_input_shape(0))
+            left, out = openvino_shapes(op)
             inner = left[-2] if op.get_attributes().get("transpose_a") else left[-1]
-            flops += 2 * int(np.prod(list(op.get_output_shape(0)))) * inner
+            flops += 2 * int(np.prod(out)) * inner
     return flops / 1e9
 
 

@@ -13,6 +13,7 @@ thread for one batch.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -20,9 +21,36 @@ from typing import Sequence
 import numpy as np
 
 from t2t_vit import ToolkitError
+from t2t_vit.version_bridge import (MissingPackageError, installed, onnxruntime_session, openvino_core,
+                                    openvino_cpu_config, require)
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("onnxruntime", "openvino")
 DEFAULT_BACKEND = "openvino"  # the faster CPU path here (README, "Measured here")
+
+
+def choose_backend(requested: str | None, precision: str = "fp32") -> str:
+    """The CPU runtime to use: ``requested`` if given (it must be installed); else onnxruntime for the npu-fp16
+    emulation, and for fp32 :data:`DEFAULT_BACKEND`, or onnxruntime where only it is installed (said in the log).
+
+    Both runtimes are optional on an Ascend host; the error names the package to install.
+    """
+    if requested is not None:
+        require(requested, f"--backend {requested}")
+        return requested
+    if precision != "fp32":
+        require("onnxruntime", f"--precision {precision}")
+        return "onnxruntime"
+    if installed(DEFAULT_BACKEND):
+        return DEFAULT_BACKEND
+    if installed("onnxruntime"):
+        log.info("running on onnxruntime: %s, the default CPU runtime, is not installed (pip install %s)",
+                 DEFAULT_BACKEND, DEFAULT_BACKEND)
+        return "onnxruntime"
+    raise MissingPackageError(f"the CPU runner needs a CPU runtime, and neither {' nor '.join(BACKENDS)} is "
+                              f"installed here: pip install {DEFAULT_BACKEND} (the faster here) or pip install "
+                              f"onnxruntime")
 
 
 def default_streams(threads: int) -> int:
@@ -92,13 +120,8 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, model_path, threads, batch_size, streams=1, precision="fp32", keep_dtype=None,
                  accumulate="fp32"):
-        import onnxruntime
-
         self.streams = _check_streams(threads, streams)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads // self.streams  # a session runs concurrent calls safely
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        require("onnxruntime", "the onnxruntime backend")
         source = str(model_path)
         if precision == "npu-fp16":  # a graph transform: fp16 rounding wherever ATC's force_fp16 would compute
             from t2t_vit.export import load_onnx
@@ -107,7 +130,8 @@ class OnnxRuntimeBackend(Backend):
             emulated = emulate_force_fp16(load_onnx(model_path, "--model"), read_keep_list(keep_dtype), accumulate)
             source = emulated.SerializeToString()
         try:
-            self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+            # a session runs concurrent calls safely: each stream gets its share of the threads
+            self.session = onnxruntime_session(source, "the onnxruntime backend", threads // self.streams)
         except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise BackendError(f"onnxruntime cannot load {model_path}: {error}") from None
         inputs = self.session.get_inputs()
@@ -135,15 +159,13 @@ class OpenVinoBackend(Backend):
 
     def __init__(self, model_path, threads, batch_size, streams=1, precision="fp32", keep_dtype=None,
                  accumulate="fp32"):
-        import openvino
-
         if precision != "fp32":
             raise BackendError(f"--precision {precision} runs on onnxruntime (--backend onnxruntime): OpenVINO's f16 "
                                f"hint silently computes in f32 on CPUs without native fp16, so it cannot show what "
                                f"the NPU's fp16 computes")
 
         self.streams = _check_streams(threads, streams)
-        core = openvino.Core()
+        core = openvino_core("the openvino backend")
         try:
             model = core.read_model(str(model_path))
         except Exception as error:  # noqa: BLE001
@@ -155,10 +177,8 @@ class OpenVinoBackend(Backend):
         static_batch, sample_shape = _dims(shape, model_path)
         if static_batch is None:  # a static shape compiles to faster kernels
             model.reshape({port.any_name: [batch_size, *sample_shape]})
-        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
-                  "PERFORMANCE_HINT": "LATENCY" if self.streams == 1 else "THROUGHPUT", "NUM_STREAMS": self.streams}
         try:
-            self.compiled = core.compile_model(model, "CPU", config)
+            self.compiled = core.compile_model(model, "CPU", openvino_cpu_config(threads, self.streams))
         except Exception as error:  # noqa: BLE001
             raise BackendError(f"OpenVINO cannot compile {model_path}: {error}") from None
         compiled_streams = int(self.compiled.get_property("NUM_STREAMS"))

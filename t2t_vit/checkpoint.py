@@ -10,8 +10,10 @@ Accepted layouts (FACTS section 1):
 Parameter names may carry the ``module.`` prefix of (Distributed)DataParallel.
 
 Files are read with ``torch.load(weights_only=True)``, allow-listing ``argparse.Namespace`` and nothing
-else: a checkpoint whose pickle needs any other global is refused. The weights must match the model
-exactly: missing keys, unexpected keys and shape mismatches are all an error that lists them.
+else; on a torch without that allow-list, an unpickler with the same rule reads them
+(:func:`t2t_vit.version_bridge.load_weights_only`). A checkpoint whose pickle needs any other global is
+refused. The weights must match the model exactly: missing keys, unexpected keys and shape mismatches
+are all an error that lists them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from torch import nn
 
 from t2t_vit import ToolkitError
+from t2t_vit.version_bridge import load_weights_only
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +67,7 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the download or copy did not finish")
     try:
-        with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        return load_weights_only(path, ALLOWED_GLOBALS)
     except pickle.UnpicklingError as error:
         found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(error))
         if found:

@@ -36,7 +36,10 @@ def run(action: Callable[[], int | None], args: argparse.Namespace) -> int:
     level = logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
     if getattr(args, "quiet", False):
         level = logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    root = logging.getLogger()
+    for handler in root.handlers[:]:  # a second run in one process replaces the first's set-up (force= needs 3.8)
+        root.removeHandler(handler)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         status = action()
     except ToolkitError as error:

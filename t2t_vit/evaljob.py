@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from t2t_vit import ToolkitError, cli
+from t2t_vit.files import remove_if_present
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class JobOptions:
     data_dir: Path | None
     work_dir: Path
     batch_sizes: list[int]
-    backend: str = "openvino"
+    backend: str | None = None  # None: backends.choose_backend's default
     loop: int = DEFAULT_LOOP
     om_dir: Path | None = None
     demo: bool = False
@@ -256,7 +257,7 @@ def export_form(pth_path: Path, checkpoint_sha: str, onnx_path: Path, performer:
         print(f"exporting {onnx_path} again: {reason}")
     report, weights_key = export_checkpoint(pth_path, onnx_path, performer, input_dtype=input_dtype)
     print(f"wrote {onnx_path}: performer {performer}, input {input_dtype}, weights {weights_key or 'bare state dict'}, "
-          f"max |diff| to PyTorch {report.max_abs_diff:.3g}")
+          f"{report.verification}")
 
 
 def write_keep_dtype_cfg(sum_onnx: Path, cfg_path: Path) -> None:
@@ -344,9 +345,9 @@ def run_pass(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -
     """Run one pass (its old outputs and stamp removed first), then stamp it; returns its summary JSON."""
     folder = options.work_dir / item.folder
     result_dir, summary_path = folder / item.dirname, folder / f"{item.dirname}_summary.json"
-    item.stamp.unlink(missing_ok=True)  # an interrupted redo never leaves a valid-looking stamp
+    remove_if_present(item.stamp)  # an interrupted redo never leaves a valid-looking stamp
     shutil.rmtree(result_dir, ignore_errors=True)
-    summary_path.unlink(missing_ok=True)
+    remove_if_present(summary_path)
     folder.mkdir(parents=True, exist_ok=True)
     loop, warmup = (options.loop, 1) if item.kind == "throughput" else (1, 1)  # warm, so the estimate is fair
     inputs = None if item.kind == "throughput" else [str(bins_dir)]
@@ -460,7 +461,7 @@ def run_job(options: JobOptions) -> dict[str, Any]:
     work = options.work_dir
     work.mkdir(parents=True, exist_ok=True)
     for stale in (work / evalreport.SUMMARY_JSON, work / evalreport.SUMMARY_PNG):
-        stale.unlink(missing_ok=True)  # a failed run must not leave the last run's tables looking current
+        remove_if_present(stale)  # a failed run must not leave the last run's tables looking current
     state, digest = JobState(), Digests()
     if options.demo:
         state.timed("demo data (random weights: the accuracy means nothing)", lambda: prepare_demo(options))
@@ -485,11 +486,15 @@ def run_job(options: JobOptions) -> dict[str, Any]:
     state.timed(f"export ({NPU_PERFORMER} form + keep_dtype.cfg for the NPU, {CPU_PERFORMER} form with {options.dtype} "
                 f"input for the CPU)", export_all)
 
+    from t2t_vit.backends import choose_backend
+
     have_ais_bench = importlib.util.find_spec("ais_bench") is not None
     models: dict[int, tuple[Path, str]] = {}
     for batch in options.batch_sizes:
         om = (om_for_batch(om_dir, batch, digest(sum_onnx), digest(keep_dtype_cfg), digest, options.dtype)
               if have_ais_bench else None)
+        if om is None and options.backend is None:  # the CPU runtime is needed (and must be installed) only here
+            options.backend = choose_backend(None)
         models[batch] = (om, "ais_bench") if om is not None else (cpu_onnx, options.backend)
     from t2t_vit.data import read_labels
 
@@ -596,8 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, metavar="N",
                      help="preprocess processes, 0 = in this process (default: the usable cores)")
     cpu = parser.add_argument_group("CPU runner")
-    cpu.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
-                     help=f"CPU runtime (default: {DEFAULT_BACKEND})")
+    cpu.add_argument("--backend", choices=BACKENDS,
+                     help=f"CPU runtime (default: {DEFAULT_BACKEND}, or onnxruntime where only it is installed)")
     cpu.add_argument("--threads", type=_positive, metavar="N", help="runtime threads (default: the usable cores)")
     cpu.add_argument("--no-progress", action="store_true", help="no progress bars or progress lines")
     cli.add_verbosity(parser)

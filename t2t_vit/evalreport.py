@@ -123,13 +123,19 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 def write_report(work_dir: Path, summary: dict[str, Any]) -> None:
     """Print the tables and write eval_summary.json and eval_summary.png."""
     from t2t_vit.provenance import write_json
+    from t2t_vit.version_bridge import installed
 
     title = f"T2T-ViT-14 on {summary['machine']['cpu']} ({summary['machine']['cores']} cores)"
-    plot(summary["rows"], work_dir / SUMMARY_PNG, title + (" - DEMO, random weights" if summary["demo"] else ""))
+    written = [work_dir / SUMMARY_JSON]
+    if installed("matplotlib"):
+        plot(summary["rows"], work_dir / SUMMARY_PNG, title + (" - DEMO, random weights" if summary["demo"] else ""))
+        written.append(work_dir / SUMMARY_PNG)
+    else:  # optional on an Ascend host: the tables and the JSON hold the same figures
+        print(f"no {SUMMARY_PNG}: matplotlib is not installed here (pip install matplotlib)")
     write_json(work_dir / SUMMARY_JSON, summary)
     print("\n== summary")
     print(markdown_tables(summary))
     if summary["note"]:
         print(f"\n{summary['note']}")
     print("\n" + stage_table(summary["stage_seconds"]))
-    print(f"\nwrote {work_dir / SUMMARY_JSON} and {work_dir / SUMMARY_PNG}")
+    print(f"\nwrote {' and '.join(map(str, written))}")

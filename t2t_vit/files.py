@@ -31,7 +31,15 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         yield temp_path
         os.replace(temp_path, path)
     finally:
-        temp_path.unlink(missing_ok=True)
+        remove_if_present(temp_path)
+
+
+def remove_if_present(path: str | os.PathLike) -> None:
+    """Delete a file if it exists (``Path.unlink(missing_ok=)`` needs Python 3.8)."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -119,7 +119,7 @@ def emulate_force_fp16(model, entries: Sequence[str] = (), accumulate: str = "fp
                     values.astype(np.float16).astype(np.float32), rounded[name]))
             else:  # a graph input (cast first) or a kept node's output (cast where it is first read)
                 (head if name in graph_inputs else nodes).extend(
-                    _round_trip(helper, TensorProto, name, rounded[name], f"{name}{_SUFFIX}/round"))
+                    _round_trip(name, rounded[name], f"{name}{_SUFFIX}/round"))
         return rounded[name]
 
     from t2t_vit.export import NORMALISE_PREFIX, NORMALISED_NAME
@@ -151,7 +151,7 @@ def emulate_force_fp16(model, entries: Sequence[str] = (), accumulate: str = "fp
                 continue
             raw = f"{name}{_SUFFIX}_f32"
             node.output[index] = raw
-            casts.extend(_round_trip(helper, TensorProto, raw, name, f"{node.name or name}{_SUFFIX}/round{index}"))
+            casts.extend(_round_trip(raw, name, f"{node.name or name}{_SUFFIX}/round{index}"))
         replacement = None
         if accumulate == "fp16" and node.op_type in FP16_REDUCTIONS:
             replacement = _fp16_reduction(node, input_shape, helper, TensorProto, numpy_helper)
@@ -179,15 +179,16 @@ def runtime_shapes(model, types: dict[str, int]) -> dict[str, list[int | None]]:
     """Every float tensor's shape, read by running the model on zeros at batch 1 and 2 in onnxruntime; a dimension
     that differs between the two is the dynamic batch (None). Only the fp16 bracket needs it."""
     import onnx
-    import onnxruntime
     from onnx import TensorProto, helper
+
+    from t2t_vit.version_bridge import onnxruntime_session
 
     probe = onnx.ModelProto.FromString(model.SerializeToString())
     known = {value.name for value in probe.graph.output}
     names = [name for node in probe.graph.node for name in node.output
              if name and name not in known and types.get(name) == TensorProto.FLOAT]
     probe.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in names)
-    session = onnxruntime.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(probe, "the fp16-accumulation bracket")
     graph_input = session.get_inputs()[0]
     seen = []
     for batch in (1, 2):
@@ -236,7 +237,7 @@ def _fp16_reduction(node, shape, helper, TensorProto, numpy_helper) -> list | No
 
     def round16(source: str) -> str:
         target = tensor("r")
-        made.extend(_round_trip(helper, TensorProto, source, target, target))
+        made.extend(_round_trip(source, target, target))
         return target
 
     def op(op_type: str, inputs: list[str], **kwargs) -> str:
@@ -278,11 +279,11 @@ def _fp16_reduction(node, shape, helper, TensorProto, numpy_helper) -> list | No
     return made
 
 
-def _round_trip(helper, TensorProto, source: str, target: str, name: str) -> list:
+def _round_trip(source: str, target: str, name: str) -> list:
     """Cast ``source`` to fp16 and back into ``target``: the value an fp16 operator would hand on."""
-    half = f"{target}{_SUFFIX}_f16"
-    return [helper.make_node("Cast", [source], [half], name=f"{name}/to_fp16", to=TensorProto.FLOAT16),
-            helper.make_node("Cast", [half], [target], name=f"{name}/to_fp32", to=TensorProto.FLOAT)]
+    from t2t_vit.version_bridge import fp16_round_trip_nodes
+
+    return fp16_round_trip_nodes(source, target, name, half=f"{target}{_SUFFIX}_f16")
 
 
 # ------------------------------------------------------------------------------- the smallest keep set
@@ -348,20 +349,16 @@ def minimize_keep(onnx_path: str | os.PathLike, subgraphs, images: np.ndarray, t
     """
     import itertools
 
-    import onnxruntime
-
     from t2t_vit.export import load_onnx
+    from t2t_vit.version_bridge import onnxruntime_session
 
     model = load_onnx(onnx_path, "ONNX")
     groups = performer_groups(model.graph, subgraphs)
     order = [name for subgraph in subgraphs for name in subgraph.nodes]
-    options = onnxruntime.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
     input_name = model.graph.input[0].name
 
     def logits(proto) -> np.ndarray:
-        session = onnxruntime.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = onnxruntime_session(proto, "gen_cfg.py --minimize", threads)
         return np.concatenate([session.run(None, {input_name: images[i:i + 8]})[0] for i in range(0, len(images), 8)])
 
     reference = logits(model)

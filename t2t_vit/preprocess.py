@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from t2t_vit import ToolkitError
+from t2t_vit.files import remove_if_present
 from t2t_vit.data import (BIN_DTYPES, BIN_LAYOUTS, EvalTransform, ImageItem, bin_size, decode_rgb, discover_images,
                           read_class_list, select_subset, write_bin, write_labels)
 
@@ -156,7 +157,7 @@ def _check_previous(previous: Mapping[str, Any] | None, config_hash: str, source
 def _remove_partial_files(out_dir: Path) -> int:
     removed = 0
     for path in out_dir.glob(".*.partial"):
-        path.unlink(missing_ok=True)
+        remove_if_present(path)
         removed += 1
     if removed:
         log.info("removed %d incomplete files left by an interrupted run", removed)
@@ -320,7 +321,7 @@ def _extra_bins(out_dir: Path, planned: set[str], remove: bool) -> list[str]:
     extra = sorted(path.name for path in out_dir.glob("*.bin") if path.stem not in planned)
     if extra and remove:
         for name in extra:
-            (out_dir / name).unlink(missing_ok=True)
+            remove_if_present(out_dir / name)
         log.info("removed %d bins of %s that are not part of this run (e.g. %s)", len(extra), out_dir, extra[0])
     elif extra:
         log.warning("%s holds %d bins that are not part of this run (e.g. %s): the runner will read them too",

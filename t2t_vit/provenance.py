@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import json
 import os
 import platform
@@ -12,6 +11,7 @@ from typing import Any, Iterable, Mapping
 
 from t2t_vit import __version__
 from t2t_vit.files import write_text_atomic
+from t2t_vit.version_bridge import package_version
 
 DEFAULT_PACKAGES = ("numpy", "pillow", "torch", "torchvision", "timm", "onnx", "onnxruntime", "openvino")
 
@@ -20,10 +20,9 @@ def versions(packages: Iterable[str] = DEFAULT_PACKAGES) -> dict[str, str]:
     """Installed versions of ``packages`` (those not installed are left out), plus Python and the toolkit."""
     found = {"python": platform.python_version(), "t2t_vit": __version__}
     for package in packages:
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
+        version = package_version(package)
+        if version is not None:
+            found[package] = version
     return found
 
 
