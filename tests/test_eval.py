@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import AIS_BENCH, REPO_ROOT
 from t2t_vit.checkpoint import load_checkpoint
 from t2t_vit.data import read_bin
 from t2t_vit.demo import make_checkpoint, make_images
@@ -256,33 +256,6 @@ def test_the_plot_starts_images_per_s_at_zero():
             for size, speed in ((1, 13.1), (8, 13.4), (64, 13.2))]
     figure = figure_of(rows, "t")
     assert figure.axes[0].get_ylim()[0] == 0 and figure.axes[0].get_ylim()[1] >= 13.4
-
-
-# A stand-in for `python3 -m ais_bench` on an Ascend host: it checks the command line with ais_bench's
-# spellings, writes 1000 logits per input (class = the input's position, so the accuracy is countable)
-# and the summary, and records what it was asked.
-AIS_BENCH = '''
-import argparse, json, os, sys
-import numpy as np
-p = argparse.ArgumentParser()
-for name in ("--model", "--input", "--output", "--output_dirname", "--outfmt"):
-    p.add_argument(name)
-for name in ("--batchsize", "--loop", "--warmup_count"):
-    p.add_argument(name, type=int)
-args = p.parse_args()
-with open(os.environ["AIS_BENCH_LOG"], "a") as log:
-    log.write(json.dumps(sys.argv[1:]) + "\\n")
-folder = os.path.join(args.output, args.output_dirname)
-os.makedirs(folder, exist_ok=True)
-if args.input:
-    for name in sorted(os.listdir(args.input)):
-        if name.endswith(".bin"):
-            np.full(1000, 0.5, np.float32).tofile(os.path.join(folder, name.split(".")[0] + "_0.bin"))
-stats = {"min": 5.0, "max": 5.0, "mean": 5.0, "median": 5.0, "percentile(99%)": 5.0, "count": args.loop}
-json.dump({"filesinfo": {}, "args": sys.argv, "NPU_compute_time": stats, "H2D_latency": stats, "D2H_latency": stats,
-           "throughput": 1000.0 * args.batchsize / 5.0, "npu_compute_time_list": [5.0] * args.loop, "pid": 1},
-          open(folder + "_summary.json", "w"))
-'''
 
 
 def test_on_the_ascend_host_each_om_runs_through_ais_bench(demo_run, tmp_path):

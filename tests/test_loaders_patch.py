@@ -1,8 +1,8 @@
 """loaders.patch: timm 0.3.4's prefetching loader on a host without CUDA.
 
 timm 0.3.4 is fetched with ``pip download`` (the test is skipped, saying so, when that fails). It
-predates torch 2, so the child interpreter that imports it gets a stand-in for the removed
-``torch._six`` module; nothing else of the old timm is changed.
+predates torch 1.9, so the child interpreter that imports it gets what it needs of ``torch._six`` (the names
+torch 1.9 dropped; the whole module, which torch 2 removed); nothing else of the old timm is changed.
 """
 
 from __future__ import annotations
@@ -20,9 +20,15 @@ PATCH = REPO_ROOT / "loaders.patch"
 
 CHILD = r"""
 import collections.abc, sys, types
-sys.modules["torch._six"] = types.SimpleNamespace(container_abcs=collections.abc, string_classes=(str, bytes),
-                                                  int_classes=int, inf=float("inf"))
 import numpy as np, torch
+try:
+    import torch._six as six  # torch 1.x has the module, without the names torch 1.9 dropped
+except ImportError:
+    six = sys.modules["torch._six"] = types.SimpleNamespace()
+for name, value in (("container_abcs", collections.abc), ("string_classes", (str, bytes)), ("int_classes", int),
+                    ("inf", float("inf"))):
+    if not hasattr(six, name):
+        setattr(six, name, value)
 from PIL import Image
 from timm.data import create_loader
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
+from t2t_vit.version_bridge import export_onnx_torchscript
 
 PATCH = REPO_ROOT / "token_performer.patch"
 
@@ -83,7 +84,7 @@ def test_patched_upstream_performer_is_equivalent_and_exports_without_einsum(pat
         torch.testing.assert_close(rewritten(tokens), reference(tokens), rtol=1e-5, atol=1e-5)
     out = tmp_path / "performer.onnx"
     with torch.no_grad():
-        torch.onnx.export(rewritten, (tokens,), str(out), dynamo=False, opset_version=11)
+        export_onnx_torchscript(rewritten, (tokens,), str(out), opset_version=11)
     op_types = {node.op_type for node in onnx.load(str(out)).graph.node}
     assert "Einsum" not in op_types and "ReduceSum" in op_types
 
@@ -94,11 +95,13 @@ def test_patched_upstream_model_exports_at_opset_11_without_einsum(patched_tree,
     script = (
         "import sys, warnings, torch; warnings.simplefilter('ignore'); sys.path.insert(0, sys.argv[1])\n"
         "from models.t2t_vit import t2t_vit_14\n"
+        "from t2t_vit.version_bridge import export_onnx_torchscript\n"
         "model = t2t_vit_14().eval()\n"
-        "torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), sys.argv[2], dynamo=False, opset_version=11,\n"
-        "                  input_names=['image'], output_names=['class'], dynamic_axes={'image': {0: 'n'}})\n"
+        "export_onnx_torchscript(model, (torch.zeros(1, 3, 224, 224),), sys.argv[2], opset_version=11,\n"
+        "                        input_names=['image'], output_names=['class'], dynamic_axes={'image': {0: 'n'}})\n"
     )
-    subprocess.run([sys.executable, "-c", script, str(patched_tree), str(out)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", script, str(patched_tree), str(out)], check=True, capture_output=True,
+                   cwd=REPO_ROOT)
     op_types = {node.op_type for node in onnx.load(str(out)).graph.node}
     assert "Einsum" not in op_types and "ReduceSum" in op_types
     from t2t_vit.keep_dtype import keep_dtype_nodes

@@ -123,10 +123,12 @@ def test_padding_repeats_the_groups_first_file(tmp_path, monkeypatch):
 def test_npy_and_txt_formats(tmp_path, fmt):
     model = tiny_model(tmp_path / "tiny.onnx")
     data = write_samples(tmp_path / "bins", ["a.bin", "b.bin", "c.bin"])
-    assert infer("--model", model, "--input", tmp_path / "bins", "--output", tmp_path / "out", "--output_dirname",
-                 "r", "--outfmt", fmt.lower(), "--batchsize", 2) == 0
+    for dirname, outfmt in (("r", fmt.lower()), ("same_run_npy", "npy")):
+        assert infer("--model", model, "--input", tmp_path / "bins", "--output", tmp_path / "out", "--output_dirname",
+                     dirname, "--outfmt", outfmt, "--batchsize", 2) == 0
     for name, sample in data.items():
         want = direct(model, sample)[0]
+        computed = np.load(tmp_path / "out" / "same_run_npy" / f"{name[0]}_0.npy")  # the same backend's values
         path = tmp_path / "out" / "r" / f"{name[0]}_0.{fmt.lower()}"
         if fmt == "NPY":
             got = np.load(path)
@@ -136,7 +138,10 @@ def test_npy_and_txt_formats(tmp_path, fmt):
             text = path.read_text()
             assert text.endswith(" \n") and text.count("\n") == 1
             assert all(re.fullmatch(r"-?\d+\.\d{6}", value) for value in text.split())  # '%f'
-            np.testing.assert_allclose(np.array(text.split(), dtype=np.float64), want[0], rtol=0, atol=5e-7)
+            # '%f' rounds to 6 decimals: within 5e-7 of what was computed (the backend may differ from
+            # onnxruntime's batch of one by a few ulp, as the NPY branch allows)
+            np.testing.assert_allclose(np.array(text.split(), dtype=np.float64), computed[0], rtol=0, atol=5e-7)
+            np.testing.assert_allclose(computed, want, rtol=0, atol=1e-5)
 
 
 def test_whole_batch_files_and_npy_inputs(tmp_path):
@@ -322,9 +327,9 @@ def test_micro_batches_give_the_same_files_as_whole_batches(tmp_path, backend):
         assert json.loads((tmp_path / "out" / f"m{micro}_summary.json").read_text())["cpu_runner"]["micro_batch"] == micro
     for name, sample in data.items():
         whole = np.load(tmp_path / "out" / "m4" / f"{name[:-4]}_0.npy")
-        for micro in (1, 2):
+        for micro in (1, 2):  # each shape compiles its own kernels: fp32 reordering only (2 ulp in OpenVINO 2023.1)
             np.testing.assert_allclose(np.load(tmp_path / "out" / f"m{micro}" / f"{name[:-4]}_0.npy"), whole,
-                                       rtol=0, atol=1e-6)
+                                       rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(whole[0], direct(model, sample)[0][0], rtol=0, atol=1e-5)
 
 
