@@ -53,6 +53,11 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
     cpu.add_argument("--micro-batch", type=int, metavar="N",
                      help="images per backend run within a batch; must divide --batchsize (default: 2 when it "
                           "divides the batch, else 1; --micro-batch equal to --batchsize runs whole batches)")
+    cpu.add_argument("--resume", action="store_true",
+                     help="continue an interrupted pass in OUTPUT/OUTPUT_DIRNAME: batches whose outputs were written "
+                          "whole by the same model, runner, batch size and inputs are kept, the rest run; results "
+                          "of another pass there are removed (ais_bench has no such option: without it the runner "
+                          "behaves exactly as ais_bench)")
     cpu.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     cli.add_verbosity(parser)
     return parser
@@ -94,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.model.endswith(".om"):
             check_om_inputs(args.model, args.input.split(",") if args.input else None)
+            if args.resume:
+                logging.getLogger("T2T_ViT_infer").warning("--resume is the CPU runner's: ais_bench runs the whole pass")
             if importlib.util.find_spec("ais_bench") is None:
                 raise RunnerError(f"{args.model} is an offline model for the Ascend NPU; it runs through ais_bench, "
                                   f"which is not installed here. Install the aclruntime and ais_bench wheels built "
@@ -113,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                                streams=args.streams, micro_batch=args.micro_batch, pure_data_type=args.pure_data_type,
                                output_batchsize_axis=args.output_batchsize_axis, debug=args.debug,
                                options=vars(args), precision=args.precision, keep_dtype=args.keep_dtype,
-                               accumulate=args.npu_accumulate)
+                               accumulate=args.npu_accumulate, resume=args.resume)
         for line in result.performance_lines(args.display_all_summary):
             print(line)
         if result.summary_path is not None:

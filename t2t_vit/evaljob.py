@@ -53,6 +53,7 @@ DEMO_LOOP = 2
 CPU_PERFORMER = "matmul"  # the fastest CPU form (README "CPU speed"); the NPU takes the sum form
 NPU_PERFORMER = "sum"
 STAMP_SUFFIX = ".stamp.json"
+DEMO_NOTE = "DEMO: random weights and synthetic images, the accuracy means nothing"
 ESTIMATE_AFTER_S = 10.0  # seconds of the first pass before the run's time is estimated
 
 
@@ -342,11 +343,15 @@ def plan_passes(options: JobOptions, models: dict[int, tuple[Path, str]], bins_d
 
 
 def run_pass(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -> dict[str, Any]:
-    """Run one pass (its old outputs and stamp removed first), then stamp it; returns its summary JSON."""
+    """Run one pass, then stamp it; returns its summary JSON. Its stamp and summary are removed first. A CPU
+    accuracy pass resumes (the runner keeps what an interrupted run of the same pass wrote whole); any other
+    pass starts from an empty folder."""
     folder = options.work_dir / item.folder
     result_dir, summary_path = folder / item.dirname, folder / f"{item.dirname}_summary.json"
+    resume = item.runner != "ais_bench" and item.kind != "throughput"
     remove_if_present(item.stamp)  # an interrupted redo never leaves a valid-looking stamp
-    shutil.rmtree(result_dir, ignore_errors=True)
+    if not resume:
+        shutil.rmtree(result_dir, ignore_errors=True)
     remove_if_present(summary_path)
     folder.mkdir(parents=True, exist_ok=True)
     loop, warmup = (options.loop, 1) if item.kind == "throughput" else (1, 1)  # warm, so the estimate is fair
@@ -354,26 +359,13 @@ def run_pass(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -
     arguments = ["--model", str(item.model), *(["--input", inputs[0]] if inputs else []),
                  "--output", str(folder), "--output_dirname", item.dirname, "--outfmt", "BIN", "--batchsize",
                  str(item.batch), "--loop", str(loop), "--warmup_count", str(warmup)]
-    precision = ["--precision", "npu-fp16", "--keep-dtype", str(item.keep_dtype)] if item.kind == "emulation" else []
     if item.runner == "ais_bench":
         command = [sys.executable, "-m", "ais_bench", *arguments]
         print(" ".join(command), flush=True)
         if subprocess.run(command).returncode != 0:
             raise JobError(f"ais_bench failed on {item.model} at batch {item.batch} (its messages are above)")
-    else:  # in this process, as `T2T_ViT_infer.py <the same arguments> --backend B` would run
-        from t2t_vit.runner import run_inference
-
-        result = run_inference(str(item.model), inputs, str(folder), item.dirname, "BIN", item.batch, loop, warmup,
-                               item.runner, options.threads, progress=options.progress,
-                               on_progress=state.on_progress,
-                               argv=["T2T_ViT_infer.py", *arguments, "--backend", item.runner, *precision],
-                               options={"job": "T2T_ViT_eval.sh", "kind": item.kind, "batch": item.batch,
-                                        "threads": options.threads},
-                               precision="npu-fp16" if item.kind == "emulation" else "fp32",
-                               keep_dtype=str(item.keep_dtype) if item.kind == "emulation" else None)
-        for line in result.performance_lines():
-            if "throughput" in line:
-                print(line)
+    else:
+        run_on_cpu(item, options, arguments, state, resume)
     state.images_inferred += item.images
     summary = read_json(summary_path)
     if summary is None:
@@ -382,6 +374,27 @@ def run_pass(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -
 
     write_json(item.stamp, item.key)
     return summary
+
+
+def run_on_cpu(item: Pass, options: JobOptions, arguments: list[str], state: JobState, resume: bool) -> None:
+    """One pass in this process, as `T2T_ViT_infer.py <the same arguments> --backend B [--resume]` would run it."""
+    from t2t_vit.runner import run_inference
+
+    emulation = item.kind == "emulation"
+    precision = ["--precision", "npu-fp16", "--keep-dtype", str(item.keep_dtype)] if emulation else []
+    argv = ["T2T_ViT_infer.py", *arguments, "--backend", item.runner, *precision, *(["--resume"] if resume else [])]
+    given = dict(zip(arguments[::2], arguments[1::2]))
+    result = run_inference(given["--model"], [given["--input"]] if "--input" in given else None, given["--output"],
+                           given["--output_dirname"], "BIN", item.batch, int(given["--loop"]),
+                           int(given["--warmup_count"]), item.runner, options.threads, progress=options.progress,
+                           on_progress=state.on_progress, argv=argv,
+                           options={"job": "T2T_ViT_eval.sh", "kind": item.kind, "batch": item.batch,
+                                    "threads": options.threads},
+                           precision="npu-fp16" if emulation else "fp32",
+                           keep_dtype=str(item.keep_dtype) if emulation else None, resume=resume)
+    for line in result.performance_lines():
+        if "throughput" in line:
+            print(line)
 
 
 def score_pass(item: Pass, options: JobOptions, bins_dir: Path, labels_path: Path, state: JobState) -> dict[str, Any]:
@@ -454,58 +467,86 @@ def measure_throughput(item: Pass, options: JobOptions, bins_dir: Path, state: J
 
 # -------------------------------------------------------------------------------------------------- job
 
+@dataclass
+class JobPaths:
+    """Where the job's artefacts live in the work dir."""
+
+    bins_dir: Path
+    labels_path: Path
+    sum_onnx: Path  # for the NPU: float input (AIPP normalises uint8 bins on the chip)
+    cpu_onnx: Path
+    emulation_onnx: Path  # the NPU emulation reads the bins too: the sum form with the bins' input dtype
+    keep_dtype_cfg: Path
+    om_dir: Path
+
+    @classmethod
+    def of(cls, options: JobOptions) -> JobPaths:
+        work = options.work_dir
+        return cls(work / BINS_DIRS[options.dtype], work / "label.npy", export_path(work, NPU_PERFORMER, "float32"),
+                   export_path(work, CPU_PERFORMER, options.dtype), export_path(work, NPU_PERFORMER, options.dtype),
+                   work / "keep_dtype.cfg", options.om_dir or work / "om")
+
+
 def run_job(options: JobOptions) -> dict[str, Any]:
-    """Run the main job; returns what eval_summary.json holds."""
+    """Run the main job, holding the work dir for the whole run (a second job on it stops at once, changing
+    nothing); returns what eval_summary.json holds."""
     from t2t_vit import evalreport
+    from t2t_vit.files import exclusive_lock
 
-    work = options.work_dir
-    work.mkdir(parents=True, exist_ok=True)
-    for stale in (work / evalreport.SUMMARY_JSON, work / evalreport.SUMMARY_PNG):
-        remove_if_present(stale)  # a failed run must not leave the last run's tables looking current
-    state, digest = JobState(), Digests()
-    if options.demo:
-        state.timed("demo data (random weights: the accuracy means nothing)", lambda: prepare_demo(options))
-    check_inputs(options)
-    bins_dir, labels_path = work / BINS_DIRS[options.dtype], work / "label.npy"
-    sum_onnx, cpu_onnx = export_path(work, NPU_PERFORMER, "float32"), export_path(work, CPU_PERFORMER, options.dtype)
-    # the NPU emulation reads the bins too: the sum form with the bins' input dtype
-    emulation_onnx = export_path(work, NPU_PERFORMER, options.dtype)
-    keep_dtype_cfg = work / "keep_dtype.cfg"
-    om_dir = options.om_dir or work / "om"
+    with exclusive_lock(options.work_dir, "--work-dir"):
+        for stale in (options.work_dir / evalreport.SUMMARY_JSON, options.work_dir / evalreport.SUMMARY_PNG):
+            remove_if_present(stale)  # a failed run must not leave the last run's tables looking current
+        state, digest, paths = JobState(), Digests(), JobPaths.of(options)
+        if options.demo:
+            state.timed("demo data (random weights: the accuracy means nothing)", lambda: prepare_demo(options))
+        check_inputs(options)
+        state.timed(f"preprocess {options.data_dir} -> {paths.bins_dir}",
+                    lambda: preprocess(options, paths.bins_dir, paths.labels_path))
+        state.timed(f"export ({NPU_PERFORMER} form + keep_dtype.cfg for the NPU, {CPU_PERFORMER} form with "
+                    f"{options.dtype} input for the CPU)", lambda: export_all(options, paths, digest))
+        models = choose_runners(options, paths, digest)
+        return run_passes(options, paths, models, state, digest)
 
-    state.timed(f"preprocess {options.data_dir} -> {bins_dir}", lambda: preprocess(options, bins_dir, labels_path))
+
+def export_all(options: JobOptions, paths: JobPaths, digest: Digests) -> None:
+    """The exports the job needs (each reused when made from this checkpoint) and keep_dtype.cfg (made anew)."""
     checkpoint_sha = digest(options.pth_path)
+    export_form(options.pth_path, checkpoint_sha, paths.sum_onnx, NPU_PERFORMER)
+    write_keep_dtype_cfg(paths.sum_onnx, paths.keep_dtype_cfg)
+    export_form(options.pth_path, checkpoint_sha, paths.cpu_onnx, CPU_PERFORMER, options.dtype)
+    if options.emulate_npu and paths.emulation_onnx != paths.sum_onnx:
+        export_form(options.pth_path, checkpoint_sha, paths.emulation_onnx, NPU_PERFORMER, options.dtype)
 
-    def export_all() -> None:
-        export_form(options.pth_path, checkpoint_sha, sum_onnx, NPU_PERFORMER)
-        write_keep_dtype_cfg(sum_onnx, keep_dtype_cfg)
-        export_form(options.pth_path, checkpoint_sha, cpu_onnx, CPU_PERFORMER, options.dtype)
-        if options.emulate_npu and emulation_onnx != sum_onnx:
-            export_form(options.pth_path, checkpoint_sha, emulation_onnx, NPU_PERFORMER, options.dtype)
 
-    state.timed(f"export ({NPU_PERFORMER} form + keep_dtype.cfg for the NPU, {CPU_PERFORMER} form with {options.dtype} "
-                f"input for the CPU)", export_all)
-
+def choose_runners(options: JobOptions, paths: JobPaths, digest: Digests) -> dict[int, tuple[Path, str]]:
+    """Per batch size, the model and what runs it: its .om on ais_bench when one was built from this run's export,
+    else the CPU export on the CPU runtime (which must then be installed)."""
     from t2t_vit.backends import choose_backend
 
     have_ais_bench = importlib.util.find_spec("ais_bench") is not None
     models: dict[int, tuple[Path, str]] = {}
     for batch in options.batch_sizes:
-        om = (om_for_batch(om_dir, batch, digest(sum_onnx), digest(keep_dtype_cfg), digest, options.dtype)
-              if have_ais_bench else None)
-        if om is None and options.backend is None:  # the CPU runtime is needed (and must be installed) only here
+        om = (om_for_batch(paths.om_dir, batch, digest(paths.sum_onnx), digest(paths.keep_dtype_cfg), digest,
+                           options.dtype) if have_ais_bench else None)
+        if om is None and options.backend is None:
             options.backend = choose_backend(None)
-        models[batch] = (om, "ais_bench") if om is not None else (cpu_onnx, options.backend)
+        models[batch] = (om, "ais_bench") if om is not None else (paths.cpu_onnx, options.backend)
+    return models
+
+
+def run_passes(options: JobOptions, paths: JobPaths, models: dict[int, tuple[Path, str]], state: JobState,
+               digest: Digests) -> dict[str, Any]:
+    """Plan the passes, run (or reuse) each, and gather what eval_summary.json holds."""
     from t2t_vit.data import read_labels
 
+    bins_dir, labels_path = paths.bins_dir, paths.labels_path
     image_count = len(read_labels(labels_path))
     accuracy, throughput = plan_passes(options, models, bins_dir, labels_path, digest, image_count,
-                                       (emulation_onnx, keep_dtype_cfg) if options.emulate_npu else None)
+                                       (paths.emulation_onnx, paths.keep_dtype_cfg) if options.emulate_npu else None)
     state.images_to_infer = sum(item.images for item in accuracy + throughput if item.reuse_reason)
     if state.images_to_infer:
         print(f"\n{state.images_to_infer} images to infer: {sum(bool(p.reuse_reason) for p in accuracy)} accuracy "
               f"pass(es) of {image_count} images, {sum(bool(p.reuse_reason) for p in throughput)} throughput run(s)")
-
     scores = {item.batch: state.timed(f"accuracy at batch {item.batch} ({item.runner})",
                                       lambda item=item: score_pass(item, options, bins_dir, labels_path, state))
               for item in accuracy if item.kind == "accuracy"}
@@ -519,8 +560,39 @@ def run_job(options: JobOptions) -> dict[str, Any]:
                                     lambda item=item: measure_throughput(item, options, bins_dir, state))
             for item in throughput}
     state.stage_seconds["total"] = round(time.perf_counter() - state.started, 3)
-    return evalreport.build_summary(options, models, [item for item in accuracy if item.kind == "accuracy"], scores,
-                                    perf, state.stage_seconds, npu)
+    return build_summary(options, models, [item for item in accuracy if item.kind == "accuracy"], scores, perf,
+                         state.stage_seconds, npu)
+
+
+def build_summary(options: JobOptions, models: dict[int, tuple[Path, str]], accuracy: list[Pass],
+                  scores: dict[int, dict[str, Any]], perf: dict[int, dict[str, Any]],
+                  stage_seconds: dict[str, float], npu_emulation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What eval_summary.json holds: a row per batch size, the accuracy from the pass that covers it."""
+    from t2t_vit.provenance import machine, now, versions
+
+    cpu_pass = next((item.batch for item in accuracy if item.runner != "ais_bench"), None)
+    rows = []
+    for batch in options.batch_sizes:
+        model, runner = models[batch]
+        measured_at = batch if batch in scores and (options.accuracy_all or runner == "ais_bench") else cpu_pass
+        accuracy_row = scores[measured_at]
+        rows.append({"batch_size": batch, "top1": accuracy_row["top1"], "top5": accuracy_row["top5"],
+                     "count": accuracy_row["count"], "accuracy_batch_size": measured_at,
+                     "images_per_s": perf[batch]["throughput"],
+                     "compute_ms_mean": perf[batch]["NPU_compute_time"]["mean"], "runner": runner,
+                     "model": str(model)})
+    if options.accuracy_all:
+        accuracy_note = "accuracy measured at every batch size"
+    elif cpu_pass is not None:
+        accuracy_note = (f"CPU accuracy measured once, at batch {cpu_pass}: the CPU logits do not depend on the "
+                         f"batch size (--accuracy-all measures every batch size)")
+    else:
+        accuracy_note = "accuracy measured at every batch size (each .om is its own compiled graph)"
+    return {"rows": rows, "accuracy_note": accuracy_note, "npu_emulation": npu_emulation, "backend": options.backend,
+            "cpu_onnx": str(export_path(options.work_dir, CPU_PERFORMER, options.dtype)), "bins_dtype": options.dtype,
+            "checkpoint": str(options.pth_path),
+            "data_dir": str(options.data_dir), "demo": options.demo, "note": DEMO_NOTE if options.demo else "",
+            "stage_seconds": stage_seconds, "date": now(), "machine": machine(), "versions": versions()}
 
 
 BINS_DIRS = {"uint8": "prep_bins_uint8", "float32": "prep_bins"}

@@ -1,5 +1,7 @@
 """The main job's closing report: accuracy and throughput per batch size, as Markdown, JSON and a plot.
 
+It presents what :func:`t2t_vit.evaljob.build_summary` measured, and imports nothing of the job.
+
 ``eval_summary.json`` holds ``rows`` (one per batch size: ``batch_size``, ``top1``, ``top5``, ``count``,
 ``accuracy_batch_size`` (the batch size the accuracy was measured at), ``images_per_s``,
 ``compute_ms_mean``, ``runner``), ``accuracy_note``, ``npu_emulation`` (with --emulate-npu), ``bins_dtype``,
@@ -9,46 +11,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from t2t_vit.evaljob import JobOptions, Pass
+from typing import Any
 
 SUMMARY_JSON = "eval_summary.json"
 SUMMARY_PNG = "eval_summary.png"
-DEMO_NOTE = "DEMO: random weights and synthetic images, the accuracy means nothing"
-
-
-def build_summary(options: JobOptions, models: dict[int, tuple[Path, str]], accuracy: list[Pass],
-                  scores: dict[int, dict[str, Any]], perf: dict[int, dict[str, Any]],
-                  stage_seconds: dict[str, float], npu_emulation: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What eval_summary.json holds: a row per batch size, the accuracy from the pass that covers it."""
-    from t2t_vit.evaljob import CPU_PERFORMER, export_path
-    from t2t_vit.provenance import machine, now, versions
-
-    cpu_pass = next((item.batch for item in accuracy if item.runner != "ais_bench"), None)
-    rows = []
-    for batch in options.batch_sizes:
-        model, runner = models[batch]
-        measured_at = batch if batch in scores and (options.accuracy_all or runner == "ais_bench") else cpu_pass
-        accuracy_row = scores[measured_at]
-        rows.append({"batch_size": batch, "top1": accuracy_row["top1"], "top5": accuracy_row["top5"],
-                     "count": accuracy_row["count"], "accuracy_batch_size": measured_at,
-                     "images_per_s": perf[batch]["throughput"],
-                     "compute_ms_mean": perf[batch]["NPU_compute_time"]["mean"], "runner": runner,
-                     "model": str(model)})
-    if options.accuracy_all:
-        accuracy_note = "accuracy measured at every batch size"
-    elif cpu_pass is not None:
-        accuracy_note = (f"CPU accuracy measured once, at batch {cpu_pass}: the CPU logits do not depend on the "
-                         f"batch size (--accuracy-all measures every batch size)")
-    else:
-        accuracy_note = "accuracy measured at every batch size (each .om is its own compiled graph)"
-    return {"rows": rows, "accuracy_note": accuracy_note, "npu_emulation": npu_emulation, "backend": options.backend,
-            "cpu_onnx": str(export_path(options.work_dir, CPU_PERFORMER, options.dtype)), "bins_dtype": options.dtype,
-            "checkpoint": str(options.pth_path),
-            "data_dir": str(options.data_dir), "demo": options.demo, "note": DEMO_NOTE if options.demo else "",
-            "stage_seconds": stage_seconds, "date": now(), "machine": machine(), "versions": versions()}
 
 
 def markdown_tables(summary: dict[str, Any]) -> str:

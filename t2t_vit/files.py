@@ -1,4 +1,4 @@
-"""Atomic file writes: a file appears under its final name complete, or not at all."""
+"""Atomic file writes (a file appears under its final name complete, or not at all), and one job per folder."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from t2t_vit import ToolkitError
+
+LOCK_NAME = ".t2t_vit.lock"
 
 
 def _umask() -> int:
@@ -57,3 +61,49 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(chunk_bytes), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class FolderInUseError(ToolkitError):
+    """Another job holds the folder's lock."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold ``folder`` (created if needed) for one job for the block: ``fcntl.flock`` on ``folder/.t2t_vit.lock``.
+
+    The kernel releases the lock when its process ends, however it ends (kill -9 included), so no stale lock
+    is ever left. A second job on the same folder stops at once, before changing anything, with one line that
+    names the holder's PID, start time and command (``what`` names the folder's option, e.g. ``--work-dir``).
+    """
+    import datetime
+    import fcntl
+    import json
+    import sys
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderInUseError(_holder_message(os.read(descriptor, 4096), folder, what)) from None
+        started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        record = json.dumps({"pid": os.getpid(), "started": started,
+                             "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])}).encode()
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, record, 0)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock; the file stays (removing it would race with a waiting job)
+
+
+def _holder_message(content: bytes, folder: Path, what: str) -> str:
+    import json
+
+    try:
+        holder = json.loads(content.decode())
+        who = f"PID {holder['pid']}, started {holder['started']} ({holder['command']})"
+    except (ValueError, KeyError, TypeError):
+        who = "a job that is still starting"
+    return f"{what} {folder} is in use by another job: {who}; wait for it to finish, or use another {what}"

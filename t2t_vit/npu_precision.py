@@ -87,92 +87,119 @@ def emulate_force_fp16(model, entries: Sequence[str] = (), accumulate: str = "fp
     if accumulate not in ACCUMULATIONS:
         raise PrecisionError(f"--npu-accumulate {accumulate} is not one of {', '.join(ACCUMULATIONS)}")
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    graph = model.graph
-    keep = kept_nodes(graph, entries)
-    inferred = onnx.shape_inference.infer_shapes(model).graph
-    values = [*inferred.value_info, *inferred.input, *inferred.output]
-    types = {value.name: value.type.tensor_type.elem_type for value in values}
-    shapes = {value.name: [dim.dim_value if dim.HasField("dim_value") else None
-                           for dim in value.type.tensor_type.shape.dim] for value in values
-              if value.type.tensor_type.HasField("shape")}
-    if accumulate == "fp16":  # the reductions' axis lengths, where ONNX shape inference loses them (after Im2Col)
-        shapes.update(runtime_shapes(model, types))
-    initializers = {init.name: init for init in graph.initializer}
-    graph_inputs = {value.name for value in graph.input}
-    kept_float_outputs = {name for node in graph.node if node.name in keep for name in node.output
-                          if types.get(name) == TensorProto.FLOAT}
-    rounded: dict[str, str] = {}
-    head: list = []  # casts of graph inputs, first in the graph
-    nodes: list = []
-    unknown_types = 0
+    emulation = _Emulation(onnx.ModelProto.FromString(model.SerializeToString()), entries, accumulate)
+    for node in list(emulation.graph.node):
+        emulation.rewrite(node)
+    return emulation.finish()
 
-    def rounded_source(name: str) -> str:
+
+class _Emulation:
+    """The rewrite of one graph: the fp16 view of each fp32 tensor is made once (``rounded``), graph inputs' casts
+    go first (``head``), every other node in graph order (``nodes``)."""
+
+    def __init__(self, model, entries: Sequence[str], accumulate: str) -> None:
+        import onnx
+        from onnx import TensorProto
+
+        self.model, self.graph, self.entries, self.accumulate = model, model.graph, list(entries), accumulate
+        self.keep = kept_nodes(self.graph, entries)
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+        values = [*inferred.value_info, *inferred.input, *inferred.output]
+        self.types = {value.name: value.type.tensor_type.elem_type for value in values}
+        self.shapes = {value.name: [dim.dim_value if dim.HasField("dim_value") else None
+                                    for dim in value.type.tensor_type.shape.dim] for value in values
+                       if value.type.tensor_type.HasField("shape")}
+        if accumulate == "fp16":  # the reductions' axis lengths, where ONNX shape inference loses them (after Im2Col)
+            self.shapes.update(runtime_shapes(model, self.types))
+        self.initializers = {init.name: init for init in self.graph.initializer}
+        self.graph_inputs = {value.name for value in self.graph.input}
+        self.kept_float_outputs = {name for node in self.graph.node if node.name in self.keep for name in node.output
+                                   if self.types.get(name) == TensorProto.FLOAT}
+        self.rounded: dict[str, str] = {}
+        self.head: list = []
+        self.nodes: list = []
+        self.unknown_types = 0
+
+    def rounded_source(self, name: str) -> str:
         """An fp16 operator's view of an fp32 tensor: ATC's boundary cast, or a rounded initialiser."""
-        if name not in rounded:
-            rounded[name] = f"{name}{_SUFFIX}_fp16"
-            if name in initializers:
-                values = numpy_helper.to_array(initializers[name])
-                graph.initializer.append(numpy_helper.from_array(
-                    values.astype(np.float16).astype(np.float32), rounded[name]))
+        from onnx import numpy_helper
+
+        if name not in self.rounded:
+            self.rounded[name] = f"{name}{_SUFFIX}_fp16"
+            if name in self.initializers:
+                values = numpy_helper.to_array(self.initializers[name])
+                self.graph.initializer.append(numpy_helper.from_array(
+                    values.astype(np.float16).astype(np.float32), self.rounded[name]))
             else:  # a graph input (cast first) or a kept node's output (cast where it is first read)
-                (head if name in graph_inputs else nodes).extend(
-                    _round_trip(name, rounded[name], f"{name}{_SUFFIX}/round"))
-        return rounded[name]
+                (self.head if name in self.graph_inputs else self.nodes).extend(
+                    _round_trip(name, self.rounded[name], f"{name}{_SUFFIX}/round"))
+        return self.rounded[name]
 
-    from t2t_vit.export import NORMALISE_PREFIX, NORMALISED_NAME
+    def rewrite(self, node) -> None:
+        """Append ``node`` as force_fp16 runs it: kept as it is, or reading fp16 views and rounding its outputs."""
+        from onnx import TensorProto
 
-    for node in graph.node:
+        from t2t_vit.export import NORMALISE_PREFIX, NORMALISED_NAME
+
         if node.name.startswith(NORMALISE_PREFIX):  # the uint8 export's normalisation: AIPP, fp32 inside
-            nodes.append(node)
-            continue
+            self.nodes.append(node)
+            return
         for index, name in enumerate(node.input):
             if name == NORMALISED_NAME:  # AIPP's output reaches every reader, kept or not, in fp16
-                node.input[index] = rounded_source(name)
-        if node.name in keep:
-            nodes.append(node)
-            continue
-        input_shape = shapes.get(node.input[0]) if node.input else None  # before the input is renamed
+                node.input[index] = self.rounded_source(name)
+        if node.name in self.keep:
+            self.nodes.append(node)
+            return
+        input_shape = self.shapes.get(node.input[0]) if node.input else None  # before the input is renamed
         for index, name in enumerate(node.input):
-            is_float_init = name in initializers and initializers[name].data_type == TensorProto.FLOAT
-            if (is_float_init or name in kept_float_outputs
-                    or (name in graph_inputs and types.get(name) == TensorProto.FLOAT)):
-                node.input[index] = rounded_source(name)
+            is_float_init = name in self.initializers and self.initializers[name].data_type == TensorProto.FLOAT
+            if (is_float_init or name in self.kept_float_outputs
+                    or (name in self.graph_inputs and self.types.get(name) == TensorProto.FLOAT)):
+                node.input[index] = self.rounded_source(name)
+        casts = self.round_outputs(node)
+        replacement = None
+        if self.accumulate == "fp16" and node.op_type in FP16_REDUCTIONS:
+            replacement = _fp16_reduction(node, input_shape)
+            if replacement is None:
+                log.warning("%s (%s): its fp16 accumulation cannot be modelled (dynamic or several axes); it "
+                            "accumulates in fp32", node.name, node.op_type)
+        self.nodes.extend(replacement or [node])
+        self.nodes.extend(casts)
+
+    def round_outputs(self, node) -> list:
+        """Rename ``node``'s float outputs to raw fp32 tensors; the returned casts round them into the old names."""
+        from onnx import TensorProto
+
         casts = []
         for index, name in enumerate(node.output):
             if not name:
                 continue
-            if name not in types:
-                unknown_types += 1
+            if name not in self.types:
+                self.unknown_types += 1
                 continue
-            if types[name] != TensorProto.FLOAT:
+            if self.types[name] != TensorProto.FLOAT:
                 continue
             raw = f"{name}{_SUFFIX}_f32"
             node.output[index] = raw
             casts.extend(_round_trip(raw, name, f"{node.name or name}{_SUFFIX}/round{index}"))
-        replacement = None
-        if accumulate == "fp16" and node.op_type in FP16_REDUCTIONS:
-            replacement = _fp16_reduction(node, input_shape, helper, TensorProto, numpy_helper)
-            if replacement is None:
-                log.warning("%s (%s): its fp16 accumulation cannot be modelled (dynamic or several axes); it "
-                            "accumulates in fp32", node.name, node.op_type)
-        nodes.extend(replacement or [node])
-        nodes.extend(casts)
-    if unknown_types:
-        log.warning("%d node outputs have no inferred type and were left unrounded", unknown_types)
-    del graph.node[:]
-    graph.node.extend(head + nodes)
-    consumed = {name for node in graph.node for name in node.input} | {value.name for value in graph.output}
-    unused = [init for init in graph.initializer if init.name in rounded and init.name not in consumed]
-    for init in unused:  # every reader now takes the rounded copy
-        graph.initializer.remove(init)
-    for key, value in (("t2t_vit.npu_emulation", EMULATION), ("t2t_vit.npu_keep_hash", keep_list_hash(entries)),
-                       ("t2t_vit.npu_kept_nodes", str(len(keep)))):
-        model.metadata_props.add(key=key, value=value)
-    model.metadata_props.add(key="t2t_vit.npu_accumulate", value=accumulate)
-    return model
+        return casts
+
+    def finish(self):
+        """The rewritten model: the new node list, initialisers no reader needs dropped, the emulation recorded."""
+        if self.unknown_types:
+            log.warning("%d node outputs have no inferred type and were left unrounded", self.unknown_types)
+        graph = self.graph
+        del graph.node[:]
+        graph.node.extend(self.head + self.nodes)
+        consumed = {name for node in graph.node for name in node.input} | {value.name for value in graph.output}
+        unused = [init for init in graph.initializer if init.name in self.rounded and init.name not in consumed]
+        for init in unused:  # every reader now takes the rounded copy
+            graph.initializer.remove(init)
+        for key, value in (("t2t_vit.npu_emulation", EMULATION), ("t2t_vit.npu_keep_hash", keep_list_hash(self.entries)),
+                           ("t2t_vit.npu_kept_nodes", str(len(self.keep))), ("t2t_vit.npu_accumulate", self.accumulate)):
+            self.model.metadata_props.add(key=key, value=value)
+        return self.model
 
 
 def runtime_shapes(model, types: dict[str, int]) -> dict[str, list[int | None]]:
@@ -199,84 +226,105 @@ def runtime_shapes(model, types: dict[str, int]) -> dict[str, list[int | None]]:
             for name in seen[0] if len(seen[0][name]) == len(seen[1][name])}
 
 
-def _fp16_reduction(node, shape, helper, TensorProto, numpy_helper) -> list | None:
-    """``node`` (ReduceSum, ReduceMean or Softmax over one axis of static length n) with its sums accumulated in
-    fp16: LANES lanes each add their n / LANES values in order, rounding to fp16 after every addition, then
-    the lanes are added pairwise, rounding again; a mean then divides in fp16. The nodes end in
-    ``node.output[0]``; None when the axis or the shape is not static enough to model."""
+def _reduction_axis(node, shape) -> tuple[int, int, bool] | None:
+    """``(axis, its static length, keepdims)`` of a one-axis reduction (or last-axis Softmax) whose shape allows the
+    fp16 bracket; None when it does not."""
+    from onnx import helper
+
     if shape is None or len(node.input) != 1:  # ReduceSum's axes as an input (opset 13) is not modelled
         return None
     rank = len(shape)
     attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
-    if node.op_type == "Softmax":
-        axes = [attributes.get("axis", 1)]  # opset 11's default
-    else:
-        axes = list(attributes.get("axes", []))
+    axes = [attributes.get("axis", 1)] if node.op_type == "Softmax" else list(attributes.get("axes", []))  # opset 11
     if len(axes) != 1 or rank == 0:
         return None
     axis = axes[0] % rank
     if node.op_type == "Softmax" and axis != rank - 1:
         return None  # opset-11 Softmax flattens from its axis; only the last axis is a plain row softmax
-    length = shape[axis]
-    if length is None or sum(dim is None for dim in shape) > 1:
+    if shape[axis] is None or sum(dim is None for dim in shape) > 1:
         return None
-    keepdims = bool(attributes.get("keepdims", 1)) or node.op_type == "Softmax"
-    prefix, output = f"{node.name}{_SUFFIX}/acc16", node.output[0]
-    made: list = []
-    counter = [0]
+    return axis, shape[axis], bool(attributes.get("keepdims", 1)) or node.op_type == "Softmax"
 
-    def tensor(tag: str) -> str:
-        counter[0] += 1
-        return f"{prefix}/{tag}_{counter[0]}"
 
-    def constant(values, dtype) -> str:
-        name = tensor("const")
-        made.append(helper.make_node("Constant", [], [name], name=name,
-                                     value=numpy_helper.from_array(np.asarray(values, dtype=dtype), name)))
-        return name
-
-    def round16(source: str) -> str:
-        target = tensor("r")
-        made.extend(_round_trip(source, target, target))
-        return target
-
-    def op(op_type: str, inputs: list[str], **kwargs) -> str:
-        target = tensor(op_type.lower())
-        made.append(helper.make_node(op_type, inputs, [target], name=target, **kwargs))
-        return target
-
-    source = node.input[0]
+def _fp16_reduction(node, shape) -> list | None:
+    """``node`` (ReduceSum, ReduceMean or Softmax over one axis of static length n) with its sums accumulated in
+    fp16: LANES lanes each add their n / LANES values in order, rounding to fp16 after every addition, then
+    the lanes are added pairwise, rounding again; a mean then divides in fp16. The nodes end in
+    ``node.output[0]``; None when the axis or the shape is not static enough to model."""
+    found = _reduction_axis(node, shape)
+    if found is None:
+        return None
+    axis, length, keepdims = found
+    build = _NodeBuilder(f"{node.name}{_SUFFIX}/acc16")
+    source, rank = node.input[0], len(shape)
     if node.op_type == "Softmax":
-        peak = op("ReduceMax", [source], axes=[axis], keepdims=1)
-        source = round16(op("Exp", [round16(op("Sub", [source, peak]))]))
+        peak = build.op("ReduceMax", [source], axes=[axis], keepdims=1)
+        source = build.round16(build.op("Exp", [build.round16(build.op("Sub", [source, peak]))]))
     chunks = -(-length // LANES)
     padded = source
     if chunks * LANES != length:
         pads = [0] * (2 * rank)
         pads[rank + axis] = chunks * LANES - length
-        padded = op("Pad", [source, constant(pads, np.int64), constant(0.0, np.float32)])
+        padded = build.op("Pad", [source, build.constant(pads, np.int64), build.constant(0.0, np.float32)])
     split_shape = [-1 if dim is None else dim for dim in shape[:axis]] + [chunks, LANES] + \
         [-1 if dim is None else dim for dim in shape[axis + 1:]]
-    blocks = op("Reshape", [padded, constant(split_shape, np.int64)])
-    total = op("Gather", [blocks, constant(0, np.int64)], axis=axis)
+    blocks = build.op("Reshape", [padded, build.constant(split_shape, np.int64)])
+    total = build.op("Gather", [blocks, build.constant(0, np.int64)], axis=axis)
     for index in range(1, chunks):  # each lane adds its values in order, in fp16
-        total = round16(op("Add", [total, op("Gather", [blocks, constant(index, np.int64)], axis=axis)]))
+        total = build.round16(build.op("Add", [total, build.op("Gather", [blocks, build.constant(index, np.int64)],
+                                                                 axis=axis)]))
     lanes = LANES
     while lanes > 1:  # then the lanes pairwise
         half = lanes // 2
-        low = op("Slice", [total, constant([0], np.int64), constant([half], np.int64), constant([axis], np.int64)])
-        high = op("Slice", [total, constant([half], np.int64), constant([lanes], np.int64),
-                            constant([axis], np.int64)])
-        total, lanes = round16(op("Add", [low, high])), half
+        low = build.op("Slice", [total, *(build.constant(v, np.int64) for v in ([0], [half], [axis]))])
+        high = build.op("Slice", [total, *(build.constant(v, np.int64) for v in ([half], [lanes], [axis]))])
+        total, lanes = build.round16(build.op("Add", [low, high])), half
     if node.op_type == "ReduceMean":
-        total = round16(op("Div", [total, constant(np.float16(length).astype(np.float32), np.float32)]))
+        total = build.round16(build.op("Div", [total, build.constant(np.float16(length).astype(np.float32),
+                                                                        np.float32)]))
     if node.op_type == "Softmax":
-        made.append(helper.make_node("Div", [source, total], [output], name=f"{prefix}/div"))
+        build.final("Div", [source, total], node.output[0], "div")
     elif keepdims:
-        made.append(helper.make_node("Identity", [total], [output], name=f"{prefix}/out"))
+        build.final("Identity", [total], node.output[0], "out")
     else:
-        made.append(helper.make_node("Squeeze", [total], [output], name=f"{prefix}/out", axes=[axis]))
-    return made
+        build.final("Squeeze", [total], node.output[0], "out", axes=[axis])
+    return build.made
+
+
+class _NodeBuilder:
+    """Makes uniquely named nodes under ``prefix`` for one rewritten operator."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix, self.made, self.counter = prefix, [], 0
+
+    def tensor(self, tag: str) -> str:
+        self.counter += 1
+        return f"{self.prefix}/{tag}_{self.counter}"
+
+    def constant(self, values, dtype) -> str:
+        from onnx import helper, numpy_helper
+
+        name = self.tensor("const")
+        self.made.append(helper.make_node("Constant", [], [name], name=name,
+                                          value=numpy_helper.from_array(np.asarray(values, dtype=dtype), name)))
+        return name
+
+    def round16(self, source: str) -> str:
+        target = self.tensor("r")
+        self.made.extend(_round_trip(source, target, target))
+        return target
+
+    def op(self, op_type: str, inputs: list[str], **kwargs) -> str:
+        from onnx import helper
+
+        target = self.tensor(op_type.lower())
+        self.made.append(helper.make_node(op_type, inputs, [target], name=target, **kwargs))
+        return target
+
+    def final(self, op_type: str, inputs: list[str], output: str, tag: str, **kwargs) -> None:
+        from onnx import helper
+
+        self.made.append(helper.make_node(op_type, inputs, [output], name=f"{self.prefix}/{tag}", **kwargs))
 
 
 def _round_trip(source: str, target: str, name: str) -> list:

@@ -168,6 +168,20 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0))
 
 
+@dataclass
+class PreprocessPlan:
+    """What a run will do, decided before the first image: the images, their manifest entries, the work still to
+    do and what an earlier run already did, and the manifest as it stands."""
+
+    items: list[ImageItem]
+    entries: dict[str, dict[str, Any]]
+    tasks: list[tuple[int, str, str, str]]  # (index, source, target, dtype) of the bins to write
+    outcomes: list[Outcome]  # the bins already done
+    manifest: dict[str, Any]
+    found: int  # images in the data dir, before --limit
+    ignored: int
+
+
 def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_path: str | os.PathLike,
                    data_config: Mapping[str, Any], label_file: str | os.PathLike | None = None,
                    class_list: str | os.PathLike | None = None, workers: int | None = None,
@@ -178,7 +192,8 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
 
     Args:
         data_dir: ``DIR/<synset>/<image>``, or a flat folder with ``label_file``.
-        out_dir: where the bins and the manifest go (created if needed).
+        out_dir: where the bins and the manifest go (created if needed). One run at a time: a second run on
+            the same out-dir stops at once (:func:`t2t_vit.files.exclusive_lock`).
         gt_path: the label file (``.npy``); must not be inside ``out_dir``.
         data_config: the resolved data config (:func:`t2t_vit.model.resolve_data_config`).
         label_file: ``<file name> <class index>`` lines for a flat folder.
@@ -197,13 +212,29 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
         ToolkitError: bad input, or undecodable images without ``skip_bad`` (after every good image
             has been written, so a re-run with ``--skip-bad`` only writes the label file).
     """
-    from t2t_vit.config import data_config_hash
-    from t2t_vit.provenance import provenance, write_json
+    from t2t_vit.files import exclusive_lock
+    from t2t_vit.provenance import write_json
 
     started = time.perf_counter()
-    data_config = dict(data_config)
-    transform = EvalTransform(data_config)  # validates the config before any work
-    out_dir, gt_path = Path(out_dir), Path(gt_path)
+    out_dir, gt_path, data_config = Path(out_dir), Path(gt_path), dict(data_config)
+    check_request(data_config, out_dir, gt_path, dtype, limit)
+    with exclusive_lock(out_dir, "--out-dir"):
+        plan = plan_preprocess(data_dir, out_dir, gt_path, data_config, label_file, class_list, limit,
+                               remove_extra_bins, dtype, run_args)
+        try:
+            work_seconds = _run_tasks(plan.tasks, data_config, default_workers() if workers is None else workers,
+                                      progress, plan.outcomes, out_dir)
+        except BaseException as error:
+            plan.manifest["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            plan.manifest["seconds"] = round(time.perf_counter() - started, 3)
+            write_json(out_dir / MANIFEST_NAME, plan.manifest)
+            raise
+        return finish_preprocess(plan, out_dir, gt_path, skip_bad, work_seconds, started)
+
+
+def check_request(data_config: dict[str, Any], out_dir: Path, gt_path: Path, dtype: str, limit: int | None) -> None:
+    """Refuse a request that cannot run, before anything is read or written."""
+    EvalTransform(data_config)  # validates the config
     if gt_path.suffix != ".npy":
         raise ToolkitError(f"--gt-path {gt_path} must end in .npy (it is written with numpy.save)")
     if gt_path.resolve().parent == out_dir.resolve():
@@ -213,63 +244,57 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
         raise ToolkitError(f"--dtype {dtype} is not one of {', '.join(BIN_DTYPES)}")
     if limit is not None and limit < 1:
         raise ToolkitError(f"--limit must be at least 1, got {limit}")
+
+
+def plan_preprocess(data_dir, out_dir: Path, gt_path: Path, data_config: dict[str, Any], label_file, class_list,
+                    limit: int | None, remove_extra_bins: bool, dtype: str,
+                    run_args: Mapping[str, Any] | None) -> PreprocessPlan:
+    """Find the images, check the out-dir's earlier run, and write the manifest marked running; the bins that are
+    already done (same source image, whole) are not redone."""
+    from t2t_vit.config import data_config_hash
+    from t2t_vit.provenance import provenance, write_json
+
     class_names = read_class_list(class_list)
     discovery = discover_images(data_dir, label_file, class_names)
     items = select_subset(discovery.items, limit)
-    source_root = str(Path(data_dir).resolve())
-    config_hash = data_config_hash(data_config)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
+    source_root, config_hash = str(Path(data_dir).resolve()), data_config_hash(data_config)
     previous_images = _check_previous(read_manifest(out_dir), config_hash, source_root, dtype)
     _remove_partial_files(out_dir)
-    bin_shape = transform.bin_shape(dtype)
+    bin_shape = EvalTransform(data_config).bin_shape(dtype)
     expected_bytes = bin_size(bin_shape, dtype)
-    extra_bins = _extra_bins(out_dir, {item.name for item in items}, remove_extra_bins)
     entries = {item.name: _image_entry(item) for item in items}
-
     manifest: dict[str, Any] = {
-        "format": MANIFEST_FORMAT,
-        "status": "running",
-        "data_config": data_config,
-        "data_config_hash": config_hash,
+        "format": MANIFEST_FORMAT, "status": "running", "data_config": data_config, "data_config_hash": config_hash,
         "bin": {"dtype": dtype, "layout": BIN_LAYOUTS[dtype], "byte_order": "little", "order": "C",
                 "shape": list(bin_shape), "bytes": expected_bytes},
-        "source_root": source_root,
-        "layout": discovery.layout,
-        "label_file": str(label_file) if label_file else None,
+        "source_root": source_root, "layout": discovery.layout, "label_file": str(label_file) if label_file else None,
         "class_list": str(class_list) if class_list else "imagenet-1k synsets (shipped)",
-        "num_classes": len(class_names),
-        "gt_path": str(gt_path),
-        "limit": limit,
-        "images": entries,
+        "num_classes": len(class_names), "gt_path": str(gt_path), "limit": limit, "images": entries,
         "ignored": discovery.ignored,
-        "extra_bins": extra_bins,
+        "extra_bins": _extra_bins(out_dir, {item.name for item in items}, remove_extra_bins),
     }
     manifest.update(provenance(run_args))
     write_json(out_dir / MANIFEST_NAME, manifest)
-
-    outcomes: list[Outcome] = []
-    tasks = []
+    plan = PreprocessPlan(items, entries, [], [], manifest, len(discovery.items), len(discovery.ignored))
     for index, item in enumerate(items):
         target = out_dir / f"{item.name}.bin"
         if (previous_images.get(item.name) == entries[item.name] and target.is_file()
                 and target.stat().st_size == expected_bytes):
-            outcomes.append(Outcome(index, "done"))
+            plan.outcomes.append(Outcome(index, "done"))
         else:
-            tasks.append((index, str(item.path), str(target), dtype))
-    if outcomes:
-        log.info("%d of %d bins are already done; processing the other %d", len(outcomes), len(items), len(tasks))
+            plan.tasks.append((index, str(item.path), str(target), dtype))
+    if plan.outcomes:
+        log.info("%d of %d bins are already done; processing the other %d", len(plan.outcomes), len(items),
+                 len(plan.tasks))
+    return plan
 
-    try:
-        work_seconds = _run_tasks(tasks, data_config, default_workers() if workers is None else workers, progress,
-                                  outcomes, out_dir)
-    except BaseException as error:
-        manifest["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        manifest["seconds"] = round(time.perf_counter() - started, 3)
-        write_json(out_dir / MANIFEST_NAME, manifest)
-        raise
 
-    outcomes.sort(key=lambda outcome: outcome.index)
+def finish_preprocess(plan: PreprocessPlan, out_dir: Path, gt_path: Path, skip_bad: bool, work_seconds: float,
+                      started: float) -> PreprocessReport:
+    """Write the label file (unless images were bad and not skipped) and the final manifest; report."""
+    from t2t_vit.provenance import write_json
+
+    items, outcomes = plan.items, sorted(plan.outcomes, key=lambda outcome: outcome.index)
     bad = [{"name": items[o.index].name, "source": items[o.index].relative, "reason": o.detail}
            for o in outcomes if o.status == "bad"]
     notes = [{"name": items[o.index].name, "source": items[o.index].relative, "note": o.detail}
@@ -280,23 +305,20 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
     report = PreprocessReport(out_dir=str(out_dir), gt_path=None, selected=len(items),
                               written=sum(o.status == "written" for o in outcomes),
                               already_done=sum(o.status == "done" for o in outcomes), bad=bad,
-                              ignored=len(discovery.ignored), seconds=work_seconds)
+                              ignored=plan.ignored, seconds=work_seconds)
     failed = bool(bad) and not skip_bad
     if not failed:
         write_labels(gt_path, [item.name for item in good], [item.label for item in good])
         report.gt_path = str(gt_path)
-    manifest.update({
-        "status": "failed" if failed else "complete",
-        "images": {item.name: entries[item.name] for item in good},
-        "bad": bad,
-        "conversion_notes": notes,
-        "counts": {"found": len(discovery.items), "selected": len(items), "in_label_file": 0 if failed else len(good),
-                   "written": report.written, "already_done": report.already_done, "bad": len(bad),
-                   "ignored": len(discovery.ignored), "extra_bins": len(extra_bins)},
-        "seconds": round(time.perf_counter() - started, 3),
-        "images_per_s": round(report.images_per_s, 2),
+    plan.manifest.update({
+        "status": "failed" if failed else "complete", "images": {item.name: plan.entries[item.name] for item in good},
+        "bad": bad, "conversion_notes": notes,
+        "counts": {"found": plan.found, "selected": len(items), "in_label_file": 0 if failed else len(good), "written": report.written,
+                   "already_done": report.already_done, "bad": len(bad), "ignored": plan.ignored,
+                   "extra_bins": len(plan.manifest["extra_bins"])},
+        "seconds": round(time.perf_counter() - started, 3), "images_per_s": round(report.images_per_s, 2),
     })
-    write_json(out_dir / MANIFEST_NAME, manifest)
+    write_json(out_dir / MANIFEST_NAME, plan.manifest)
     if failed:
         listed = "; ".join(f"{entry['source']} ({entry['reason']})" for entry in bad[:_LISTED])
         more = f"; and {len(bad) - _LISTED} more" if len(bad) > _LISTED else ""

@@ -26,6 +26,7 @@ hidden temporary name and renamed, so an interrupted run leaves no half-written 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -149,16 +150,24 @@ def _check_unique_names(files: Sequence[Path]) -> None:
 
 def save_output(path: Path, data: np.ndarray, outfmt: str) -> None:
     """Write one output as ais_bench does (BIN raw, NPY numpy, TXT rows of '%f' separated by spaces), atomically."""
-    with atomic_output(path) as temp:
-        if outfmt == "NPY":
-            with open(temp, "wb") as handle:
-                np.save(handle, data)
-        elif outfmt == "TXT":
-            rows = data.reshape(-1, data.shape[-1])
-            fmt = "%f" if np.issubdtype(rows.dtype, np.floating) else "%d"
-            temp.write_text("".join(" ".join(fmt % value for value in row) + " \n" for row in rows))
-        else:
-            data.tofile(temp)
+    try:
+        with atomic_output(path) as temp:
+            temp.write_bytes(serialise_output(data, outfmt))
+    except OSError as error:  # a full disk (ENOSPC) or a file size limit (EFBIG): nothing is left under the name
+        raise RunnerError(f"cannot write {path}: {error.strerror or error} (is the disk full?)") from None
+
+
+def serialise_output(data: np.ndarray, outfmt: str) -> bytes:
+    """The bytes of one output file in ais_bench's format."""
+    if outfmt == "NPY":
+        buffer = io.BytesIO()
+        np.save(buffer, data)
+        return buffer.getvalue()
+    if outfmt == "TXT":
+        rows = data.reshape(-1, data.shape[-1])
+        fmt = "%f" if np.issubdtype(rows.dtype, np.floating) else "%d"
+        return "".join(" ".join(fmt % value for value in row) + " \n" for row in rows).encode()
+    return data.tobytes()
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
@@ -391,28 +400,10 @@ def check_om_inputs(om_path: str, inputs: Sequence[str] | None) -> None:
         raise RunnerError(bins_dtype_advice(bins_dtype(manifest), om_dtype, files[0].parent, om_path))
 
 
-def check_run_options(loop: int = 1, warmup_count: int = 0, batchsize: int | None = None,
-                      threads: int | None = None, streams: int | None = None, micro_batch: int | None = None) -> None:
-    """Refuse option values the runner cannot use, naming the one at fault."""
-    for flag, value, least in (("--loop", loop, 1), ("--warmup_count", warmup_count, 0), ("--batchsize", batchsize, 1),
-                               ("--threads", threads, 1), ("--streams", streams, 1),
-                               ("--micro-batch", micro_batch, 1)):
-        if value is not None and value < least:
-            raise RunnerError(f"{flag} must be at least {least}, got {value}")
-    if micro_batch and batchsize and batchsize % micro_batch:
-        raise RunnerError(f"--micro-batch {micro_batch} must divide --batchsize {batchsize}")
-
-
-def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, output_dirname: str | None,
-                  outfmt: str = "BIN", batchsize: int | None = None, loop: int = 1, warmup_count: int = 1,
-                  backend_name: str = "openvino", threads: int | None = None, progress: bool | None = None,
-                  argv: Sequence[str] | None = None, streams: int | None = None,
-                  micro_batch: int | None = None,
-                  on_progress: Callable[[int, int, float], None] | None = None, pure_data_type: str = "zero",
-                  output_batchsize_axis: int = 0, debug: bool = False,
-                  options: dict[str, Any] | None = None, precision: str = "fp32",
-                  keep_dtype: str | None = None, accumulate: str = "fp32") -> RunResult:
-    """Run ``model`` over ``inputs`` (or ais_bench's pure-inference data) as ais_bench would; write outputs and summary.
+@dataclass
+class RunOptions:
+    """Everything one run is asked to do: ais_bench's options, then the CPU runner's own. Checked once, by
+    :meth:`check`, before anything is loaded or written.
 
     ``progress`` False shows nothing; None or True a bar on a terminal, else a line every 5 %.
     ``on_progress(images_done, images_total, seconds)`` is called after every batch run. ``argv`` is
@@ -421,161 +412,324 @@ def run_inference(model: str, inputs: Sequence[str] | None, output: str | None, 
     ``pure_data_type`` ``random`` fills pure-inference inputs with random bytes, as ais_bench does;
     ``output_batchsize_axis`` is the axis outputs are split along, one part per input file.
     ``precision`` npu-fp16 runs the NPU's force_fp16 emulation (onnxruntime), keeping the nodes of
-    the ``keep_dtype`` file in fp32.
+    the ``keep_dtype`` file in fp32. ``resume`` continues an interrupted pass (:mod:`t2t_vit.resume`).
     """
-    from t2t_vit.progress import progress_bar
 
-    from t2t_vit.provenance import versions, write_json
+    model: str
+    inputs: Sequence[str] | None = None
+    output: str | None = None
+    output_dirname: str | None = None
+    outfmt: str = "BIN"
+    batchsize: int | None = None
+    loop: int = 1
+    warmup_count: int = 1
+    backend_name: str = "openvino"
+    threads: int | None = None
+    progress: bool | None = None
+    argv: Sequence[str] | None = None
+    streams: int | None = None
+    micro_batch: int | None = None
+    on_progress: Callable[[int, int, float], None] | None = None
+    pure_data_type: str = "zero"
+    output_batchsize_axis: int = 0
+    debug: bool = False
+    options: dict[str, Any] | None = None
+    precision: str = "fp32"
+    keep_dtype: str | None = None
+    accumulate: str = "fp32"
+    resume: bool = False
 
-    outfmt = outfmt.upper()
-    if outfmt not in OUTPUT_FORMATS:
-        raise RunnerError(f"--outfmt {outfmt} is not one of {', '.join(OUTPUT_FORMATS)}")
-    check_run_options(loop, warmup_count, batchsize, threads, streams, micro_batch)
-    if precision != "npu-fp16" and keep_dtype is not None:
-        raise RunnerError("--keep-dtype goes with --precision npu-fp16 (it lists the nodes ATC keeps in fp32)")
-    if precision != "npu-fp16" and accumulate != "fp32":
-        raise RunnerError("--npu-accumulate goes with --precision npu-fp16")
-    if pure_data_type not in PURE_DATA_TYPES:
-        raise RunnerError(f"--pure_data_type {pure_data_type} is not one of {', '.join(PURE_DATA_TYPES)}")
-    if not Path(model).is_file():
-        raise RunnerError(f"--model {model} does not exist")
-    files = list_input_files(inputs) if inputs else []
-    check_inputs_match(model, files)
-    threads = threads or len(os.sched_getaffinity(0))
-    chosen_streams = streams
-    streams = streams or default_streams(threads)
+    def check(self) -> None:
+        """Refuse option values the runner cannot use, naming the one at fault."""
+        self.outfmt = self.outfmt.upper()
+        if self.outfmt not in OUTPUT_FORMATS:
+            raise RunnerError(f"--outfmt {self.outfmt} is not one of {', '.join(OUTPUT_FORMATS)}")
+        for flag, value, least in (("--loop", self.loop, 1), ("--warmup_count", self.warmup_count, 0),
+                                   ("--batchsize", self.batchsize, 1), ("--threads", self.threads, 1),
+                                   ("--streams", self.streams, 1), ("--micro-batch", self.micro_batch, 1)):
+            if value is not None and value < least:
+                raise RunnerError(f"{flag} must be at least {least}, got {value}")
+        if self.micro_batch and self.batchsize and self.batchsize % self.micro_batch:
+            raise RunnerError(f"--micro-batch {self.micro_batch} must divide --batchsize {self.batchsize}")
+        if self.precision != "npu-fp16" and self.keep_dtype is not None:
+            raise RunnerError("--keep-dtype goes with --precision npu-fp16 (it lists the nodes ATC keeps in fp32)")
+        if self.precision != "npu-fp16" and self.accumulate != "fp32":
+            raise RunnerError("--npu-accumulate goes with --precision npu-fp16")
+        if self.pure_data_type not in PURE_DATA_TYPES:
+            raise RunnerError(f"--pure_data_type {self.pure_data_type} is not one of {', '.join(PURE_DATA_TYPES)}")
+        if self.resume and not (self.output and self.output_dirname and self.inputs):
+            raise RunnerError("--resume continues the pass in OUTPUT/OUTPUT_DIRNAME: give --input, --output and "
+                              "--output_dirname")
+        if not Path(self.model).is_file():
+            raise RunnerError(f"--model {self.model} does not exist")
+
+
+@dataclass
+class RunPlan:
+    """What a run will do, decided before its first batch: the groups of input files, the batch and its pieces,
+    the streams, where outputs go, and (with resume) which groups are already done."""
+
+    files: list[Path]
+    groups: list[list[Path | None]]
+    per_batch: int  # input files per batch
+    batch: int
+    micro: int
+    threads: int
+    streams: int
+    result_dir: Path | None = None
+    summary_path: Path | None = None
+    todo: list[int] = field(default_factory=list)  # indexes of the groups to run
+
+    @property
+    def samples_per_file(self) -> int:
+        return self.batch // self.per_batch
+
+    def real_samples(self, group_index: int) -> int:
+        """Samples of a group that come from a file (padding slots excluded)."""
+        if not self.files:
+            return self.batch
+        return self.samples_per_file * sum(path is not None for path in self.groups[group_index])
+
+    def output_names(self, group_index: int, outputs: int, outfmt: str) -> list[tuple[int, Path, int, Path]]:
+        """``(slot, input file, output index, output path)`` of every output a group writes."""
+        return [(slot, path, index, self.result_dir / output_file_name(path, index, outfmt))
+                for slot, path in enumerate(self.groups[group_index]) if path is not None
+                for index in range(outputs)]
+
+
+def run_inference(*args: Any, **kwargs: Any) -> RunResult:
+    """Run a model over inputs (or ais_bench's pure-inference data) as ais_bench would; write outputs and summary.
+
+    The arguments are :class:`RunOptions`' fields, in its order: ``model, inputs, output, output_dirname,
+    outfmt, batchsize, loop, warmup_count, backend_name, threads``, then any by name.
+    """
+    opts = RunOptions(*args, **kwargs)
+    opts.check()
+    files = list_input_files(opts.inputs) if opts.inputs else []
+    check_inputs_match(opts.model, files)
+    backend, plan = open_backend(opts, files)
+    result = RunResult(batch=plan.batch, compute_ms=[], streams=backend.streams, micro_batch=plan.micro,
+                       result_dir=plan.result_dir, summary_path=plan.summary_path)
+    if opts.debug:
+        spec = backend.input
+        print(f"[DEBUG] model {opts.model}: input {spec.name} shape {[plan.batch, *spec.sample_shape]} dtype "
+              f"{spec.dtype} ({'static' if spec.static_batch else 'dynamic'} batch); outputs "
+              f"{', '.join(backend.output_names)}")
+    first = assemble(plan, plan.groups[0], backend.input, opts.pure_data_type)
+    warm_outputs = warm_up(backend, first[:plan.micro], opts.warmup_count or (1 if opts.resume else 0))
+    if plan.result_dir is not None:
+        plan.result_dir.mkdir(parents=True, exist_ok=True)
+    reused = prepare_resume(opts, plan, backend, warm_outputs, result) if opts.resume else 0
+    run_groups(opts, plan, backend, result, first)
+    if plan.summary_path is not None:
+        write_summary(plan.summary_path, summary_of(opts, plan, backend, result, reused))
+    return result
+
+
+def open_backend(opts: RunOptions, files: list[Path]) -> tuple[Backend, RunPlan]:
+    """Load the backend with as many streams as there will be backend runs (at most one per thread), and plan the
+    groups from the model's input; a static batch or whole-batch files that give fewer runs reload it."""
+    threads = opts.threads or len(os.sched_getaffinity(0))
+    streams = opts.streams or default_streams(threads)
     if streams > threads:
         raise RunnerError(f"--streams {streams} needs at least as many --threads (got {threads})")
-    micro = micro_batch or default_micro_batch(batchsize or 1)
-    if chosen_streams is None:  # no more streams than backend runs, counted before the model is compiled
-        groups_expected = -(-len(files) // (batchsize or 1)) if files else 1
-        streams = max(1, min(streams, groups_expected * loop * ((batchsize or 1) // micro)))
-    backend: Backend = load_backend(backend_name, model, threads, micro, streams, precision, keep_dtype, accumulate)
+    batchsize = opts.batchsize or 1
+    micro = opts.micro_batch or default_micro_batch(batchsize)
+    if opts.streams is None:  # no more streams than backend runs, counted before the model is compiled
+        groups_expected = -(-len(files) // batchsize) if files else 1
+        streams = max(1, min(streams, groups_expected * opts.loop * (batchsize // micro)))
+
+    def load(count: int) -> Backend:
+        return load_backend(opts.backend_name, opts.model, threads, micro, count, opts.precision, opts.keep_dtype,
+                            opts.accumulate)
+
+    backend = load(streams)
     spec = backend.input
-    batch = spec.static_batch or batchsize or 1
+    batch = spec.static_batch or batchsize
     if spec.static_batch:  # a static model runs whole batches of its own size
         micro = batch
-        if batchsize and batchsize != spec.static_batch:
-            log.warning("the model's batch is fixed at %d; --batchsize %d is ignored", spec.static_batch, batchsize)
+        if opts.batchsize and opts.batchsize != spec.static_batch:
+            log.warning("the model's batch is fixed at %d; --batchsize %d is ignored", spec.static_batch, opts.batchsize)
     if files:
         per_batch, groups = plan_groups(files, spec.sample_bytes, batch)
         _check_unique_names(files)
     else:
         per_batch, groups = batch, [[None] * batch]
-    runs = len(groups) * loop * (batch // micro)
-    if runs < streams and chosen_streams is None:  # a static batch or whole-batch files gave fewer runs
+    runs = len(groups) * opts.loop * (batch // micro)
+    if runs < streams and opts.streams is None:  # a static batch or whole-batch files gave fewer runs
         streams = runs
-        backend = load_backend(backend_name, model, threads, micro, streams, precision, keep_dtype, accumulate)
+        backend = load(streams)
     elif runs < streams:
         log.warning("%d backend run(s) for %d streams: some streams stay idle (use --streams %d, or a larger "
                     "--loop)", runs, streams, runs)
-    result = RunResult(batch=batch, compute_ms=[], streams=streams, micro_batch=micro)
-    if output is not None:
-        dirname = output_dirname or time.strftime("%Y_%m_%d-%H_%M_%S")
-        result.result_dir = Path(output) / dirname
-        result.summary_path = Path(output) / f"{dirname}_summary.json"
-        result.result_dir.mkdir(parents=True, exist_ok=True)
-    if debug:
-        print(f"[DEBUG] model {model}: input {spec.name} shape {[batch, *spec.sample_shape]} dtype {spec.dtype} "
-              f"({'static' if spec.static_batch else 'dynamic'} batch); outputs {', '.join(backend.output_names)}")
+    plan = RunPlan(files, groups, per_batch, batch, micro, threads, streams, todo=list(range(len(groups))))
+    if opts.output is not None:
+        dirname = opts.output_dirname or time.strftime("%Y_%m_%d-%H_%M_%S")
+        plan.result_dir = Path(opts.output) / dirname
+        plan.summary_path = Path(opts.output) / f"{dirname}_summary.json"
+    return backend, plan
 
-    def assemble(group: list[Path | None]) -> np.ndarray:
-        if not files:
-            return pure_infer_data((batch, *spec.sample_shape), spec.dtype, pure_data_type)
-        arrays = []
-        for path in group:
-            source = path if path is not None else group[0]  # padding repeats the group's first file
-            data = (np.load(source, allow_pickle=False) if source.suffix.lower() == ".npy"
-                    else np.fromfile(source, dtype=spec.dtype))
-            if data.dtype != spec.dtype:
-                raise RunnerError(f"input {source} holds {data.dtype}, the model takes {spec.dtype}")
-            arrays.append(data.reshape(-1))
-        return np.concatenate(arrays).reshape(batch, *spec.sample_shape)
 
-    first = assemble(groups[0])
-    for _ in pipeline(backend, [first[:micro]] * (warmup_count * backend.streams)):  # every stream, at once
+def assemble(plan: RunPlan, group: list[Path | None], spec, pure_data_type: str = "zero") -> np.ndarray:
+    """One batch of input: the group's files (a padding slot repeats the group's first file), or pure-inference
+    data without files."""
+    if not plan.files:
+        return pure_infer_data((plan.batch, *spec.sample_shape), spec.dtype, pure_data_type)
+    arrays = []
+    for path in group:
+        source = path if path is not None else group[0]
+        data = (np.load(source, allow_pickle=False) if source.suffix.lower() == ".npy"
+                else np.fromfile(source, dtype=spec.dtype))
+        if data.dtype != spec.dtype:
+            raise RunnerError(f"input {source} holds {data.dtype}, the model takes {spec.dtype}")
+        arrays.append(data.reshape(-1))
+    return np.concatenate(arrays).reshape(plan.batch, *spec.sample_shape)
+
+
+def warm_up(backend: Backend, piece: np.ndarray, count: int) -> list[np.ndarray] | None:
+    """``count`` untimed runs on every stream at once; the outputs of the last (None when there is none)."""
+    outputs = None
+    for outputs, _, _ in pipeline(backend, [piece] * (count * backend.streams)):
         pass
-    samples_per_file = batch // per_batch
-    real_samples = [samples_per_file * sum(path is not None for path in group) if files else batch
-                    for group in groups]
-    total_samples = sum(real_samples) * loop
-    bar = progress_bar(total_samples, f"infer bs{batch}", "img", progress)
-    done_samples = 0
+    return outputs
+
+
+def prepare_resume(opts: RunOptions, plan: RunPlan, backend: Backend, warm_outputs: list[np.ndarray],
+                   result: RunResult) -> int:
+    """Keep the groups whose outputs an earlier run of this same pass wrote whole; returns how many outputs are
+    reused. Another pass's results (another key) are removed, and this pass's key is written before any output."""
+    from t2t_vit import resume
+
+    key = resume.pass_key(opts, plan, backend)
+    key_path = resume.key_path(plan.result_dir)
+    if resume.read_key(key_path) != key:
+        resume.start_over(plan.result_dir, key_path, key)
+        return 0
+    resume.remove_partial_files(plan.result_dir)
+    sizes = resume.expected_sizes(warm_outputs, plan, opts.outfmt, opts.output_batchsize_axis, serialise_output)
+    plan.todo, reused = [], 0
+    for group_index in range(len(plan.groups)):
+        names = plan.output_names(group_index, len(warm_outputs), opts.outfmt)
+        if not resume.all_whole([(target, sizes[index]) for _, _, index, target in names]):
+            plan.todo.append(group_index)
+            continue
+        reused += len(names)
+        record_outputs(result, plan, group_index, names)
+    log.info("resuming %s: %d of %d batches already done, %d outputs reused", plan.result_dir,
+             len(plan.groups) - len(plan.todo), len(plan.groups), reused)
+    return reused
+
+
+def record_outputs(result: RunResult, plan: RunPlan, group_index: int,
+                   names: list[tuple[int, Path, int, Path]]) -> None:
+    """Note a group's outputs in the summary's ``filesinfo`` (sample id -> input and output files)."""
+    for slot, path, _, target in names:
+        entry = result.filesinfo.setdefault(group_index * len(plan.groups[group_index]) + slot,
+                                            {"infiles": [str(path)], "outfiles": []})
+        entry["outfiles"].append(str(target))
+
+
+def run_groups(opts: RunOptions, plan: RunPlan, backend: Backend, result: RunResult, first: np.ndarray) -> None:
+    """Run the groups still to do, ``loop`` times each, through the streams; write each group's outputs once."""
+    from t2t_vit.progress import progress_bar
+
+    total = sum(plan.real_samples(index) for index in plan.todo) * opts.loop
+    bar = progress_bar(total, f"infer bs{plan.batch}", "img", opts.progress)
 
     def batches() -> Iterator[np.ndarray]:
-        for group_index, group in enumerate(groups):
+        for group_index in plan.todo:
             started = time.perf_counter()
-            batch_data = first if group_index == 0 else assemble(group)
+            data = first if group_index == 0 else assemble(plan, plan.groups[group_index], backend.input,
+                                                           opts.pure_data_type)
             result.h2d_ms.append(1000 * (time.perf_counter() - started))
-            for _ in range(loop):
-                yield batch_data
+            for _ in range(opts.loop):
+                yield data
 
-    finished = []
+    finished, done_samples = [], 0
     with bar:
         phase_start = time.perf_counter()
-        for run_index, (outputs, started, done) in enumerate(pipeline_batches(backend, batches(), batch, micro)):
+        for run_index, (outputs, started, done) in enumerate(pipeline_batches(backend, batches(), plan.batch,
+                                                                              plan.micro)):
             result.request_ms.append(1000 * (done - started))
             finished.append(done)
-            group_index, loop_index = divmod(run_index, loop)
-            done_samples += real_samples[group_index]
-            bar.update(real_samples[group_index])
-            if on_progress is not None:
-                on_progress(done_samples, total_samples, done - phase_start)
-            if debug and run_index == 0:
+            group_index = plan.todo[run_index // opts.loop]
+            done_samples += plan.real_samples(group_index)
+            bar.update(plan.real_samples(group_index))
+            if opts.on_progress is not None:
+                opts.on_progress(done_samples, total, done - phase_start)
+            if opts.debug and run_index == 0:
                 print("[DEBUG] outputs: " + ", ".join(f"{name} shape {list(np.shape(data))} dtype "
                                                       f"{np.asarray(data).dtype}"
                                                       for name, data in zip(backend.output_names, outputs)))
-            if loop_index < loop - 1:
-                continue
-            group = groups[group_index] if files else [PURE_INFER_NAME]
-            if result.result_dir is not None:
+            if run_index % opts.loop == opts.loop - 1 and plan.result_dir is not None:
                 started = time.perf_counter()
-                for output_index, data in enumerate(outputs):
-                    parts = split_output(np.asarray(data), len(group), output_batchsize_axis, output_index)
-                    for slot, path in enumerate(group):
-                        if path is None:
-                            continue
-                        target = result.result_dir / output_file_name(Path(path), output_index, outfmt)
-                        save_output(target, parts[slot], outfmt)
-                        entry = result.filesinfo.setdefault(group_index * len(group) + slot,
-                                                            {"infiles": [str(path)], "outfiles": []})
-                        entry["outfiles"].append(str(target))
+                write_group(opts, plan, group_index, outputs, result)
                 result.d2h_ms.append(1000 * (time.perf_counter() - started))
-    result.compute_ms = (result.request_ms if backend.streams == 1 and micro == batch
-                         else [1000 * seconds for seconds in completion_intervals(phase_start, finished)])
+        result.compute_ms = (result.request_ms if backend.streams == 1 and plan.micro == plan.batch
+                             else [1000 * seconds for seconds in completion_intervals(phase_start, finished)])
 
-    if result.summary_path is not None:
-        summary = {  # exactly ais_bench's keys, then the CPU runner's own under one more
-            "filesinfo": result.filesinfo,
-            "args": list(argv) if argv is not None else [],
-            "NPU_compute_time": _stats(result.compute_ms),
-            "H2D_latency": _stats(result.h2d_ms),
-            "D2H_latency": _stats(result.d2h_ms),
-            "throughput": result.throughput,
-            "npu_compute_time_list": result.compute_ms,
-            "pid": os.getpid(),
-            CPU_RUNNER_KEY: {
-                "backend": backend.name,
-                "backend_version": backend.version,
-                "threads": threads,
-                "streams": result.streams,
-                "micro_batch": result.micro_batch,
-                "request_latency": _stats(result.request_ms),
-                "batchsize": batch,
-                "model": str(model),
-                "precision": precision,
-                "keep_dtype": keep_dtype,
-                "npu_accumulate": accumulate,
-                "options": options or {},
-                "versions": versions(),
-                "latency_note": "CPU runner: H2D_latency = reading and assembling a batch's input files, "
-                                "D2H_latency = writing its outputs; NPU_compute_time = the backend's run of one "
-                                "batch with one stream and whole batches, otherwise (batches run at once in "
-                                "streams, or in micro-batches) the time between a batch's completion and the "
-                                "previous one, so throughput is per wall-clock second; request_latency = each "
-                                "batch's own duration",
-            },
-        }
-        result.summary_path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(result.summary_path, summary)
-    return result
+
+def write_group(opts: RunOptions, plan: RunPlan, group_index: int, outputs: list[np.ndarray],
+                result: RunResult) -> None:
+    """Write a group's outputs, one part per input file, each atomically (a full disk is one error line)."""
+    if not plan.files:  # pure inference: ais_bench names the outputs after its pure_infer_data input
+        plan = RunPlan([Path(PURE_INFER_NAME)], [[Path(PURE_INFER_NAME)]], 1, plan.batch, plan.micro, plan.threads,
+                       plan.streams, plan.result_dir)
+        group_index = 0
+    group = plan.groups[group_index]
+    parts = [split_output(np.asarray(data), len(group), opts.output_batchsize_axis, index)
+             for index, data in enumerate(outputs)]
+    names = plan.output_names(group_index, len(outputs), opts.outfmt)
+    for slot, _, index, target in names:
+        save_output(target, parts[index][slot], opts.outfmt)
+    record_outputs(result, plan, group_index, names)
+
+
+def summary_of(opts: RunOptions, plan: RunPlan, backend: Backend, result: RunResult, reused: int) -> dict[str, Any]:
+    """The summary JSON: exactly ais_bench's keys, then the CPU runner's own under one more."""
+    from t2t_vit.provenance import versions
+
+    computed = sum(plan.real_samples(index) for index in plan.todo) if plan.files else plan.batch
+    return {
+        "filesinfo": dict(sorted(result.filesinfo.items())),
+        "args": list(opts.argv) if opts.argv is not None else [],
+        "NPU_compute_time": _stats(result.compute_ms),
+        "H2D_latency": _stats(result.h2d_ms),
+        "D2H_latency": _stats(result.d2h_ms),
+        "throughput": result.throughput,
+        "npu_compute_time_list": result.compute_ms,
+        "pid": os.getpid(),
+        CPU_RUNNER_KEY: {
+            "backend": backend.name,
+            "backend_version": backend.version,
+            "threads": plan.threads,
+            "streams": result.streams,
+            "micro_batch": result.micro_batch,
+            "request_latency": _stats(result.request_ms),
+            "batchsize": plan.batch,
+            "model": str(opts.model),
+            "precision": opts.precision,
+            "keep_dtype": opts.keep_dtype,
+            "npu_accumulate": opts.accumulate,
+            "resume": {"asked": opts.resume, "reused_outputs": reused, "computed_samples": computed * opts.loop},
+            "options": opts.options or {},
+            "versions": versions(),
+            "latency_note": "CPU runner: H2D_latency = reading and assembling a batch's input files, "
+                            "D2H_latency = writing its outputs; NPU_compute_time = the backend's run of one "
+                            "batch with one stream and whole batches, otherwise (batches run at once in "
+                            "streams, or in micro-batches) the time between a batch's completion and the "
+                            "previous one, so throughput is per wall-clock second; request_latency = each "
+                            "batch's own duration; with --resume, the figures cover the batches this run "
+                            "computed, not the reused ones",
+        },
+    }
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    from t2t_vit.provenance import write_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        write_json(path, summary)
+    except OSError as error:
+        raise RunnerError(f"cannot write the summary {path}: {error.strerror or error} (is the disk full?)") from None

@@ -14,6 +14,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_ENV = "T2T_VIT_UPSTREAM"
 
 
+@pytest.fixture(autouse=True)
+def work_in_tmp_path(tmp_path, monkeypatch):
+    """Every test runs in its own temporary folder: a relative output path never lands in the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def reference_weights() -> dict[str, torch.Tensor]:
     return scaled_random_state_dict(create_model("einsum"), seed=0)
