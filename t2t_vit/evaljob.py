@@ -449,7 +449,27 @@ def emulate_npu(item: Pass, options: JobOptions, bins_dir: Path, labels_path: Pa
     print(f"NPU fp16 emulation: top-1 {figures['top1']:.3f}%, top-5 {figures['top5']:.3f}%; against fp32: "
           f"{figures['nonfinite']} non-finite, max |diff| {figures['max_abs_diff']:.4g}, "
           f"{figures['top1_flips']} top-1 flips")
+    figures.update(why_kept(item, bins_dir))
     return figures
+
+
+ORIGIN_IMAGES = 2  # bins the nothing-kept graph is searched on for the NaN's origin (it shows on the first)
+
+
+def why_kept(item: Pass, bins_dir: Path) -> dict[str, Any]:
+    """The keep set's size, and where the emulation with nothing kept (ATC without --keep_dtype) first turns
+    non-finite, on the first bins (gen_cfg.py --explain gives the whole per-node report)."""
+    from t2t_vit.export import load_onnx
+    from t2t_vit.fp16_diagnosis import images_for, nan_origin, origin_text
+    from t2t_vit.npu_precision import read_keep_list
+
+    bins = sorted(bins_dir.glob("*.bin"))[:ORIGIN_IMAGES]
+    origin = nan_origin(load_onnx(item.model, "the sum export"), images_for(item.model, bins))
+    kept = len(read_keep_list(item.keep_dtype))
+    print(f"with nothing kept (ATC without --keep_dtype): {origin_text(origin)}; {item.keep_dtype.name} keeps {kept} "
+          f"nodes in fp32")
+    return {"keep_dtype_nodes": kept, "nan_origin_nothing_kept": origin and {
+        key: origin[key] for key in ("node", "op_type", "inputs", "image")}}
 
 
 def measure_throughput(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -> dict[str, Any]:

@@ -30,6 +30,12 @@ def markdown_tables(summary: dict[str, Any]) -> str:
                   f"| force_fp16 + {Path(npu['keep_dtype']).name}, batch {npu['batch_size']} | {npu['top1']:.3f} | "
                   f"{npu['top5']:.3f} | {npu['count']} | {npu['nonfinite']} | {npu['max_abs_diff']:.4g} | "
                   f"{npu['top1_flips']} |"]
+        if "keep_dtype_nodes" in npu:
+            origin = npu["nan_origin_nothing_kept"]
+            lines += ["", f"{Path(npu['keep_dtype']).name} keeps {npu['keep_dtype_nodes']} nodes in fp32. With nothing "
+                          f"kept: " + (f"the first non-finite value comes from {origin['node']} ({origin['op_type']})"
+                                       + (f": {'; '.join(origin['inputs'])}" if origin["inputs"] else "")
+                                       if origin else "every emulated value stays finite")]
     lines += ["", "| batch size | images/s | compute ms / batch | runner |", "|---|---|---|---|"]
     lines += [f"| {r['batch_size']} | {r['images_per_s']:.2f} | {r['compute_ms_mean']:.1f} | {r['runner']} |"
               for r in rows]

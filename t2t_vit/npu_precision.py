@@ -196,8 +196,10 @@ class _Emulation:
         unused = [init for init in graph.initializer if init.name in self.rounded and init.name not in consumed]
         for init in unused:  # every reader now takes the rounded copy
             graph.initializer.remove(init)
-        for key, value in (("t2t_vit.npu_emulation", EMULATION), ("t2t_vit.npu_keep_hash", keep_list_hash(self.entries)),
-                           ("t2t_vit.npu_kept_nodes", str(len(self.keep))), ("t2t_vit.npu_accumulate", self.accumulate)):
+        for key, value in (("t2t_vit.npu_emulation", EMULATION),
+                           ("t2t_vit.npu_keep_hash", keep_list_hash(self.entries)),
+                           ("t2t_vit.npu_kept_nodes", str(len(self.keep))),
+                           ("t2t_vit.npu_accumulate", self.accumulate)):
             self.model.metadata_props.add(key=key, value=value)
         return self.model
 
@@ -386,46 +388,3 @@ def performer_groups(graph, subgraphs) -> dict[str, list[str]]:
                              ("D and y sums", rest - token_sums)):
             groups[group] += [name for name in subgraph.nodes if name in names]  # in graph order
     return groups
-
-
-def minimize_keep(onnx_path: str | os.PathLike, subgraphs, images: np.ndarray, tolerance: float,
-                  threads: int | None = None) -> tuple[list[str], list[dict]]:
-    """The smallest union of groups whose emulation stays finite, agrees with the full set's top-1 on every
-    image and whose max |logit difference| to fp32 is within ``tolerance`` of the full set's.
-
-    Returns the names to keep (graph order) and a row per set tried.
-    """
-    import itertools
-
-    from t2t_vit.export import load_onnx
-    from t2t_vit.version_bridge import onnxruntime_session
-
-    model = load_onnx(onnx_path, "ONNX")
-    groups = performer_groups(model.graph, subgraphs)
-    order = [name for subgraph in subgraphs for name in subgraph.nodes]
-    input_name = model.graph.input[0].name
-
-    def logits(proto) -> np.ndarray:
-        session = onnxruntime_session(proto, "gen_cfg.py --minimize", threads)
-        return np.concatenate([session.run(None, {input_name: images[i:i + 8]})[0] for i in range(0, len(images), 8)])
-
-    reference = logits(model)
-    full = logits(emulate_force_fp16(model, order))
-    full_diff = float(np.abs(full - reference).max())
-    rows, best = [], None
-    candidates = [combo for size in range(len(GROUPS) + 1) for combo in itertools.combinations(GROUPS, size)]
-    candidates.sort(key=lambda combo: sum(len(groups[group]) for group in combo))
-    for combo in candidates:
-        names = [name for name in order if any(name in groups[group] for group in combo)]
-        out = full if len(names) == len(order) else logits(emulate_force_fp16(model, names))
-        finite = bool(np.isfinite(out).all())
-        diff = float(np.abs(out - reference).max()) if finite else float("nan")
-        agree = float((out.argmax(1) == full.argmax(1)).mean())
-        passed = finite and agree == 1.0 and diff <= full_diff + tolerance
-        rows.append({"groups": " + ".join(combo) or "(nothing kept)", "names": len(names),
-                     "nonfinite_images": int((~np.isfinite(out).all(axis=1)).sum()), "max_abs_diff": diff,
-                     "top1_agreement_with_full": agree, "passes": passed})
-        if passed:
-            best = names
-            break
-    return best if best is not None else order, rows

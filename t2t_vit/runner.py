@@ -549,7 +549,8 @@ def open_backend(opts: RunOptions, files: list[Path]) -> tuple[Backend, RunPlan]
     if spec.static_batch:  # a static model runs whole batches of its own size
         micro = batch
         if opts.batchsize and opts.batchsize != spec.static_batch:
-            log.warning("the model's batch is fixed at %d; --batchsize %d is ignored", spec.static_batch, opts.batchsize)
+            log.warning("the model's batch is fixed at %d; --batchsize %d is ignored", spec.static_batch,
+                        opts.batchsize)
     if files:
         per_batch, groups = plan_groups(files, spec.sample_bytes, batch)
         _check_unique_names(files)

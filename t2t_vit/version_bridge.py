@@ -218,9 +218,9 @@ def onnxruntime_keeps_fp16_round_trip() -> bool:
 
 
 def fp16_round_trip_nodes(source: str, target: str, name: str, half: str) -> list:
-    """Nodes that round fp32 ``source`` to fp16 (tensor ``half``) and back into ``target``. Where onnxruntime would drop a bare
-    Cast pair (:func:`onnxruntime_keeps_fp16_round_trip`), a Reshape of the fp16 tensor to its own shape stands
-    between the casts: no optimiser of those versions removes it, and it moves no data."""
+    """Nodes that round fp32 ``source`` to fp16 (tensor ``half``) and back into ``target``. Where onnxruntime
+    would drop a bare Cast pair (:func:`onnxruntime_keeps_fp16_round_trip`), a Reshape of the fp16 tensor to its
+    own shape stands between the casts: no optimiser of those versions removes it, and it moves no data."""
     from onnx import TensorProto, helper
 
     nodes = [helper.make_node("Cast", [source], [half], name=f"{name}/to_fp16", to=TensorProto.FLOAT16)]

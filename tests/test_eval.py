@@ -298,6 +298,9 @@ def test_emulate_npu_adds_the_fp16_pass_and_its_comparison(demo_run):
     assert "| NPU fp16 emulated on the CPU | top-1 (%) |" in result.stdout
     npu = json.loads((work / "eval_summary.json").read_text())["npu_emulation"]
     assert npu["batch_size"] == 4 and npu["count"] == 5 and npu["nonfinite"] == 0
+    assert npu["keep_dtype_nodes"] == 76 and "nan_origin_nothing_kept" in npu  # demo weights: maybe no NaN at all
+    assert "with nothing kept (ATC without --keep_dtype): " in result.stdout
+    assert "keep_dtype.cfg keeps 76 nodes in fp32. With nothing kept: " in result.stdout
     assert read_metadata(work / "T2T_ViT_14_sum_uint8.onnx")["input_dtype"] == "uint8"  # it reads the uint8 bins
     assert 0 < npu["max_abs_diff"] < 0.05 and npu["top1_flips"] == 0  # it rounds, and stays close
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()

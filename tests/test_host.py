@@ -142,7 +142,8 @@ def test_the_ascend_flow_runs_without_onnxruntime_or_openvino(tmp_path, checkpoi
     assert "--model=sum.onnx --output=om/T2T_ViT_bs4" in (tmp_path / "atc.log").read_text()
 
     result = _script(env, tmp_path, REPO_ROOT / "T2T_ViT_infer.py", "--model", "om/T2T_ViT_bs4.om", "--input", "bins",
-                     "--output", "result", "--output_dirname", "bs4", "--outfmt", "BIN", "--batchsize", "4", "--loop", "1")
+                     "--output", "result", "--output_dirname", "bs4", "--outfmt", "BIN", "--batchsize", "4",
+                     "--loop", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "ais_bench.log").read_text())[:2] == ["--model", "om/T2T_ViT_bs4.om"]
     result = _script(env, tmp_path, REPO_ROOT / "T2T_ViT_postprocess.py", "--result-dir", "result/bs4", "--gt-path",

@@ -32,7 +32,8 @@ def slow_model(path: Path, layers: int = 120, seed: int = 0) -> Path:
     for index in range(layers):
         nodes.append(helper.make_node("MatMul", [nodes[-1].output[0], f"W{index}"], [f"h{index}"]))
     nodes.append(helper.make_node("Identity", [nodes[-1].output[0]], ["class"]))
-    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", *SAMPLE])],
+    graph = helper.make_graph(nodes, "slow",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", *SAMPLE])],
                               [helper.make_tensor_value_info("class", TensorProto.FLOAT, ["N", 512])],
                               initializer=[*weights, numpy_helper.from_array(np.array([-1, 512], np.int64), "shape")])
     onnx.save(make_onnx_model(graph, 11), str(path))
