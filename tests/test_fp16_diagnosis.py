@@ -146,3 +146,29 @@ def test_explain_needs_its_input_and_writes_no_cfg(tmp_path, capsys):
         with pytest.raises(SystemExit) as raised:
             gen_cfg.main(argv)
         assert raised.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_upstream_initialisation_with_kqv_times_4_breaks_at_the_first_normalisation(tmp_path, sample_images):
+    """The issue's own case: the training initialisation (std 0.02, as upstream) with the tokens-to-token kqv
+    weights scaled by 4 makes the performer's features underflow fp16; nothing kept, the NaN starts at the Div
+    that gen_cfg's structural rule puts at the end of the first performer, from a denominator fp16 flushed."""
+    import torch
+
+    from t2t_vit.config import resolve_data_config
+    from t2t_vit.data import EvalTransform, open_rgb
+    from t2t_vit.export import export_onnx, load_onnx
+    from t2t_vit.keep_dtype import keep_dtype_nodes
+    from t2t_vit.model import create_model
+
+    torch.manual_seed(0)
+    model = create_model("sum")
+    with torch.no_grad():
+        for block in (model.tokens_to_token.attention1, model.tokens_to_token.attention2):
+            block.kqv.weight.mul_(4)
+    path = tmp_path / "upstream_kqv4.onnx"
+    export_onnx(model, path, data_config=resolve_data_config(), verify_batch_sizes=(1,))
+    images = EvalTransform(resolve_data_config())(open_rgb(sample_images[0]))
+    origin = nan_origin(load_onnx(path), images)
+    assert origin["node"] == keep_dtype_nodes(path)[0].div and origin["op_type"] == "Div"
+    assert any(text.startswith("input 1 (") and "non-zero values flushed to 0" in text for text in origin["inputs"])
