@@ -34,7 +34,8 @@ def test_stage_outputs_in_the_repo_root_are_ignored(tmp_path):
 
     written = ["prep_bins/a.bin", "prep_bins_uint8/a.bin", "om/aipp.cfg", "aipp.cfg",
                "result/bs1/a_0.bin", "result/bs1_summary.json", "label.npy", "T2T_ViT_14.onnx",
-               "keep_dtype.cfg", "acc_bs1.json", "T2T_ViT_bs1.om", "T2T_ViT_bs1.om.json", "work/eval_summary.json"]
+               "keep_dtype.cfg", "acc_bs1.json", "T2T_ViT_bs1.om", "T2T_ViT_bs1.om.json", "work/eval_summary.json",
+               "fp16_report.csv", "keep_dtype_min.cfg"]
     result = subprocess.run(["git", "check-ignore", "--no-index", *written], cwd=REPO_ROOT, capture_output=True,
                             text=True)
     assert sorted(result.stdout.split()) == sorted(written)
