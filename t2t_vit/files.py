@@ -38,6 +38,16 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         remove_if_present(temp_path)
 
 
+def remove_partial_files(folder: str | os.PathLike) -> int:
+    """Remove the temporary files :func:`atomic_output` leaves when its process is killed (``.<name>.*.partial``);
+    returns how many. They never count as outputs: none is under a final name."""
+    removed = 0
+    for path in Path(folder).glob(".*.partial"):
+        remove_if_present(path)
+        removed += 1
+    return removed
+
+
 def remove_if_present(path: str | os.PathLike) -> None:
     """Delete a file if it exists (``Path.unlink(missing_ok=)`` needs Python 3.8)."""
     try:

@@ -169,28 +169,16 @@ def graph_view(model, entries: Sequence[str]) -> GraphView:
                      kept_nodes(model.graph, entries), float_names, initializers)
 
 
-def _with_outputs(model, names: Sequence[str]):
-    """A copy of ``model`` whose graph also outputs the float tensors ``names``."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    probe = onnx.ModelProto.FromString(model.SerializeToString())
-    present = {value.name for value in probe.graph.output}
-    initializers = {init.name for init in probe.graph.initializer}
-    wanted = [name for name in dict.fromkeys(names) if name and name not in present and name not in initializers]
-    probe.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in wanted)
-    return probe
-
-
 def probe_sessions(view: GraphView, threads: int | None = None) -> tuple[Callable, Callable]:
     """Two runners, image batch -> {tensor name: value}: the fp32 graph's node outputs, and the emulation's node
     outputs and the inputs its nodes read."""
+    from t2t_vit.npu_precision import with_float_outputs
     from t2t_vit.version_bridge import onnxruntime_session
 
     fp32_names = [name for node in view.nodes for name in view.outputs[node.name]]
     emulated_names = fp32_names + [name for inputs in view.emulated_inputs.values() for name in inputs
                                    if name in view.float_names]
-    sessions = [onnxruntime_session(_with_outputs(model, names), "the fp16 diagnosis", threads)
+    sessions = [onnxruntime_session(with_float_outputs(model, names), "the fp16 diagnosis", threads)
                 for model, names in ((view.model, fp32_names), (view.emulated, emulated_names))]
     input_name = view.model.graph.input[0].name
 

@@ -204,20 +204,28 @@ class _Emulation:
         return self.model
 
 
-def runtime_shapes(model, types: dict[str, int]) -> dict[str, list[int | None]]:
-    """Every float tensor's shape, read by running the model on zeros at batch 1 and 2 in onnxruntime; a dimension
-    that differs between the two is the dynamic batch (None). Only the fp16 bracket needs it."""
+def with_float_outputs(model, names: Iterable[str]):
+    """A copy of ``model`` whose graph also outputs the float tensors ``names`` (initialisers and names it already
+    outputs are left out), so that a session hands back intermediate values."""
     import onnx
     from onnx import TensorProto, helper
 
+    probe = onnx.ModelProto.FromString(model.SerializeToString())
+    present = {value.name for value in probe.graph.output} | {init.name for init in probe.graph.initializer}
+    wanted = [name for name in dict.fromkeys(names) if name and name not in present]
+    probe.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in wanted)
+    return probe
+
+
+def runtime_shapes(model, types: dict[str, int]) -> dict[str, list[int | None]]:
+    """Every float tensor's shape, read by running the model on zeros at batch 1 and 2 in onnxruntime; a dimension
+    that differs between the two is the dynamic batch (None). Only the fp16 bracket needs it."""
+    from onnx import TensorProto
+
     from t2t_vit.version_bridge import onnxruntime_session
 
-    probe = onnx.ModelProto.FromString(model.SerializeToString())
-    known = {value.name for value in probe.graph.output}
-    names = [name for node in probe.graph.node for name in node.output
-             if name and name not in known and types.get(name) == TensorProto.FLOAT]
-    probe.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in names)
-    session = onnxruntime_session(probe, "the fp16-accumulation bracket")
+    names = [name for node in model.graph.node for name in node.output if types.get(name) == TensorProto.FLOAT]
+    session = onnxruntime_session(with_float_outputs(model, names), "the fp16-accumulation bracket")
     graph_input = session.get_inputs()[0]
     seen = []
     for batch in (1, 2):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from t2t_vit import ToolkitError
-from t2t_vit.files import remove_if_present
+from t2t_vit.files import remove_if_present, remove_partial_files
 from t2t_vit.data import (BIN_DTYPES, BIN_LAYOUTS, EvalTransform, ImageItem, bin_size, decode_rgb, discover_images,
                           read_class_list, select_subset, write_bin, write_labels)
 
@@ -154,15 +154,6 @@ def _check_previous(previous: Mapping[str, Any] | None, config_hash: str, source
     return dict(previous.get("images", {}))
 
 
-def _remove_partial_files(out_dir: Path) -> int:
-    removed = 0
-    for path in out_dir.glob(".*.partial"):
-        remove_if_present(path)
-        removed += 1
-    if removed:
-        log.info("removed %d incomplete files left by an interrupted run", removed)
-    return removed
-
 
 def default_workers() -> int:
     return len(os.sched_getaffinity(0))
@@ -259,7 +250,9 @@ def plan_preprocess(data_dir, out_dir: Path, gt_path: Path, data_config: dict[st
     items = select_subset(discovery.items, limit)
     source_root, config_hash = str(Path(data_dir).resolve()), data_config_hash(data_config)
     previous_images = _check_previous(read_manifest(out_dir), config_hash, source_root, dtype)
-    _remove_partial_files(out_dir)
+    removed = remove_partial_files(out_dir)
+    if removed:
+        log.info("removed %d incomplete files left by an interrupted run", removed)
     bin_shape = EvalTransform(data_config).bin_shape(dtype)
     expected_bytes = bin_size(bin_shape, dtype)
     entries = {item.name: _image_entry(item) for item in items}

@@ -63,12 +63,6 @@ def start_over(result_dir: Path, path: Path, key: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(key, indent=2) + "\n")
 
 
-def remove_partial_files(result_dir: Path) -> None:
-    """The temporary files of outputs an interrupted run was writing (never counted: not under a final name)."""
-    for path in result_dir.glob(".*.partial"):
-        remove_if_present(path)
-
-
 def expected_sizes(warm_outputs: Sequence[np.ndarray], plan, outfmt: str, axis: int,
                    serialise: Callable[[np.ndarray, str], bytes]) -> list[int | None]:
     """The size of one output file per output index, from a warm-up run's outputs (``plan.micro`` samples) and the

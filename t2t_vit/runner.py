@@ -43,7 +43,7 @@ import numpy as np
 
 from t2t_vit import ToolkitError
 from t2t_vit.backends import Backend, default_streams, load_backend
-from t2t_vit.files import atomic_output
+from t2t_vit.files import atomic_output, remove_partial_files
 
 log = logging.getLogger(__name__)
 
@@ -606,7 +606,7 @@ def prepare_resume(opts: RunOptions, plan: RunPlan, backend: Backend, warm_outpu
     if resume.read_key(key_path) != key:
         resume.start_over(plan.result_dir, key_path, key)
         return 0
-    resume.remove_partial_files(plan.result_dir)
+    remove_partial_files(plan.result_dir)  # outputs an interrupted run was writing: never counted
     sizes = resume.expected_sizes(warm_outputs, plan, opts.outfmt, opts.output_batchsize_axis, serialise_output)
     plan.todo, reused = [], 0
     for group_index in range(len(plan.groups)):

@@ -158,22 +158,18 @@ def make_onnx_model(graph, opset: int, **kwargs: Any):
 
 # ------------------------------------------------------------------------------------------ the runtimes
 
-# What each optional import is installed as (the CPU runtimes are optional on an Ascend host).
-PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "matplotlib": "matplotlib"}
-
-
 class MissingPackageError(ToolkitError):
     """An optional package that this action needs is not installed."""
 
 
 def require(module: str, purpose: str) -> types.ModuleType:
-    """Import optional ``module``, or raise a one-line error naming the package to install and what needs it."""
+    """Import optional ``module`` (onnxruntime, openvino, matplotlib: each installed under its own name), or raise a
+    one-line error naming the package to install and what needs it."""
     try:
         return importlib.import_module(module)
     except ImportError:
-        package = PACKAGES.get(module, module)
-        raise MissingPackageError(f"{purpose} needs {package}, which is not installed here: "
-                                  f"pip install {package}") from None
+        raise MissingPackageError(f"{purpose} needs {module}, which is not installed here: "
+                                  f"pip install {module}") from None
 
 
 def installed(module: str) -> bool:
@@ -185,16 +181,15 @@ def installed(module: str) -> bool:
     return True
 
 
-def onnxruntime_session(model, purpose: str, threads: int | None = None, optimise: bool = True):
-    """An onnxruntime CPU session for ``model`` (a path, bytes or a ModelProto); ``threads`` intra-op threads
-    (onnxruntime's choice when None) and one inter-op thread; full graph optimisation or none."""
+def onnxruntime_session(model, purpose: str, threads: int | None = None):
+    """An onnxruntime CPU session for ``model`` (a path, bytes or a ModelProto), fully optimised: ``threads``
+    intra-op threads (onnxruntime's choice when None) and one inter-op thread."""
     onnxruntime = require("onnxruntime", purpose)
     options = onnxruntime.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    levels = onnxruntime.GraphOptimizationLevel
-    options.graph_optimization_level = levels.ORT_ENABLE_ALL if optimise else levels.ORT_DISABLE_ALL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     if hasattr(model, "SerializeToString"):
         model = model.SerializeToString()
     return onnxruntime.InferenceSession(model if isinstance(model, bytes) else str(model), options,

@@ -8,11 +8,11 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import onnx
 import pytest
 
 from conftest import AIS_BENCH, REPO_ROOT, SAMPLE_DIR, make_val_tree
+from test_runner import tiny_model
 from t2t_vit import version_bridge
 
 BIN_DIGESTS = REPO_ROOT / "tests" / "data" / "bin_sha256.json"
@@ -160,23 +160,11 @@ def test_the_ascend_flow_runs_without_onnxruntime_or_openvino(tmp_path, checkpoi
     assert not (tmp_path / "cpu").exists()
 
 
-def _tiny_onnx(path):
-    from onnx import TensorProto, helper, numpy_helper
-
-    weight = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(3, 4) / 10, "W")
-    graph = helper.make_graph([helper.make_node("MatMul", ["image", "W"], ["class"])], "tiny",
-                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3])],
-                              [helper.make_tensor_value_info("class", TensorProto.FLOAT, ["N", 4])],
-                              initializer=[weight])
-    onnx.save(version_bridge.make_onnx_model(graph, 11), str(path))
-    return path
-
-
 def test_with_only_onnxruntime_the_runner_uses_it_and_says_so(tmp_path, monkeypatch, capsys):
     import T2T_ViT_infer
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError: not installed
-    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    model = tiny_model(tmp_path / "tiny.onnx")
     assert T2T_ViT_infer.main(["--model", str(model), "--output", str(tmp_path / "out"), "--output_dirname", "r",
                                "--batchsize", "2", "--no-progress"]) == 0
     assert "running on onnxruntime: openvino, the default CPU runtime, is not installed" in capsys.readouterr().err
@@ -189,7 +177,7 @@ def test_an_explicit_backend_that_is_missing_is_named(tmp_path, monkeypatch, cap
     import T2T_ViT_infer
 
     monkeypatch.setitem(sys.modules, "openvino", None)
-    assert T2T_ViT_infer.main(["--model", str(_tiny_onnx(tmp_path / "tiny.onnx")), "--backend", "openvino"]) == 1
+    assert T2T_ViT_infer.main(["--model", str(tiny_model(tmp_path / "tiny.onnx")), "--backend", "openvino"]) == 1
     assert capsys.readouterr().err.strip() == ("error: --backend openvino needs openvino, which is not installed here: "
                                                "pip install openvino")
 
