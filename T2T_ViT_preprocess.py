@@ -4,11 +4,19 @@
     python3 T2T_ViT_preprocess.py --data-dir /data/imagenet/val --out-dir prep_bins --gt-path label.npy
     python3 T2T_ViT_preprocess.py --data-dir /data/imagenet/val --out-dir prep_bins_uint8 --gt-path label.npy \\
         --dtype uint8
+    python3 T2T_ViT_preprocess.py --data-dir ILSVRC2012_img_val.tar --devkit ILSVRC2012_devkit_t12.tar.gz \\
+        --out-dir prep_bins --gt-path label.npy
 
-Input: the ImageNet val layout DIR/<synset>/<image> (class index = position of the synset among the
-1000 ImageNet synsets in sorted order, shipped with the toolkit; any subset of the classes works), or
-a flat folder of images with --label-file lines '<file name> <class index>'. Files without an image
-extension and hidden files (.DS_Store) are left out and listed in the manifest.
+Input (--data-dir), as ImageNet val is downloaded or sorted:
+  DIR/<synset>/<image>        the class index is the synset's position among the 1000 ImageNet synsets
+                              in sorted order (shipped with the toolkit); any subset of the classes works
+  ILSVRC2012_img_val.tar      the official archive, read in place (.tar.gz/.tgz as one stream): nothing is
+  + --devkit DEVKIT             extracted; labels from ILSVRC2012_devkit_t12.tar.gz or its folder (meta.mat
+                                maps the ground truth's IDs, in meta.mat's order, to synsets)
+  a flat folder + --devkit, or + --label-file FILE: '<file name> <class index>' lines (val_label.txt),
+                              Kaggle's LOC_val_solution.csv, or one WNID per line (told apart by content)
+Images that the labels do not name, files without an image extension and hidden files (.DS_Store) are
+left out and listed in the manifest; labels of images that are absent (a subset) are only counted.
 
 Each image is converted to RGB and transformed exactly as timm's eval transform for the model's data
 config (resize the shorter side to 248 bicubic, centre-crop 224, normalise): the bins equal
@@ -37,14 +45,10 @@ def build_parser():
     from t2t_vit.preprocess import default_workers
 
     parser = cli.make_parser(__doc__)
-    files = parser.add_argument_group("files")
-    files.add_argument("--data-dir", required=True, metavar="DIR", help="ImageNet val folder (DIR/<synset>/<image>) "
-                       "or a flat image folder with --label-file")
+    cli.add_data_arguments(parser)
+    files = parser.add_argument_group("files written")
     files.add_argument("--out-dir", required=True, metavar="DIR", help="folder for the .bin files and manifest.json")
     files.add_argument("--gt-path", required=True, metavar="LABELS.npy", help="label file to write (outside --out-dir)")
-    files.add_argument("--label-file", metavar="FILE", help="for a flat folder: lines '<file name> <class index>'")
-    files.add_argument("--class-list", metavar="FILE",
-                       help="class names, one per line, index = line number, instead of the 1000 ImageNet synsets")
     files.add_argument("--dtype", choices=["float32", "uint8"], default="float32",
                        help="float32: normalised NCHW bins (the ModelZoo layout); uint8: the cropped NHWC image, "
                             "a quarter of the size, normalised by the uint8 export or AIPP (default: float32)")
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
         data_config = resolve_data_config({"crop_pct": args.crop_pct, "interpolation": args.interpolation})
         report = run_preprocess(args.data_dir, args.out_dir, args.gt_path, data_config, label_file=args.label_file,
-                                class_list=args.class_list, workers=args.workers, limit=args.limit,
+                                class_list=args.class_list, devkit=args.devkit, workers=args.workers, limit=args.limit,
                                 skip_bad=args.skip_bad, progress=False if args.no_progress else None,
                                 run_args=vars(args), dtype=args.dtype)
         print(f"{report.summary()}; bins in {report.out_dir}, labels in {report.gt_path}")

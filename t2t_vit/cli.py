@@ -6,6 +6,7 @@ import argparse
 import errno
 import logging
 import sys
+from pathlib import Path
 from typing import Callable
 
 from t2t_vit import ToolkitError
@@ -19,6 +20,23 @@ def make_parser(doc: str) -> argparse.ArgumentParser:
     summary, _, details = doc.strip().partition("\n\n")
     return argparse.ArgumentParser(description=summary, epilog=details or None,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """The data options, one definition for every script that reads images (the preprocess stage, the main job)."""
+    group = parser.add_argument_group("data (ImageNet val as downloaded, or sorted into class folders)")
+    group.add_argument("--data-dir", required=required, type=Path, metavar="DIR|TAR",
+                       help="the val images: DIR/<synset>/<image>; a flat folder; or the archive as downloaded "
+                            "(ILSVRC2012_img_val.tar, also .tar.gz/.tgz), read in place, nothing extracted")
+    group.add_argument("--devkit", type=Path, metavar="PATH",
+                       help="labels of flat images from the ILSVRC2012 devkit: ILSVRC2012_devkit_t12.tar.gz as "
+                            "downloaded or its extracted folder (data/meta.mat + the val ground truth; needs scipy)")
+    group.add_argument("--label-file", type=Path, metavar="FILE",
+                       help="labels of flat images: '<file name> <class index>' lines (the ModelZoo's val_label.txt), "
+                            "Kaggle's LOC_val_solution.csv, or one WNID per line for the 50,000 val images; the "
+                            "format is told from the content")
+    group.add_argument("--class-list", type=Path, metavar="FILE",
+                       help="class names, one per line, index = line number, instead of the 1000 ImageNet synsets")
 
 
 def add_verbosity(parser: argparse.ArgumentParser) -> None:

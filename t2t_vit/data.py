@@ -25,167 +25,155 @@ import io
 import logging
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from t2t_vit import ToolkitError
+from t2t_vit.labels import VAL_CLASSES, VAL_IMAGES, VAL_PER_CLASS, read_class_list, read_label_source
+from t2t_vit.sources import DatasetError, SourceFile, images_of, open_source
+
+__all__ = ["DatasetError", "read_class_list"]  # defined beside the readers; imported from here by their callers
 
 log = logging.getLogger(__name__)
 
-IMAGENET_SYNSETS_FILE = Path(__file__).with_name("imagenet_synsets.txt")
-IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp",
-                              ".gif"})
 BIN_DTYPE = np.dtype("<f4")
 BIN_DTYPES = ("float32", "uint8")
 BIN_LAYOUTS = {"float32": "NCHW", "uint8": "NHWC"}
 
 
-class DatasetError(ToolkitError):
-    """The data dir, label file or class list cannot be used."""
-
-
 @dataclass(frozen=True)
 class ImageItem:
-    """One image to process: where it is, what it is called in the output, and its class index."""
+    """One image to process: where its bytes are, what it is called in the output, and its class index."""
 
-    path: Path
+    file: SourceFile
     relative: str
     name: str
     label: int
 
+    @property
+    def path(self) -> Path:
+        """The file's path, or for an archive member its name inside the archive."""
+        return Path(self.file.location)
+
 
 @dataclass
 class Discovery:
-    """What a data dir holds: the images to process and the files that were left out (with why)."""
+    """What a data source holds: the images to process, what was left out (and why), and where labels came from."""
 
-    layout: str
+    layout: str  # "class_folders" (the folder above an image names its class) or "labelled" (a label source)
     items: list[ImageItem]
-    ignored: list[str]
-
-
-# ----------------------------------------------------------------------------------------------- classes
-
-def read_class_list(path: str | os.PathLike | None = None) -> list[str]:
-    """Class names, one per line; the index of a class is its line number from 0.
-
-    Without ``path``: the 1000 ImageNet synsets in sorted order (the order every ImageNet model uses).
-    """
-    source = Path(path) if path is not None else IMAGENET_SYNSETS_FILE
-    try:
-        names = [line.strip() for line in source.read_text().splitlines() if line.strip()]
-    except OSError as error:
-        raise DatasetError(f"cannot read the class list {source}: {error.strerror}") from None
-    if not names:
-        raise DatasetError(f"the class list {source} is empty")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise DatasetError(f"the class list {source} repeats {', '.join(duplicates[:5])}")
-    return names
+    ignored: list[str]  # files that are not images (hidden files, other extensions)
+    unlabelled: list[str] = field(default_factory=list)  # images the label source does not cover: left out
+    absent_labels: int = 0  # labels of images that are not in the source (a subset of the val set)
+    source: dict[str, Any] = field(default_factory=dict)  # what identifies the source (sources.*.identity)
+    labels: str = ""  # where the labels came from
+    label_files: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------- discovery
 
-def _is_candidate(path: Path) -> bool:
-    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
-
-
 def discover_images(data_dir: str | os.PathLike, label_file: str | os.PathLike | None = None,
-                    class_names: Sequence[str] | None = None) -> Discovery:
-    """Find the images of a data dir and their labels.
+                    class_names: Sequence[str] | None = None, devkit: str | os.PathLike | None = None) -> Discovery:
+    """Find the images of a data source (a folder or a tar archive, :mod:`t2t_vit.sources`) and their labels.
 
-    Two layouts:
-
-    - ``DIR/<class>/<image>`` (the ImageNet val layout, images may sit in sub-folders of the class
-      folder): each class folder must be a name in ``class_names`` (the ImageNet synsets by default).
-    - ``DIR/<image>`` with ``label_file`` lines ``<file name> <class index>``: every listed file must
-      exist; images not listed are left out and reported.
-
-    Files whose extension is not an image extension, and hidden files (``.DS_Store``), are left out and
-    reported in ``ignored``. Items come sorted by their path relative to ``data_dir``.
+    Labels come from the folder above each image, a class name (``DIR/<class>/<image>``, the ImageNet val
+    layout; images may sit in sub-folders of the class folder; in an archive, the first folder of the member's
+    path that is a class), or from a label source (``label_file`` or ``devkit``, :mod:`t2t_vit.labels`), which
+    names the images: images it does not cover are left out and reported, and labels of images that are absent
+    are counted. Hidden files and files without an image extension are left out and reported in ``ignored``.
+    Items come sorted by their path relative to the source. Reads only: nothing is written.
     """
-    root = Path(data_dir)
-    if not root.exists():
-        raise DatasetError(f"--data-dir {root} does not exist")
-    if not root.is_dir():
-        raise DatasetError(f"--data-dir {root} is not a directory")
+    source = open_source(data_dir)
     class_names = list(class_names) if class_names is not None else read_class_list()
-    if label_file is not None:
-        layout, found, ignored = "flat", _flat_items(root, Path(label_file), len(class_names)), []
-        listed = {relative for relative, _, _ in found}
-        for path in sorted(root.iterdir()):
-            if path.name not in listed:
-                ignored.append(path.name)
+    labels = read_label_source(label_file, devkit, class_names)
+    images, ignored = images_of(source.files())
+    discovery = Discovery(layout="class_folders" if labels is None else "labelled", items=[], ignored=ignored,
+                          source=source.identity(), labels=labels.description if labels else "class folders",
+                          label_files=[str(path) for path in labels.files] if labels else [])
+    if labels is None:
+        found = _class_folder_items(source, images, class_names, discovery)
     else:
-        layout = "class_folders"
-        found, ignored = _class_folder_items(root, class_names)
+        found = _labelled_items(images, labels, discovery)
+    if not found and discovery.unlabelled:
+        raise DatasetError(f"none of the {len(discovery.unlabelled)} images of {source.root} (e.g. "
+                           f"{discovery.unlabelled[0]}) is named in {discovery.labels}, whose names are like "
+                           f"{next(iter(labels.by_key), 'nothing')}")
     if not found:
-        raise DatasetError(f"no images found in {root}" + (f" ({len(ignored)} other files left out)" if ignored else ""))
-    found.sort()
-    names = assign_names([relative for relative, _, _ in found])
-    items = [ImageItem(path=path, relative=relative, name=name, label=label)
-             for (relative, path, label), name in zip(found, names)]
-    if ignored:
-        log.warning("left out %d files that are not images: %s%s", len(ignored), ", ".join(ignored[:5]),
-                    " ..." if len(ignored) > 5 else "")
-    return Discovery(layout=layout, items=items, ignored=ignored)
+        left_out = len(ignored) + len(discovery.unlabelled)
+        raise DatasetError(f"no images found in {source.root}" + (f" ({left_out} other files left out)"
+                                                                  if left_out else ""))
+    names = assign_names([file.relative for file, _ in found])
+    discovery.items = [ImageItem(file=file, relative=file.relative, name=name, label=label)
+                       for (file, label), name in zip(found, names)]
+    _report(discovery, len(class_names))
+    return discovery
 
 
-def _class_folder_items(root: Path, class_names: Sequence[str]) -> tuple[list[tuple[str, Path, int]], list[str]]:
+def _class_folder_items(source, images: list[SourceFile], class_names: Sequence[str],
+                        discovery: Discovery) -> list[tuple[SourceFile, int]]:
     index = {name: position for position, name in enumerate(class_names)}
-    entries = sorted(root.iterdir())
-    loose_images = [entry.name for entry in entries if entry.is_file() and _is_candidate(entry)]
-    if loose_images:
-        raise DatasetError(f"{root} holds images directly ({', '.join(loose_images[:3])}, ...): for a flat folder "
-                           f"give --label-file with '<file name> <class index>' lines, or sort them into "
-                           f"class folders")
-    folders = [entry for entry in entries if entry.is_dir() and not entry.name.startswith(".")]
-    unknown = [folder.name for folder in folders if folder.name not in index]
+    flat_hint = ("give --devkit (the ILSVRC2012 devkit) or --label-file (val_label.txt, LOC_val_solution.csv, ...)"
+                 ", or sort them into class folders")
+    if source.kind == "tar":  # the first folder of the member's path that is a class
+        found = []
+        for file in images:
+            label = next((index[part] for part in file.relative.split("/")[:-1] if part in index), None)
+            if label is None:
+                discovery.unlabelled.append(file.relative)
+            else:
+                found.append((file, label))
+        if images and not found:
+            raise DatasetError(f"--data-dir {source.root} holds {len(images)} images and none is in a class folder: "
+                               f"{flat_hint}")
+        return found
+    loose = [file.relative for file in images if "/" not in file.relative]
+    if loose:
+        raise DatasetError(f"{source.root} holds images directly ({', '.join(loose[:3])}, ...): for a flat folder "
+                           f"{flat_hint}")
+    folders = sorted({entry.name for entry in os.scandir(source.root) if entry.is_dir() and not entry.name.startswith(".")})
+    unknown = [folder for folder in folders if folder not in index]
     if unknown:
-        raise DatasetError(f"{len(unknown)} folders of {root} are not classes of the class list "
+        raise DatasetError(f"{len(unknown)} folders of {source.root} are not classes of the class list "
                            f"({', '.join(unknown[:5])}); ImageNet val folders are synset ids such as n01440764. "
-                           f"For another dataset give --class-list FILE")
-    found: list[tuple[str, Path, int]] = []
-    ignored = [entry.name for entry in entries if entry.is_file()]
-    for folder in folders:
-        for directory, subdirs, files in os.walk(folder):
-            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-            for file_name in sorted(files):
-                path = Path(directory) / file_name
-                relative = path.relative_to(root).as_posix()
-                if _is_candidate(path):
-                    found.append((relative, path, index[folder.name]))
-                else:
-                    ignored.append(relative)
-    return found, ignored
+                           f"For another dataset give --class-list FILE; for a flat folder {flat_hint}")
+    return [(file, index[file.relative.split("/", 1)[0]]) for file in images]
 
 
-def _flat_items(root: Path, label_file: Path, num_classes: int) -> list[tuple[str, Path, int]]:
-    try:
-        lines = label_file.read_text().splitlines()
-    except OSError as error:
-        raise DatasetError(f"cannot read --label-file {label_file}: {error.strerror}") from None
-    found: list[tuple[str, Path, int]] = []
-    seen: set[str] = set()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise DatasetError(f"{label_file} line {number}: expected '<file name> <class index>', got {line!r}")
-        file_name, label = parts[0].strip(), int(parts[1])
-        if not 0 <= label < num_classes:
-            raise DatasetError(f"{label_file} line {number}: class index {label} is outside 0..{num_classes - 1}")
-        if file_name in seen:
-            raise DatasetError(f"{label_file} line {number}: {file_name} is listed twice")
-        seen.add(file_name)
-        found.append((file_name, root / file_name, label))
-    missing = [relative for relative, path, _ in found if not os.path.lexists(path)]
-    if missing:
-        raise DatasetError(f"{len(missing)} files listed in {label_file} are not in {root}: {', '.join(missing[:5])}")
+def _labelled_items(images: list[SourceFile], labels, discovery: Discovery) -> list[tuple[SourceFile, int]]:
+    found, used = [], set()
+    for file in images:
+        key = labels.key_of(file.relative)
+        if key is None:
+            discovery.unlabelled.append(file.relative)
+        else:
+            used.add(key)
+            found.append((file, labels.by_key[key]))
+    discovery.absent_labels = len(labels.by_key) - len(used)
     return found
+
+
+def _report(discovery: Discovery, num_classes: int) -> None:
+    """Log what was left out, what the labels cover beyond the data, and a full val set's class balance."""
+    def examples(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+
+    if discovery.ignored:
+        log.warning("left out %d files that are not images: %s", len(discovery.ignored), examples(discovery.ignored))
+    if discovery.unlabelled:
+        log.warning("left out %d images that %s does not label: %s", len(discovery.unlabelled), discovery.labels,
+                    examples(discovery.unlabelled))
+    if discovery.absent_labels:
+        log.info("%s also labels %d images that are not in the data (a subset of the val set: not an error)",
+                 discovery.labels, discovery.absent_labels)
+    if len(discovery.items) == VAL_IMAGES and num_classes == VAL_CLASSES:
+        counts = np.bincount([item.label for item in discovery.items], minlength=num_classes)
+        off = np.flatnonzero(counts != VAL_PER_CLASS)
+        if off.size:
+            log.warning("%d images, as many as the ImageNet val set, but %d classes do not have %d images (class %d "
+                        "has %d): are the labels in the right order?", VAL_IMAGES, off.size, VAL_PER_CLASS,
+                        off[0], counts[off[0]])
 
 
 def assign_names(relatives: Sequence[str]) -> list[str]:
@@ -308,8 +296,9 @@ def normalise(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
     return nchw
 
 
-def decode_rgb(path: str | os.PathLike) -> tuple[Any, str]:
-    """Open an image fully decoded and converted to RGB, as timm's dataset does (``convert('RGB')``).
+def decode_rgb(path) -> tuple[Any, str]:
+    """Open an image (a path, or a binary file object such as an archive member's bytes) fully decoded and
+    converted to RGB, as timm's dataset does (``convert('RGB')``).
 
     Returns the RGB image and the mode the file was stored in.
     """

@@ -81,12 +81,17 @@ class Digests:
 
 def bins_fingerprint(bins_dir: Path, labels_path: Path, digest: Digests) -> str:
     """What identifies the exact inputs of a pass: every bin's name, size and modification time (a rewritten
-    bin gets a new one; this is an identity, never an order), and the label file's content."""
+    bin gets a new one; this is an identity, never an order), the label file's content, and the data source and
+    label sources the bins' manifest records (an archive's size and time, the SHA-256 of each label file)."""
     import hashlib
+
+    from t2t_vit.preprocess import read_manifest
 
     entries = sorted((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
                      for entry in os.scandir(bins_dir) if entry.name.endswith(".bin") and entry.is_file())
-    text = json.dumps({"bins": entries, "labels": digest(labels_path)})
+    manifest = read_manifest(bins_dir) or {}
+    text = json.dumps({"bins": entries, "labels": digest(labels_path), "source": manifest.get("source"),
+                       "label_sources": manifest.get("label_sources")})
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -106,7 +111,7 @@ def stamp_mismatch(recorded: dict[str, Any] | None, key: dict[str, Any]) -> str:
     return f"made with another {', '.join(changed)}" if changed else ""
 
 
-_KEY_WORDS = {"model_sha256": "model file (its SHA-256 differs)", "bins": "set of bins or labels",
+_KEY_WORDS = {"model_sha256": "model file (its SHA-256 differs)", "bins": "set of bins, labels or data source",
               "runner": "runner", "batch": "batch size", "loop": "--loop", "threads": "--threads",
               "machine": "machine", "kind": "kind of pass", "keep_dtype_sha256": "keep_dtype.cfg"}
 
@@ -116,9 +121,12 @@ _KEY_WORDS = {"model_sha256": "model file (its SHA-256 differs)", "bins": "set o
 @dataclass
 class JobOptions:
     pth_path: Path | None
-    data_dir: Path | None
+    data_dir: Path | None  # a folder or a tar archive (t2t_vit.sources)
     work_dir: Path
     batch_sizes: list[int]
+    label_file: Path | None = None  # the labels of flat images (t2t_vit.labels), or
+    devkit: Path | None = None  # the ILSVRC2012 devkit
+    class_list: Path | None = None
     backend: str | None = None  # None: backends.choose_backend's default
     loop: int = DEFAULT_LOOP
     om_dir: Path | None = None
@@ -204,7 +212,7 @@ def prepare_demo(options: JobOptions) -> None:
           f"(random weights: the accuracy means nothing)")
 
 
-def preprocess(options: JobOptions, bins_dir: Path, labels_path: Path) -> None:
+def preprocess(options: JobOptions, bins_dir: Path, labels_path: Path, discovery=None) -> None:
     """Bins for the data dir, reusing only bins made from the same images with the same data config and dtype."""
     from t2t_vit.config import data_config_hash, resolve_data_config
     from t2t_vit.preprocess import MANIFEST_NAME, bins_dtype, read_manifest, run_preprocess
@@ -227,10 +235,11 @@ def preprocess(options: JobOptions, bins_dir: Path, labels_path: Path) -> None:
         for path in bins_dir.iterdir():
             if path.name == MANIFEST_NAME or path.name.endswith((".bin", ".partial")):
                 path.unlink()
-    report = run_preprocess(options.data_dir, bins_dir, labels_path, data_config, workers=options.workers,
+    report = run_preprocess(options.data_dir, bins_dir, labels_path, data_config, label_file=options.label_file,
+                            class_list=options.class_list, devkit=options.devkit, workers=options.workers,
                             skip_bad=options.skip_bad, progress=options.progress, remove_extra_bins=True,
                             run_args={"job": "T2T_ViT_eval.sh", "data_dir": str(options.data_dir)},
-                            dtype=options.dtype)
+                            dtype=options.dtype, discovery=discovery)
     print(f"{report.summary()}; {options.dtype} bins")
 
 
@@ -513,15 +522,15 @@ def run_job(options: JobOptions) -> dict[str, Any]:
     from t2t_vit import evalreport
     from t2t_vit.files import exclusive_lock
 
+    discovery = None if options.demo else check_inputs(options)  # a refused input leaves no work dir behind
     with exclusive_lock(options.work_dir, "--work-dir"):
         for stale in (options.work_dir / evalreport.SUMMARY_JSON, options.work_dir / evalreport.SUMMARY_PNG):
             remove_if_present(stale)  # a failed run must not leave the last run's tables looking current
         state, digest, paths = JobState(), Digests(), JobPaths.of(options)
         if options.demo:
             state.timed("demo data (random weights: the accuracy means nothing)", lambda: prepare_demo(options))
-        check_inputs(options)
         state.timed(f"preprocess {options.data_dir} -> {paths.bins_dir}",
-                    lambda: preprocess(options, paths.bins_dir, paths.labels_path))
+                    lambda: preprocess(options, paths.bins_dir, paths.labels_path, discovery))
         state.timed(f"export ({NPU_PERFORMER} form + keep_dtype.cfg for the NPU, {CPU_PERFORMER} form with "
                     f"{options.dtype} input for the CPU)", lambda: export_all(options, paths, digest))
         models = choose_runners(options, paths, digest)
@@ -623,15 +632,17 @@ def export_path(work: Path, performer: str, input_dtype: str) -> Path:
     return work / f"T2T_ViT_14_{performer}{'_uint8' if input_dtype == 'uint8' else ''}.onnx"
 
 
-def check_inputs(options: JobOptions) -> None:
+def check_inputs(options: JobOptions):
+    """Refuse unusable inputs before anything is written; returns the images and labels found."""
+    from t2t_vit.data import discover_images, read_class_list
+
     if options.pth_path is None:
         raise JobError("--pth-path is required (or --demo)")
     if options.data_dir is None:
         raise JobError("--data-dir is required (or --demo)")
     if not options.pth_path.is_file():
         raise JobError(f"checkpoint {options.pth_path} does not exist or is not a file (check --pth-path)")
-    if not options.data_dir.is_dir():
-        raise JobError(f"--data-dir {options.data_dir} is not a directory")
+    return discover_images(options.data_dir, options.label_file, read_class_list(options.class_list), options.devkit)
 
 
 # -------------------------------------------------------------------------------------------------- CLI
@@ -661,12 +672,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.prog = "T2T_ViT_eval.sh"
     inputs = parser.add_argument_group("inputs")
     inputs.add_argument("--pth-path", type=Path, metavar="CKPT", help="the checkpoint (81.5_T2T_ViT_14.pth.tar)")
-    inputs.add_argument("--data-dir", type=Path, metavar="DIR", help="ImageNet val: DIR/<synset>/<image>")
     inputs.add_argument("--demo", action="store_true",
                         help="make synthetic images and a random checkpoint in WORK/demo instead (the accuracy "
                              "means nothing)")
     inputs.add_argument("--demo-images", type=_positive, default=16, metavar="N",
                         help="synthetic images for --demo (default: 16)")
+    cli.add_data_arguments(parser, required=False)
     run = parser.add_argument_group("run")
     run.add_argument("--batch-sizes", type=_batch_sizes, default=list(DEFAULT_BATCH_SIZES), metavar="'1 4 8'",
                      help="batch sizes (default: '1 4 8 16 32 64')")
@@ -704,15 +715,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.demo and (args.pth_path or args.data_dir):
-        parser.error("--demo makes its own checkpoint and images; leave out --pth-path and --data-dir")
+    given = [flag for flag, value in (("--pth-path", args.pth_path), ("--data-dir", args.data_dir),
+                                      ("--devkit", args.devkit), ("--label-file", args.label_file),
+                                      ("--class-list", args.class_list)) if value]
+    if args.demo and given:
+        parser.error(f"--demo makes its own checkpoint and images; leave out {', '.join(given)}")
     if not args.demo and not (args.pth_path and args.data_dir):
         parser.error("--pth-path and --data-dir are required (or --demo)")
     if args.workers is not None and args.workers < 0:
         parser.error("--workers must be 0 or more")
     if args.accuracy_batch and args.accuracy_batch not in args.batch_sizes:
         parser.error(f"--accuracy-batch {args.accuracy_batch} is not one of --batch-sizes {args.batch_sizes}")
-    options = JobOptions(pth_path=args.pth_path, data_dir=args.data_dir, work_dir=args.work_dir,
+    options = JobOptions(pth_path=args.pth_path, data_dir=args.data_dir, label_file=args.label_file,
+                         devkit=args.devkit, class_list=args.class_list, work_dir=args.work_dir,
                          batch_sizes=args.batch_sizes, backend=args.backend,
                          loop=args.loop or (DEMO_LOOP if args.demo else DEFAULT_LOOP), om_dir=args.om_dir,
                          demo=args.demo, demo_images=args.demo_images, accuracy_batch=args.accuracy_batch,

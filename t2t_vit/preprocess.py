@@ -16,16 +16,18 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from t2t_vit import ToolkitError
 from t2t_vit.files import remove_if_present, remove_partial_files
-from t2t_vit.data import (BIN_DTYPES, BIN_LAYOUTS, EvalTransform, ImageItem, bin_size, decode_rgb, discover_images,
-                          read_class_list, select_subset, write_bin, write_labels)
+from t2t_vit.data import (BIN_DTYPES, BIN_LAYOUTS, Discovery, EvalTransform, ImageItem, bin_size, decode_rgb,
+                          discover_images, read_class_list, select_subset, write_bin, write_labels)
+from t2t_vit.sources import SourceFile, close_handles, file_stamp, read_image, stream_members
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class PreprocessReport:
     already_done: int
     bad: list[dict[str, str]] = field(default_factory=list)
     ignored: int = 0
+    unlabelled: int = 0
+    absent_labels: int = 0
     seconds: float = 0.0
 
     @property
@@ -63,8 +67,11 @@ class PreprocessReport:
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
+        left_out = f"{self.ignored} non-image files" + (f" and {self.unlabelled} images without a label"
+                                                         if self.unlabelled else "")
+        absent = f"; {self.absent_labels} labels of images not in the data" if self.absent_labels else ""
         return (f"{self.selected} images: {self.written} written, {self.already_done} already done, "
-                f"{len(self.bad)} undecodable, {self.ignored} non-image files left out; "
+                f"{len(self.bad)} undecodable, {left_out} left out{absent}; "
                 f"{self.images_per_s:.1f} images/s over {self.seconds:.1f} s")
 
 
@@ -78,7 +85,7 @@ def _init_worker(data_config: Mapping[str, Any]) -> None:
     _set_transform(data_config)
 
 
-def _decode(path: Path) -> tuple[Any, str]:
+def _decode(path) -> tuple[Any, str]:
     """Decode to RGB as timm's dataset does; returns the image and a note on anything lossy."""
     from PIL import Image
 
@@ -93,13 +100,12 @@ def _decode(path: Path) -> tuple[Any, str]:
     return rgb, "; ".join(notes)
 
 
-def _process(task: tuple[int, str, str, str]) -> Outcome:
+def _process(task: tuple[int, SourceFile | bytes, str, str]) -> Outcome:
     index, source, target, dtype = task
-    path = Path(source)
-    if not path.is_file():
+    if isinstance(source, SourceFile) and source.archive is None and not Path(source.location).is_file():
         return Outcome(index, "bad", "not a regular file (directory, broken link or device)")
     try:
-        image, note = _decode(path)
+        image, note = _decode(read_image(source))
         array = _transform(image, dtype)
     except MemoryError:
         raise
@@ -128,12 +134,6 @@ def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any] | None:
 def bins_dtype(manifest: Mapping[str, Any]) -> str:
     """The dtype of a manifest's bins (manifests from before uint8 bins hold float32)."""
     return manifest.get("bin", {}).get("dtype", "float32")
-
-
-def _source_stamp(path: Path) -> dict[str, int]:
-    """What identifies a source image's content between runs: its size and modification time (as identity)."""
-    stat = path.stat()
-    return {"source_bytes": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
 
 
 def _check_previous(previous: Mapping[str, Any] | None, config_hash: str, source_root: str,
@@ -166,11 +166,11 @@ class PreprocessPlan:
 
     items: list[ImageItem]
     entries: dict[str, dict[str, Any]]
-    tasks: list[tuple[int, str, str, str]]  # (index, source, target, dtype) of the bins to write
+    tasks: list[tuple[int, SourceFile, str, str]]  # (index, source, target, dtype) of the bins to write
     outcomes: list[Outcome]  # the bins already done
     manifest: dict[str, Any]
     found: int  # images in the data dir, before --limit
-    ignored: int
+    discovery: Discovery
 
 
 def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_path: str | os.PathLike,
@@ -178,16 +178,20 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
                    class_list: str | os.PathLike | None = None, workers: int | None = None,
                    limit: int | None = None, skip_bad: bool = False, progress: bool | None = None,
                    run_args: Mapping[str, Any] | None = None, remove_extra_bins: bool = False,
-                   dtype: str = "float32") -> PreprocessReport:
+                   dtype: str = "float32", devkit: str | os.PathLike | None = None,
+                   discovery: Discovery | None = None) -> PreprocessReport:
     """Preprocess every image of ``data_dir`` into ``out_dir`` and write the label file ``gt_path``.
 
     Args:
-        data_dir: ``DIR/<synset>/<image>``, or a flat folder with ``label_file``.
+        data_dir: ``DIR/<synset>/<image>``, or a flat folder or a tar archive with ``label_file`` or ``devkit``.
         out_dir: where the bins and the manifest go (created if needed). One run at a time: a second run on
             the same out-dir stops at once (:func:`t2t_vit.files.exclusive_lock`).
         gt_path: the label file (``.npy``); must not be inside ``out_dir``.
         data_config: the resolved data config (:func:`t2t_vit.model.resolve_data_config`).
-        label_file: ``<file name> <class index>`` lines for a flat folder.
+        label_file: a label file in one of :mod:`t2t_vit.labels`' formats.
+        devkit: the ILSVRC2012 devkit (its ``.tar.gz`` or folder), whose ground truth labels the val images.
+        discovery: what :func:`t2t_vit.data.discover_images` found for these arguments, when the caller already
+            looked (it is not looked for again).
         class_list: class names, one per line, instead of the ImageNet synsets.
         workers: processes; 0 runs in this process. Default: the usable cores.
         limit: process a deterministic subset of this many images, spread over the classes.
@@ -209,12 +213,15 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
     started = time.perf_counter()
     out_dir, gt_path, data_config = Path(out_dir), Path(gt_path), dict(data_config)
     check_request(data_config, out_dir, gt_path, dtype, limit)
+    class_names = read_class_list(class_list)
+    if discovery is None:  # reads only: a refusal leaves no trace
+        discovery = discover_images(data_dir, label_file, class_names, devkit)
     with exclusive_lock(out_dir, "--out-dir"):
-        plan = plan_preprocess(data_dir, out_dir, gt_path, data_config, label_file, class_list, limit,
+        plan = plan_preprocess(discovery, out_dir, gt_path, data_config, class_list, len(class_names), limit,
                                remove_extra_bins, dtype, run_args)
         try:
             work_seconds = _run_tasks(plan.tasks, data_config, default_workers() if workers is None else workers,
-                                      progress, plan.outcomes, out_dir)
+                                      progress, plan.outcomes, out_dir, discovery.source)
         except BaseException as error:
             plan.manifest["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
             plan.manifest["seconds"] = round(time.perf_counter() - started, 3)
@@ -237,18 +244,17 @@ def check_request(data_config: dict[str, Any], out_dir: Path, gt_path: Path, dty
         raise ToolkitError(f"--limit must be at least 1, got {limit}")
 
 
-def plan_preprocess(data_dir, out_dir: Path, gt_path: Path, data_config: dict[str, Any], label_file, class_list,
-                    limit: int | None, remove_extra_bins: bool, dtype: str,
+def plan_preprocess(discovery: Discovery, out_dir: Path, gt_path: Path, data_config: dict[str, Any], class_list,
+                    num_classes: int, limit: int | None, remove_extra_bins: bool, dtype: str,
                     run_args: Mapping[str, Any] | None) -> PreprocessPlan:
-    """Find the images, check the out-dir's earlier run, and write the manifest marked running; the bins that are
-    already done (same source image, whole) are not redone."""
+    """Check the out-dir's earlier run and write the manifest marked running; the bins that are already done
+    (same source image, whole) are not redone."""
     from t2t_vit.config import data_config_hash
+    from t2t_vit.files import sha256_file
     from t2t_vit.provenance import provenance, write_json
 
-    class_names = read_class_list(class_list)
-    discovery = discover_images(data_dir, label_file, class_names)
     items = select_subset(discovery.items, limit)
-    source_root, config_hash = str(Path(data_dir).resolve()), data_config_hash(data_config)
+    source_root, config_hash = discovery.source["path"], data_config_hash(data_config)
     previous_images = _check_previous(read_manifest(out_dir), config_hash, source_root, dtype)
     removed = remove_partial_files(out_dir)
     if removed:
@@ -260,22 +266,23 @@ def plan_preprocess(data_dir, out_dir: Path, gt_path: Path, data_config: dict[st
         "format": MANIFEST_FORMAT, "status": "running", "data_config": data_config, "data_config_hash": config_hash,
         "bin": {"dtype": dtype, "layout": BIN_LAYOUTS[dtype], "byte_order": "little", "order": "C",
                 "shape": list(bin_shape), "bytes": expected_bytes},
-        "source_root": source_root, "layout": discovery.layout, "label_file": str(label_file) if label_file else None,
+        "source_root": source_root, "source": discovery.source, "layout": discovery.layout, "labels": discovery.labels,
+        "label_sources": [{"path": path, "sha256": sha256_file(path)} for path in discovery.label_files],
         "class_list": str(class_list) if class_list else "imagenet-1k synsets (shipped)",
-        "num_classes": len(class_names), "gt_path": str(gt_path), "limit": limit, "images": entries,
-        "ignored": discovery.ignored,
+        "num_classes": num_classes, "gt_path": str(gt_path), "limit": limit, "images": entries,
+        "ignored": discovery.ignored, "unlabelled": discovery.unlabelled, "absent_labels": discovery.absent_labels,
         "extra_bins": _extra_bins(out_dir, {item.name for item in items}, remove_extra_bins),
     }
     manifest.update(provenance(run_args))
     write_json(out_dir / MANIFEST_NAME, manifest)
-    plan = PreprocessPlan(items, entries, [], [], manifest, len(discovery.items), len(discovery.ignored))
+    plan = PreprocessPlan(items, entries, [], [], manifest, len(discovery.items), discovery)
     for index, item in enumerate(items):
         target = out_dir / f"{item.name}.bin"
         if (previous_images.get(item.name) == entries[item.name] and target.is_file()
                 and target.stat().st_size == expected_bytes):
             plan.outcomes.append(Outcome(index, "done"))
         else:
-            plan.tasks.append((index, str(item.path), str(target), dtype))
+            plan.tasks.append((index, item.file, str(target), dtype))
     if plan.outcomes:
         log.info("%d of %d bins are already done; processing the other %d", len(plan.outcomes), len(items),
                  len(plan.tasks))
@@ -298,7 +305,8 @@ def finish_preprocess(plan: PreprocessPlan, out_dir: Path, gt_path: Path, skip_b
     report = PreprocessReport(out_dir=str(out_dir), gt_path=None, selected=len(items),
                               written=sum(o.status == "written" for o in outcomes),
                               already_done=sum(o.status == "done" for o in outcomes), bad=bad,
-                              ignored=plan.ignored, seconds=work_seconds)
+                              ignored=len(plan.discovery.ignored), unlabelled=len(plan.discovery.unlabelled),
+                              absent_labels=plan.discovery.absent_labels, seconds=work_seconds)
     failed = bool(bad) and not skip_bad
     if not failed:
         write_labels(gt_path, [item.name for item in good], [item.label for item in good])
@@ -307,7 +315,8 @@ def finish_preprocess(plan: PreprocessPlan, out_dir: Path, gt_path: Path, skip_b
         "status": "failed" if failed else "complete", "images": {item.name: plan.entries[item.name] for item in good},
         "bad": bad, "conversion_notes": notes,
         "counts": {"found": plan.found, "selected": len(items), "in_label_file": 0 if failed else len(good), "written": report.written,
-                   "already_done": report.already_done, "bad": len(bad), "ignored": plan.ignored,
+                   "already_done": report.already_done, "bad": len(bad), "ignored": report.ignored,
+                   "unlabelled": report.unlabelled, "absent_labels": report.absent_labels,
                    "extra_bins": len(plan.manifest["extra_bins"])},
         "seconds": round(time.perf_counter() - started, 3), "images_per_s": round(report.images_per_s, 2),
     })
@@ -325,7 +334,7 @@ def _image_entry(item: ImageItem) -> dict[str, Any]:
     """The manifest's record of one image: its source, label and what identifies the source's content."""
     entry: dict[str, Any] = {"source": item.relative, "label": item.label}
     try:
-        entry.update(_source_stamp(item.path))
+        entry.update(file_stamp(item.file))
     except OSError:
         pass  # unreadable or a broken link: the worker reports it as bad
     return entry
@@ -344,8 +353,8 @@ def _extra_bins(out_dir: Path, planned: set[str], remove: bool) -> list[str]:
     return [] if remove else extra
 
 
-def _run_tasks(tasks: list[tuple[int, str, str, str]], data_config: Mapping[str, Any], workers: int,
-               progress: bool | None, outcomes: list[Outcome], out_dir: Path) -> float:
+def _run_tasks(tasks: list[tuple[int, SourceFile, str, str]], data_config: Mapping[str, Any], workers: int,
+               progress: bool | None, outcomes: list[Outcome], out_dir: Path, source: Mapping[str, Any]) -> float:
     """Process ``tasks`` (in ``workers`` processes), appending to ``outcomes``; returns the seconds taken."""
     from t2t_vit.progress import progress_bar
 
@@ -354,14 +363,37 @@ def _run_tasks(tasks: list[tuple[int, str, str, str]], data_config: Mapping[str,
         try:
             if workers <= 0 or len(tasks) <= 1:
                 _set_transform(data_config)
-                for outcome in map(_process, tasks):
-                    outcomes.append(outcome)
-                    bar.update()
+                try:
+                    for outcome in map(_process, _task_stream(tasks, source)):
+                        outcomes.append(outcome)
+                        bar.update()
+                finally:
+                    close_handles()
             else:
+                in_flight = threading.BoundedSemaphore(workers * 8)  # a compressed archive's bytes wait in memory
                 with multiprocessing.Pool(min(workers, len(tasks)), _init_worker, (data_config,)) as pool:
-                    for outcome in pool.imap_unordered(_process, tasks, chunksize=4):
+                    for outcome in pool.imap_unordered(_process, _task_stream(tasks, source, in_flight), chunksize=4):
+                        in_flight.release()
                         outcomes.append(outcome)
                         bar.update()
         except OSError as error:
             raise ToolkitError(f"cannot write to {out_dir}: {error}") from None
     return time.perf_counter() - work_started
+
+
+def _task_stream(tasks: list[tuple[int, SourceFile, str, str]], source: Mapping[str, Any],
+                 in_flight: threading.BoundedSemaphore | None = None) -> Iterator[tuple[int, SourceFile | bytes, str, str]]:
+    """The tasks as the workers take them: as they are, or, from a compressed archive (which cannot be sought), with
+    each member's bytes read in one pass of the stream. ``in_flight`` bounds how many wait for a worker."""
+    if not source.get("compression"):
+        for task in tasks:
+            if in_flight is not None:
+                in_flight.acquire()
+            yield task
+        return
+    wanted = [(position, task[1]) for position, task in enumerate(tasks)]
+    for position, data in stream_members(Path(source["path"]), source["compression"], wanted):
+        if in_flight is not None:
+            in_flight.acquire()
+        index, _, target, dtype = tasks[position]
+        yield index, data, target, dtype

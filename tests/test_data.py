@@ -146,11 +146,11 @@ def test_flat_layout_with_label_file(tmp_path, sample_images):
     assert [(i.name, i.label) for i in discovery.items] == [("ILSVRC2012_val_00000001", 65),
                                                            ("ILSVRC2012_val_00000002", 970),
                                                            ("ILSVRC2012_val_00000003", 0)]
-    assert discovery.ignored == ["unlisted.JPEG"]
+    assert discovery.unlabelled == ["unlisted.JPEG"] and discovery.ignored == []
 
 
 @pytest.mark.parametrize("content, pattern", [
-    ("missing.JPEG 1\n", r"1 files listed in .* are not in"),
+    ("missing.JPEG 1\n", r"none of the 1 images of .* \(e\.g\. a\.JPEG\) is named in .*names are like missing\.JPEG"),
     ("a.JPEG\n", "expected '<file name> <class index>'"),
     ("a.JPEG 1000\n", r"class index 1000 is outside 0\.\.999"),
     ("a.JPEG 1\na.JPEG 2\n", "a.JPEG is listed twice"),
@@ -166,7 +166,7 @@ def test_bad_label_files(tmp_path, sample_images, content, pattern):
 
 
 @pytest.mark.parametrize("case, pattern", [
-    ("missing", "does not exist"), ("file", "is not a directory"), ("empty", "no images found"),
+    ("missing", "does not exist"), ("file", "is neither a directory nor a tar archive"), ("empty", "no images found"),
     ("only_junk", r"no images found in .* \(2 other files left out\)"), ("loose_images", "holds images directly"),
 ])
 def test_unusable_data_dirs(tmp_path, sample_images, case, pattern):

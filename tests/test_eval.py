@@ -174,7 +174,7 @@ def test_a_swapped_checkpoint_a_corrupt_one_and_a_changed_data_dir(demo_run, tmp
                       "--loop", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"removing the bins in {work / BINS}: they were made from {data.resolve()}" in result.stdout
-    assert "set of bins or labels" in result.stdout  # with the model file, if the export was redone
+    assert "set of bins, labels or data source" in result.stdout  # with the model file, if the export was redone
     assert len(list((work / BINS).glob("*.bin"))) == 3
     summary = json.loads((work / "eval_summary.json").read_text())
     assert [row["count"] for row in summary["rows"]] == [3, 3] and summary["data_dir"] == str(other)
