@@ -33,8 +33,8 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
     add_ais_options(parser, only_given)
     cpu = parser.add_argument_group("CPU runner (never handed to ais_bench)")
     cpu.add_argument("--backend", choices=BACKENDS,
-                     help=f"CPU runtime (default: {DEFAULT_BACKEND}, or onnxruntime where only it is installed; "
-                          f"onnxruntime with --precision npu-fp16)")
+                     help=f"CPU runtime (default: {DEFAULT_BACKEND}; onnxruntime on aarch64, where only it is "
+                          f"installed, and with --precision npu-fp16)")
     cpu.add_argument("--precision", choices=PRECISIONS, default="fp32",
                      help="fp32, or npu-fp16: what the .om computes under ATC's default force_fp16, every node "
                           "rounded to fp16 except those of --keep-dtype (default: fp32)")

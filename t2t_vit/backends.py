@@ -30,9 +30,22 @@ BACKENDS = ("onnxruntime", "openvino")
 DEFAULT_BACKEND = "openvino"  # the faster CPU path here (README, "Measured here")
 
 
+ARM_MACHINES = ("aarch64", "arm64")
+ARM_NOTE = ("on aarch64 the CPU runner defaults to onnxruntime: OpenVINO's Arm plugin is not proven here (it "
+            "crashed compiling the model under emulation); --backend openvino runs it, in f32")
+
+
+def on_arm() -> bool:
+    """Whether this is an Arm (aarch64) host, such as a Kunpeng server."""
+    import platform
+
+    return platform.machine().lower() in ARM_MACHINES
+
+
 def choose_backend(requested: str | None, precision: str = "fp32") -> str:
     """The CPU runtime to use: ``requested`` if given (it must be installed); else onnxruntime for the npu-fp16
-    emulation, and for fp32 :data:`DEFAULT_BACKEND`, or onnxruntime where only it is installed (said in the log).
+    emulation, and for fp32 :data:`DEFAULT_BACKEND`, or onnxruntime on aarch64 or where only it is installed
+    (said in the log).
 
     Both runtimes are optional on an Ascend host; the error names the package to install.
     """
@@ -41,6 +54,10 @@ def choose_backend(requested: str | None, precision: str = "fp32") -> str:
         return requested
     if precision != "fp32":
         require("onnxruntime", f"--precision {precision}")
+        return "onnxruntime"
+    if on_arm():
+        require("onnxruntime", "the CPU runner on aarch64")
+        log.info(ARM_NOTE)
         return "onnxruntime"
     if installed(DEFAULT_BACKEND):
         return DEFAULT_BACKEND

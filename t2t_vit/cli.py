@@ -46,6 +46,21 @@ def add_verbosity(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
 
 
+class ReportFormatter(logging.Formatter):
+    """Log lines that read as a report: information as it is, ``warning: ...`` for a warning, and with -v the
+    debugging detail with its module."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {message}"
+        if record.levelno <= logging.DEBUG:
+            return f"debug {record.name}: {message}"
+        return message
+
+
 def run(action: Callable[[], int | None], args: argparse.Namespace) -> int:
     """Configure logging, run a script's action and map failures to exit codes.
 
@@ -58,7 +73,9 @@ def run(action: Callable[[], int | None], args: argparse.Namespace) -> int:
     root = logging.getLogger()
     for handler in root.handlers[:]:  # a second run in one process replaces the first's set-up (force= needs 3.8)
         root.removeHandler(handler)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(ReportFormatter())
+    logging.basicConfig(level=level, handlers=[handler])
     try:
         status = action()
     except ToolkitError as error:
@@ -71,7 +88,34 @@ def run(action: Callable[[], int | None], args: argparse.Namespace) -> int:
         print(f"error: {where}{error.strerror} (the disk is full or a file size limit was reached): free space and "
               f"run again; what was written whole is kept", file=sys.stderr)
         return EXIT_ERROR
+    except ImportError as error:
+        message = architecture_limit(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0 if status is None else status
+
+
+def architecture_limit(error: ImportError) -> str | None:
+    """One line for a package whose binary this host cannot load (built for a newer glibc, or another
+    architecture); None for any other import error."""
+    import platform
+    import re
+
+    text = str(error)
+    needed = re.search(r"GLIBC_([0-9.]+)' not found", text)
+    library = re.search(r"required by ([^)\s]+)", text)
+    where = f" ({library.group(1)})" if library else ""
+    if needed:
+        libc = " ".join(platform.libc_ver()) or "an older glibc"
+        return (f"a package's binary{where} needs glibc {needed.group(1)}, and this host has {libc}: install "
+                f"the versions built for it with the host line, pip install -r requirements-host.txt (README: "
+                f"'On an Arm (aarch64) host', older hosts)")
+    if "wrong ELF class" in text or "Exec format error" in text:
+        return (f"a package's binary{where} does not load on this {platform.machine()} host ({text.splitlines()[0]}); "
+                f"reinstall it for this machine: pip install --force-reinstall --no-deps PACKAGE")
+    return None

@@ -103,10 +103,18 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+NOT_MADE = "not made yet"  # no stamp: a first run in this work dir (or one stopped before it stamped)
+
+
+def running_why(reason: str) -> str:
+    """How a pass that runs says why: nothing on a first run, the reason when it runs again."""
+    return "running" if reason == NOT_MADE else f"running again: {reason}"
+
+
 def stamp_mismatch(recorded: dict[str, Any] | None, key: dict[str, Any]) -> str:
     """Why an artefact cannot be reused ('' when it can)."""
     if recorded is None:
-        return "not made yet (or by an older run that recorded no stamp)"
+        return NOT_MADE
     changed = [_KEY_WORDS.get(name, name) for name in key if recorded.get(name) != key[name]]
     return f"made with another {', '.join(changed)}" if changed else ""
 
@@ -401,9 +409,25 @@ def run_on_cpu(item: Pass, options: JobOptions, arguments: list[str], state: Job
                                     "threads": options.threads},
                            precision="npu-fp16" if emulation else "fp32",
                            keep_dtype=str(item.keep_dtype) if emulation else None, resume=resume)
-    for line in result.performance_lines():
-        if "throughput" in line:
-            print(line)
+    runner = (read_json(result.summary_path) or {}).get("cpu_runner", {})
+    computed = runner.get("resume", {}).get("computed_samples", item.images)
+    print(pass_summary(item, result.compute_ms, result.throughput, computed))
+
+
+def pass_summary(item: Pass, compute_ms: list[float], throughput: float, computed: int) -> str:
+    """One line on what a CPU pass measured, in the job's words (ais_bench's own lines are the runner's):
+    ``computed`` images were inferred by this run (the rest, if any, reused from an interrupted one)."""
+    if item.kind == "throughput":
+        return (f"throughput at batch {item.batch}: {throughput:.1f} images/s (pure inference: 1000 x batch / mean "
+                f"time of one batch over {len(compute_ms)} timed runs)")
+    seconds, padded = sum(compute_ms) / 1000, len(compute_ms) * item.batch - computed
+    reused = f" ({item.images - computed} reused from the interrupted run)" if computed < item.images else ""
+    line = (f"{computed} images{reused} in {len(compute_ms)} batch(es) of {item.batch}: {seconds:.1f} s of inference, "
+            f"{computed / seconds if seconds else 0:.1f} images/s")
+    if padded > 0:
+        line += (f"; the last batch was padded with {padded} copies (as ais_bench pads; they are not scored), so the "
+                 f"model itself ran at {throughput:.1f} images/s")
+    return line
 
 
 def score_pass(item: Pass, options: JobOptions, bins_dir: Path, labels_path: Path, state: JobState) -> dict[str, Any]:
@@ -413,7 +437,7 @@ def score_pass(item: Pass, options: JobOptions, bins_dir: Path, labels_path: Pat
 
     result_dir = options.work_dir / item.folder / item.dirname
     if item.reuse_reason:
-        print(f"{item.kind} at batch {item.batch} ({item.runner}): running, {item.reuse_reason}")
+        print(f"{item.kind} at batch {item.batch} ({item.runner}): {running_why(item.reuse_reason)}")
         run_pass(item, options, bins_dir, state)
     else:
         print(f"reusing {result_dir}: same model, runner, batch and bins")
@@ -484,7 +508,7 @@ def why_kept(item: Pass, bins_dir: Path) -> dict[str, Any]:
 def measure_throughput(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -> dict[str, Any]:
     summary_path = options.work_dir / "perf" / f"bs{item.batch}_summary.json"
     if item.reuse_reason:
-        print(f"throughput at batch {item.batch} ({item.runner}, {options.loop} runs): running, {item.reuse_reason}")
+        print(f"throughput at batch {item.batch} ({item.runner}, {options.loop} runs): {running_why(item.reuse_reason)}")
         return run_pass(item, options, bins_dir, state)
     summary = read_json(summary_path)
     if summary is None:
@@ -705,7 +729,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="preprocess processes, 0 = in this process (default: the usable cores)")
     cpu = parser.add_argument_group("CPU runner")
     cpu.add_argument("--backend", choices=BACKENDS,
-                     help=f"CPU runtime (default: {DEFAULT_BACKEND}, or onnxruntime where only it is installed)")
+                     help=f"CPU runtime (default: {DEFAULT_BACKEND}; onnxruntime on aarch64 or where only it is "
+                          f"installed)")
     cpu.add_argument("--threads", type=_positive, metavar="N", help="runtime threads (default: the usable cores)")
     cpu.add_argument("--no-progress", action="store_true", help="no progress bars or progress lines")
     cli.add_verbosity(parser)

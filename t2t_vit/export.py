@@ -112,7 +112,7 @@ def check_opset(opset: int, performer: str) -> None:
 
 
 def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAULT_OPSET,
-                tolerance: float = DEFAULT_TOLERANCE, verify_batch_sizes: Sequence[int] = VERIFY_BATCH_SIZES,
+                tolerance: float = DEFAULT_TOLERANCE, verify_batch_sizes: Sequence[int] | None = None,
                 data_config: dict[str, Any] | None = None, extra_metadata: dict[str, str] | None = None,
                 seed: int = 0, input_dtype: str = "float32") -> ExportReport:
     """Export ``model`` to ``onnx_path``, check and verify it, then move it into place.
@@ -122,13 +122,15 @@ def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAUL
         onnx_path: the final file; it is only created once everything passed.
         opset: ONNX opset for the TorchScript exporter.
         tolerance: largest max-abs difference allowed between onnxruntime and PyTorch logits.
-        verify_batch_sizes: random batches of these sizes are run through both.
+        verify_batch_sizes: random batches of these sizes are run through both (default: :data:`VERIFY_BATCH_SIZES`,
+            read at the call: the aarch64 tests, emulated, verify at batch 1 only).
         data_config: the preprocessing config, recorded in the file's metadata.
         extra_metadata: more ``t2t_vit.*`` metadata (checkpoint path, weights used).
         seed: seed of the random verification batches.
         input_dtype: ``float32`` (normalised NCHW input) or ``uint8`` (the cropped NHWC image, normalised inside).
     """
     performer = model.performer
+    verify_batch_sizes = VERIFY_BATCH_SIZES if verify_batch_sizes is None else verify_batch_sizes
     check_opset(opset, performer)
     check_input_dtype(input_dtype)
     onnx_path = Path(onnx_path)

@@ -154,7 +154,7 @@ def test_a_swapped_checkpoint_a_corrupt_one_and_a_changed_data_dir(demo_run, tmp
     result = run_eval(work, *common, "--threads", "1", "--workers", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("it was made from another checkpoint") == 2
-    assert "running, made with another model file" in result.stdout
+    assert "running again: made with another model file" in result.stdout
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
     expected = pytorch_logits(checkpoint, work / BINS, names)
     np.testing.assert_allclose(result_logits(work / "result" / "bs4", names), expected, rtol=0, atol=1e-4)

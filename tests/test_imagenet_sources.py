@@ -324,6 +324,10 @@ def test_the_main_job_on_the_official_pair_scores_as_on_the_folder(sample_images
     assert len(folder_logits) == 6 and tar_logits == folder_logits
     assert {key: tar_row[key] for key in ("top1", "top5", "count")} == \
         {key: folder_row[key] for key in ("top1", "top5", "count")}
+    _, flat_row, flat_logits = job("--data-dir", str(layouts.root / "flat"), "--label-file",
+                                   str(layouts.root / "val_label.txt"))  # a flat folder: the options it names exist
+    assert flat_logits == folder_logits and flat_row["top1"] == folder_row["top1"]
+    _, _, _ = job(*official)
     stdout, _, _ = job(*official)
     assert "reusing" in stdout and "running" not in stdout  # nothing changed: everything reused
     truth = ground_truth(layouts).splitlines()

@@ -24,7 +24,8 @@ def test_ci_runs_exactly_the_readme_commands():
 
 def test_requirements_are_pinned():
     lines = [line for line in (REPO_ROOT / "requirements.txt").read_text().splitlines() if line.strip()]
-    assert lines and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.+-]*", line) for line in lines), lines
+    marker = r'(; platform_machine (==|!=) "aarch64")?'  # one file for both architectures (README "On an Arm host")
+    assert lines and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.+-]*" + marker, line) for line in lines), lines
     names = {line.split("==")[0].lower() for line in lines}
     assert {"torch", "torchvision", "timm", "onnx", "onnxruntime", "numpy", "pillow", "tqdm", "pytest"} <= names
 
@@ -99,3 +100,25 @@ def test_package_functions_stay_short():
                  if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
     assert len(functions) > 100 and max(size for _, _, size in functions) > 30  # the walk really measures
     assert [entry for entry in functions if entry[2] > 60] == []
+
+
+def test_one_requirements_file_gives_aarch64_a_cpu_torch():
+    """Environment markers: on aarch64 the last CPU-only torch of the registry (2.10; later aarch64 wheels are CUDA
+    builds) with its torchvision, and no OpenVINO; everything else pinned alike on both architectures."""
+    from packaging.requirements import Requirement
+
+    lines = [line for line in (REPO_ROOT / "requirements.txt").read_text().splitlines() if line.strip()]
+    requirements = [Requirement(line) for line in lines]
+
+    def resolved(machine):
+        chosen = [r for r in requirements if r.marker is None or r.marker.evaluate({"platform_machine": machine})]
+        names = [r.name.lower() for r in chosen]
+        assert len(names) == len(set(names)), names  # one pin per package on each architecture
+        return {r.name.lower(): str(r.specifier) for r in chosen}
+
+    arm, x86 = resolved("aarch64"), resolved("x86_64")
+    assert (arm["torch"], arm["torchvision"]) == ("==2.10.0", "==0.25.0")
+    assert (x86["torch"], x86["torchvision"]) == ("==2.14.1", "==0.29.1")
+    assert "openvino" not in arm and "openvino" in x86
+    assert {name: pin for name, pin in arm.items() if not name.startswith("torch")} == \
+        {name: pin for name, pin in x86.items() if not name.startswith("torch") and name != "openvino"}
