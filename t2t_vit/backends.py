@@ -31,8 +31,8 @@ DEFAULT_BACKEND = "openvino"  # the faster CPU path here (README, "Measured here
 
 
 ARM_MACHINES = ("aarch64", "arm64")
-ARM_NOTE = ("on aarch64 the CPU runner defaults to onnxruntime: OpenVINO's Arm plugin is not proven here (it "
-            "crashed compiling the model under emulation); --backend openvino runs it, in f32")
+ARM_NOTE = ("on aarch64 the CPU runner defaults to onnxruntime, which runs wherever torch does; --backend openvino "
+            "runs OpenVINO's Arm plugin, in f32 (pip install openvino: it needs glibc 2.35 and the CPU topology in /sys)")
 
 
 def on_arm() -> bool:
@@ -198,6 +198,9 @@ class OpenVinoBackend(Backend):
             self.compiled = core.compile_model(model, "CPU", openvino_cpu_config(threads, self.streams))
         except Exception as error:  # noqa: BLE001
             raise BackendError(f"OpenVINO cannot compile {model_path}: {error}") from None
+        precision_hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        if "32" not in precision_hint:  # never a silent f16 (Arm CPUs with fp16) or bf16
+            raise BackendError(f"OpenVINO compiled {model_path} for {precision_hint}, not the f32 asked for")
         compiled_streams = int(self.compiled.get_property("NUM_STREAMS"))
         if compiled_streams != self.streams:
             raise BackendError(f"OpenVINO gave {compiled_streams} streams where {self.streams} were asked for")

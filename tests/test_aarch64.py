@@ -152,6 +152,19 @@ def test_every_export_gives_x86s_logits_on_the_runner(built, records, form, tmp_
     assert (np.argmax(logits, axis=1) == np.argmax(records[form], axis=1)).all()
 
 
+def test_openvino_runs_in_f32_and_gives_x86s_logits(built, records, tmp_path):
+    """OpenVINO, optional on aarch64 (CI installs it there): its Arm plugin would pick f16 on CPUs that have it;
+    the runner pins f32 and refuses any other precision."""
+    pytest.importorskip("openvino", reason="OpenVINO is optional on aarch64 (pip install openvino); CI installs it")
+    from t2t_vit.backends import load_backend
+
+    backend = load_backend("openvino", built["matmul"], threads=2, batch_size=2)
+    assert str(backend.compiled.get_property("INFERENCE_PRECISION_HINT")) in ("f32", "<Type: 'float32'>")
+    logits = infer(built, "matmul", tmp_path, "--backend", "openvino")
+    np.testing.assert_allclose(logits, records["matmul"], rtol=0, atol=LOGIT_TOLERANCE)
+    assert (np.argmax(logits, axis=1) == np.argmax(records["matmul"], axis=1)).all()
+
+
 def test_gen_cfg_keeps_x86s_nodes(built, records, tmp_path):
     """The same names (the ops of the same subgraphs under torch < 1.13, which names nodes by a counter)."""
     names = keep_names(built, tmp_path)

@@ -59,6 +59,7 @@ def test_both_tested_ends_lie_in_the_declared_range(name):
             assert declared[requirement.name.lower()].specifier.contains(spec.version, prereleases=True), requirement
 
 
+@pytest.mark.aarch64
 def test_shipped_bins_are_the_recorded_bytes(tmp_path):
     """The bins of the 26 shipped images in both dtypes: the same SHA-256 at both ends of the supported range."""
     import T2T_ViT_preprocess
