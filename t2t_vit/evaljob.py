@@ -1,6 +1,8 @@
 """The main job: every stage for a list of batch sizes, ending with accuracy and images/s tables.
 
     bash T2T_ViT_eval.sh --pth-path 81.5_T2T_ViT_14.pth.tar --data-dir /data/imagenet/val
+    bash T2T_ViT_eval.sh --pth-path 81.5_T2T_ViT_14.pth.tar --data-dir ILSVRC2012_img_val.tar \\
+        --devkit ILSVRC2012_devkit_t12.tar.gz      # ImageNet as downloaded, read in place
     bash T2T_ViT_eval.sh --demo          # no checkpoint, no dataset: synthetic images, random weights
 
 Stages, in WORK (--work-dir): preprocess once into uint8 bins (WORK/prep_bins_uint8, WORK/label.npy; with

@@ -75,8 +75,8 @@ def demo_run(tmp_path_factory):
 def test_tables_json_and_plot(demo_run):
     work, result = demo_run
     out = result.stdout
-    assert "| batch size | top-1 (%) | top-5 (%) | images | measured at batch |" in out
-    assert "| batch size | images/s | compute ms / batch | runner |" in out
+    assert "| accuracy pass | stands for batch sizes | top-1 (%) | top-5 (%) | images |" in out
+    assert "| batch size | images/s | ms per batch | runner |" in out
     assert "CPU accuracy measured once, at batch 4: the CPU logits do not depend on the batch size" in out
     assert "DEMO: random weights and synthetic images, the accuracy means nothing" in out
     summary = json.loads((work / "eval_summary.json").read_text())
@@ -84,7 +84,14 @@ def test_tables_json_and_plot(demo_run):
     for row in summary["rows"]:
         assert row["count"] == 5 and row["images_per_s"] > 0 and row["runner"] == "openvino"
         assert row["accuracy_batch_size"] == 4  # one accuracy pass, at the largest batch size
-        assert f"| {row['batch_size']} | {row['top1']:.3f} | {row['top5']:.3f} | 5 | 4 |" in out
+        assert f"| {row['batch_size']} | {row['images_per_s']:.1f} | {row['compute_ms_mean']:.1f} | openvino |" in out
+    top1, top5 = summary["rows"][0]["top1"], summary["rows"][0]["top5"]
+    assert f"| batch 4, openvino | 1, 4 | {top1:.3f} | {top5:.3f} | 5 |" in out  # one row: one accuracy pass
+    assert "5 images in 1 batch(es) of 4" not in out and "5 images in 2 batch(es) of 4" in out
+    assert "the last batch was padded with 3 copies" in out  # why the pass's images/s differs from the model's
+    assert "throughput at batch 1: " in out and "1000*batchsize" not in out  # the job's words, not ais_bench's
+    assert "not made yet" not in out and "accuracy at batch 4 (openvino): running\n" in out
+    assert not any(line.startswith(("INFO ", "WARNING ")) for line in (out + result.stderr).splitlines())
     assert summary["demo"] is True and summary["backend"] == "openvino"
     assert {"cpu", "cores"} <= set(summary["machine"]) and "openvino" in summary["versions"] and summary["date"]
     assert (work / "eval_summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -252,10 +259,24 @@ def test_an_om_runs_only_when_built_from_this_runs_export(tmp_path, case):
 def test_the_plot_starts_images_per_s_at_zero():
     from t2t_vit.evalreport import figure_of
 
-    rows = [{"batch_size": size, "images_per_s": speed, "top1": 80.0, "top5": 95.0}
-            for size, speed in ((1, 13.1), (8, 13.4), (64, 13.2))]
+    rows = [{"batch_size": size, "images_per_s": speed, "top1": 80.0, "top5": 95.0, "count": 10,
+             "accuracy_batch_size": 64, "runner": "openvino"} for size, speed in ((1, 13.1), (8, 13.4), (64, 13.2))]
     figure = figure_of(rows, "t")
     assert figure.axes[0].get_ylim()[0] == 0 and figure.axes[0].get_ylim()[1] >= 13.4
+
+
+def test_the_accuracy_panel_shows_each_pass_once_and_labels_even_zero_bars():
+    """One CPU pass stands for every batch size: one pair of bars, not six; a 0 % bar still says what it is."""
+    from t2t_vit.evalreport import figure_of
+
+    rows = [{"batch_size": size, "images_per_s": 5.0, "top1": 0.0, "top5": 0.0, "count": 16,
+             "accuracy_batch_size": 64, "runner": "openvino"} for size in (1, 4, 64)]
+    rows[1].update(runner="ais_bench", accuracy_batch_size=4, top1=50.0, top5=75.0)  # an .om: its own pass
+    accuracy = figure_of(rows, "t").axes[1]
+    labels = sorted(text.get_text() for text in accuracy.texts)
+    assert labels == ["top-1\n0.0 %", "top-1\n50.0 %", "top-5\n0.0 %", "top-5\n75.0 %"]
+    assert [tick.get_text() for tick in accuracy.get_xticklabels()] == ["batch 64\n(for 1, 64)", "batch 4\n(for 4)"]
+    assert accuracy.get_title() == "accuracy (16 images)"
 
 
 def test_on_the_ascend_host_each_om_runs_through_ais_bench(demo_run, tmp_path):
