@@ -190,8 +190,6 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
         data_config: the resolved data config (:func:`t2t_vit.model.resolve_data_config`).
         label_file: a label file in one of :mod:`t2t_vit.labels`' formats.
         devkit: the ILSVRC2012 devkit (its ``.tar.gz`` or folder), whose ground truth labels the val images.
-        discovery: what :func:`t2t_vit.data.discover_images` found for these arguments, when the caller already
-            looked (it is not looked for again).
         class_list: class names, one per line, instead of the ImageNet synsets.
         workers: processes; 0 runs in this process. Default: the usable cores.
         limit: process a deterministic subset of this many images, spread over the classes.
@@ -202,6 +200,8 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
             out-dir; the stand-alone script only warns about them).
         dtype: ``float32``, the normalised NCHW image (the ModelZoo layout), or ``uint8``, the cropped NHWC
             image before normalisation (a quarter of the bytes; for the uint8 export or AIPP).
+        discovery: what :func:`t2t_vit.data.discover_images` found for these arguments, when the caller already
+            looked (it is not looked for again).
 
     Raises:
         ToolkitError: bad input, or undecodable images without ``skip_bad`` (after every good image
