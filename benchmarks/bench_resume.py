@@ -87,7 +87,7 @@ def refusal_seconds(scratch: Path) -> float:
     from t2t_vit.files import exclusive_lock
 
     work = scratch / "held"
-    with exclusive_lock(work, "--work-dir"):
+    with exclusive_lock(work / "demo", "--work-dir"):  # the demo's own work dir
         started = time.perf_counter()
         result = subprocess.run([sys.executable, "-m", "t2t_vit.evaljob", "--work-dir", str(work), "--demo"],
                                 capture_output=True, text=True, cwd=REPO_ROOT)

@@ -66,6 +66,9 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"checkpoint {path} is a directory, not a file (check --pth-path)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the download or copy did not finish")
+    looks = _what_it_is(path, None)
+    if looks.startswith("it is a"):  # text read as a pickle would name a 'global' from its first word
+        raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint ({looks})")
     try:
         return load_weights_only(path, ALLOWED_GLOBALS)
     except pickle.UnpicklingError as error:
@@ -85,7 +88,7 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint ({_what_it_is(path, error)})") from None
 
 
-def _what_it_is(path: Path, error: BaseException) -> str:
+def _what_it_is(path: Path, error: BaseException | None) -> str:
     """Why a file is not a checkpoint, in the user's terms: what the file looks like, never torch's advice
     to turn off weights-only loading (which would run the file's code)."""
     with open(path, "rb") as handle:

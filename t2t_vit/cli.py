@@ -13,6 +13,8 @@ from t2t_vit import ToolkitError
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+INTERRUPTED = ("interrupted: nothing half-written is left, and what was finished is kept; run the same command again "
+               "to resume")
 
 
 def make_parser(doc: str) -> argparse.ArgumentParser:
@@ -95,7 +97,7 @@ def run(action: Callable[[], int | None], args: argparse.Namespace) -> int:
         print(f"error: {message}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0 if status is None else status
 

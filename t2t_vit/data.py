@@ -67,6 +67,7 @@ class Discovery:
     ignored: list[str]  # files that are not images (hidden files, other extensions)
     unlabelled: list[str] = field(default_factory=list)  # images the label source does not cover: left out
     absent_labels: int = 0  # labels of images that are not in the source (a subset of the val set)
+    labelled: int = 0  # images the label source names (0 for class folders)
     source: dict[str, Any] = field(default_factory=dict)  # what identifies the source (sources.*.identity)
     labels: str = ""  # where the labels came from
     label_files: list[str] = field(default_factory=list)
@@ -97,9 +98,9 @@ def discover_images(data_dir: str | os.PathLike, label_file: str | os.PathLike |
     else:
         found = _labelled_items(images, labels, discovery)
     if not found and discovery.unlabelled:
-        raise DatasetError(f"none of the {len(discovery.unlabelled)} images of {source.root} (e.g. "
-                           f"{discovery.unlabelled[0]}) is named in {discovery.labels}, whose names are like "
-                           f"{next(iter(labels.by_key), 'nothing')}")
+        raise DatasetError(f"none of the {len(discovery.unlabelled)} images of {source.root} is named in "
+                           f"{discovery.labels}: the images are named like {discovery.unlabelled[0]!r} (relative to "
+                           f"{source.root}), the labels have {labels.name_forms()}")
     if not found:
         left_out = len(ignored) + len(discovery.unlabelled)
         raise DatasetError(f"no images found in {source.root}" + (f" ({left_out} other files left out)"
@@ -151,7 +152,18 @@ def _labelled_items(images: list[SourceFile], labels, discovery: Discovery) -> l
             used.add(key)
             found.append((file, labels.by_key[key]))
     discovery.absent_labels = len(labels.by_key) - len(used)
+    discovery.labelled = len(labels.by_key)
     return found
+
+
+def coverage_note(discovery: Discovery) -> str:
+    """What part of the labelled images the data holds ('' when it holds them all), for the log and the report."""
+    if not discovery.absent_labels:
+        return ""
+    held = discovery.labelled - discovery.absent_labels
+    return (f"{discovery.labels} labels {discovery.labelled:,} images and the data holds {held:,} of them "
+            f"({100.0 * held / discovery.labelled:.1f} %): every figure is over these {held:,} (a partial download, "
+            f"or a subset on purpose: not an error)")
 
 
 def _report(discovery: Discovery, num_classes: int) -> None:
@@ -165,8 +177,11 @@ def _report(discovery: Discovery, num_classes: int) -> None:
         log.warning("left out %d images that %s does not label: %s", len(discovery.unlabelled), discovery.labels,
                     examples(discovery.unlabelled))
     if discovery.absent_labels:
-        log.info("%s also labels %d images that are not in the data (a subset of the val set: not an error)",
-                 discovery.labels, discovery.absent_labels)
+        coverage = coverage_note(discovery)
+        if discovery.labelled == VAL_IMAGES:  # a whole val set's labels against fewer images: say how many
+            log.warning("%s", coverage)
+        else:
+            log.info("%s", coverage)
     if len(discovery.items) == VAL_IMAGES and num_classes == VAL_CLASSES:
         counts = np.bincount([item.label for item in discovery.items], minlength=num_classes)
         off = np.flatnonzero(counts != VAL_PER_CLASS)
@@ -365,9 +380,22 @@ def read_labels(path: str | os.PathLike, allow_plain: bool = False, source: str 
         source: how error messages name the file (e.g. the flag it came from).
     """
     try:
+        with open(path, "rb") as handle:
+            start = handle.read(64)
+    except OSError as error:
+        raise DatasetError(f"cannot read {source} {path}: {error.strerror or error}") from None
+    if not start.startswith(b"\x93NUMPY"):
+        if start and all(32 <= byte < 127 or byte in b"\t\r\n" for byte in start):
+            raise DatasetError(f"{source} {path} is a text file, not the label.npy that the preprocess stage writes: "
+                               f"give a text label file (val_label.txt, LOC_val_solution.csv, ...) to "
+                               f"T2T_ViT_preprocess.py as --label-file, and its --gt-path output here")
+        raise DatasetError(f"{source} {path} is not a numpy .npy file (it starts {start[:16]!r}): give the label.npy "
+                           f"that the preprocess stage wrote")
+    try:
         table = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise DatasetError(f"cannot read {source} {path}: {error}") from None
+        raise DatasetError(f"{source} {path} is a damaged .npy file ({str(error).splitlines()[0][:120]}): make it "
+                           f"again with the preprocess stage") from None
     if table.dtype.names is not None:
         if not {"name", "label"} <= set(table.dtype.names):
             raise DatasetError(f"{path} has fields {table.dtype.names}, expected (name, label)")

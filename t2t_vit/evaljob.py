@@ -150,6 +150,7 @@ class JobOptions:
     progress: bool | None = None
     emulate_npu: bool = False
     dtype: str = "uint8"  # of the bins: uint8 (the cropped image, normalised in the model) or float32 (ModelZoo)
+    allow_constant: bool = False  # score result sets that are mostly constant or one same vector (t2t_vit.metrics)
 
 
 @dataclass
@@ -165,6 +166,13 @@ class Pass:
     images: int  # images it infers when run
     reuse_reason: str = ""  # '' = reusable
     keep_dtype: Path | None = None  # with kind "emulation": the nodes kept in fp32
+    stamp_date: str | None = None  # when the stamped run was made (reused figures are marked with it)
+    ran: bool = False  # this run computed it (else its figures are reused from the stamped run)
+
+    @property
+    def reused_from(self) -> str | None:
+        """The date of the earlier run whose figures this pass reuses, or None when this run measured it."""
+        return None if self.ran else (self.stamp_date or "an earlier run")
 
     @property
     def dirname(self) -> str:
@@ -214,10 +222,26 @@ class JobState:
 
 # ------------------------------------------------------------------------------------------------ stages
 
+DEMO_ROOM = "demo"  # the demo's work dir, inside --work-dir: it never touches a real run's files
+DEMO_MARKER = "DEMO.txt"
+
+
+def check_demo_room(room: Path) -> None:
+    """The demo's own work dir (WORK/demo) is refused when it holds files that a demo did not make (no marker)."""
+    from t2t_vit.files import LOCK_NAME
+
+    made_by_others = room.is_dir() and any(entry.name != LOCK_NAME for entry in room.iterdir())
+    if made_by_others and not (room / DEMO_MARKER).is_file():
+        raise JobError(f"{room} holds files that the demo did not make (no {DEMO_MARKER}); the demo writes only there: "
+                       f"move them, or give the demo another --work-dir")
+    if room.exists() and not room.is_dir():
+        raise JobError(f"{room} is a file; the demo needs that path for its folder: give another --work-dir")
+
+
 def prepare_demo(options: JobOptions) -> None:
     from t2t_vit.demo import make_demo
 
-    options.pth_path, options.data_dir = make_demo(options.work_dir / "demo", options.demo_images)
+    options.pth_path, options.data_dir = make_demo(options.work_dir, options.demo_images)
     print(f"demo data: {options.data_dir} ({options.demo_images} synthetic images), checkpoint {options.pth_path} "
           f"(random weights: the accuracy means nothing)")
 
@@ -357,7 +381,9 @@ def plan_passes(options: JobOptions, models: dict[int, tuple[Path, str]], bins_d
         throughput.append(Pass("throughput", batch, model, runner, key, work / "perf" / f"bs{batch}{STAMP_SUFFIX}",
                                batch * (options.loop + warmup)))
     for item in accuracy + throughput:
-        item.reuse_reason = stamp_mismatch(read_json(item.stamp), item.key)
+        recorded = read_json(item.stamp)
+        item.reuse_reason = stamp_mismatch(recorded, item.key)
+        item.stamp_date = (recorded or {}).get("date")
     return accuracy, throughput
 
 
@@ -389,9 +415,10 @@ def run_pass(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -
     summary = read_json(summary_path)
     if summary is None:
         raise JobError(f"{item.runner} wrote no summary {summary_path}")
-    from t2t_vit.provenance import write_json
+    from t2t_vit.provenance import now, write_json
 
-    write_json(item.stamp, item.key)
+    item.ran = True
+    write_json(item.stamp, {**item.key, "date": now()})  # the date is not part of the key: it marks reused figures
     return summary
 
 
@@ -434,7 +461,7 @@ def pass_summary(item: Pass, compute_ms: list[float], throughput: float, compute
 
 def score_pass(item: Pass, options: JobOptions, bins_dir: Path, labels_path: Path, state: JobState) -> dict[str, Any]:
     """The accuracy of one pass (run or reused) as the postprocess stage computes it, written to acc_bs<N>.json."""
-    from t2t_vit.metrics import ResultError, evaluate
+    from t2t_vit.metrics import ConstantOutputError, ResultError, evaluate
     from t2t_vit.provenance import provenance, write_json
 
     result_dir = options.work_dir / item.folder / item.dirname
@@ -444,13 +471,15 @@ def score_pass(item: Pass, options: JobOptions, bins_dir: Path, labels_path: Pat
     else:
         print(f"reusing {result_dir}: same model, runner, batch and bins")
     try:
-        results, _ = evaluate(result_dir, labels_path)
+        results, _ = evaluate(result_dir, labels_path, allow_constant=options.allow_constant)
+    except ConstantOutputError:
+        raise
     except ResultError as error:
         if item.reuse_reason:
             raise
         print(f"the reused results are incomplete ({error}): running the pass again")
         run_pass(item, options, bins_dir, state)
-        results, _ = evaluate(result_dir, labels_path)
+        results, _ = evaluate(result_dir, labels_path, allow_constant=options.allow_constant)
     results["batch_size"] = item.batch
     results["runner"] = item.runner
     name = "acc_npu_fp16" if item.kind == "emulation" else f"acc_bs{item.batch}"
@@ -548,8 +577,14 @@ def run_job(options: JobOptions) -> dict[str, Any]:
     from t2t_vit import evalreport
     from t2t_vit.files import exclusive_lock
 
+    if options.demo:
+        check_demo_room(options.work_dir)
     discovery = None if options.demo else check_inputs(options)  # a refused input leaves no work dir behind
     with exclusive_lock(options.work_dir, "--work-dir"):
+        if options.demo:
+            (options.work_dir / DEMO_MARKER).write_text(
+                "Made by T2T_ViT_eval.sh --demo: synthetic images and a randomly initialised checkpoint; every file "
+                "in this folder is the demo's (it writes nowhere else), and the accuracy means nothing.\n")
         for stale in (options.work_dir / evalreport.SUMMARY_JSON, options.work_dir / evalreport.SUMMARY_PNG):
             remove_if_present(stale)  # a failed run must not leave the last run's tables looking current
         state, digest, paths = JobState(), Digests(), JobPaths.of(options)
@@ -616,16 +651,21 @@ def run_passes(options: JobOptions, paths: JobPaths, models: dict[int, tuple[Pat
             for item in throughput}
     state.stage_seconds["total"] = round(time.perf_counter() - state.started, 3)
     return build_summary(options, models, [item for item in accuracy if item.kind == "accuracy"], scores, perf,
-                         state.stage_seconds, npu)
+                         state.stage_seconds, npu, throughput, digest)
 
 
 def build_summary(options: JobOptions, models: dict[int, tuple[Path, str]], accuracy: list[Pass],
                   scores: dict[int, dict[str, Any]], perf: dict[int, dict[str, Any]],
-                  stage_seconds: dict[str, float], npu_emulation: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What eval_summary.json holds: a row per batch size, the accuracy from the pass that covers it."""
+                  stage_seconds: dict[str, float], npu_emulation: dict[str, Any] | None = None,
+                  throughput: list[Pass] | None = None, digest: Digests | None = None) -> dict[str, Any]:
+    """What eval_summary.json holds: a row per batch size, the accuracy from the pass that covers it, each figure
+    marked with the date of the earlier run it was reused from (None: measured by this run)."""
+    from t2t_vit.preprocess import read_manifest
     from t2t_vit.provenance import machine, now, versions
 
     cpu_pass = next((item.batch for item in accuracy if item.runner != "ais_bench"), None)
+    accuracy_reused = {item.batch: item.reused_from for item in accuracy}
+    throughput_reused = {item.batch: item.reused_from for item in throughput or []}
     rows = []
     for batch in options.batch_sizes:
         model, runner = models[batch]
@@ -635,7 +675,8 @@ def build_summary(options: JobOptions, models: dict[int, tuple[Path, str]], accu
                      "count": accuracy_row["count"], "accuracy_batch_size": measured_at,
                      "images_per_s": perf[batch]["throughput"],
                      "compute_ms_mean": perf[batch]["NPU_compute_time"]["mean"], "runner": runner,
-                     "model": str(model)})
+                     "model": str(model), "accuracy_reused_from": accuracy_reused.get(measured_at),
+                     "throughput_reused_from": throughput_reused.get(batch)})
     if options.accuracy_all:
         accuracy_note = "accuracy measured at every batch size"
     elif cpu_pass is not None:
@@ -643,10 +684,13 @@ def build_summary(options: JobOptions, models: dict[int, tuple[Path, str]], accu
                          f"batch size (--accuracy-all measures every batch size)")
     else:
         accuracy_note = "accuracy measured at every batch size (each .om is its own compiled graph)"
+    manifest = read_manifest(JobPaths.of(options).bins_dir) or {}
     return {"rows": rows, "accuracy_note": accuracy_note, "npu_emulation": npu_emulation, "backend": options.backend,
             "cpu_onnx": str(export_path(options.work_dir, CPU_PERFORMER, options.dtype)), "bins_dtype": options.dtype,
             "checkpoint": str(options.pth_path),
-            "data_dir": str(options.data_dir), "demo": options.demo, "note": DEMO_NOTE if options.demo else "",
+            "checkpoint_sha256": digest(options.pth_path) if digest is not None else None,
+            "data_dir": str(options.data_dir), "data_coverage": manifest.get("coverage", ""),
+            "demo": options.demo, "note": DEMO_NOTE if options.demo else "",
             "stage_seconds": stage_seconds, "date": now(), "machine": machine(), "versions": versions()}
 
 
@@ -659,8 +703,12 @@ def export_path(work: Path, performer: str, input_dtype: str) -> Path:
 
 
 def check_inputs(options: JobOptions):
-    """Refuse unusable inputs before anything is written; returns the images and labels found."""
+    """Refuse unusable inputs before anything is written (minutes of preprocessing before a refusal help nobody):
+    the checkpoint loads and fits the model, the images and labels are found, the work dir is outside the data
+    folder, writable, with room for the bins. Returns the images and labels found."""
+    from t2t_vit.config import resolve_data_config
     from t2t_vit.data import discover_images, read_class_list
+    from t2t_vit.preprocess import check_destination
 
     if options.pth_path is None:
         raise JobError("--pth-path is required (or --demo)")
@@ -668,7 +716,22 @@ def check_inputs(options: JobOptions):
         raise JobError("--data-dir is required (or --demo)")
     if not options.pth_path.is_file():
         raise JobError(f"checkpoint {options.pth_path} does not exist or is not a file (check --pth-path)")
-    return discover_images(options.data_dir, options.label_file, read_class_list(options.class_list), options.devkit)
+    check_checkpoint(options.pth_path)
+    discovery = discover_images(options.data_dir, options.label_file, read_class_list(options.class_list),
+                                options.devkit)
+    paths = JobPaths.of(options)
+    check_destination(paths.bins_dir, paths.labels_path, discovery, resolve_data_config(), options.dtype, None,
+                      "--work-dir", "--work-dir")
+    return discovery
+
+
+def check_checkpoint(pth_path: Path) -> None:
+    """The checkpoint is a PyTorch checkpoint whose weights fit the model (what the export will load)."""
+    from t2t_vit.checkpoint import check_state_dict, read_checkpoint, select_state_dict
+    from t2t_vit.model import create_model
+
+    state_dict, _ = select_state_dict(read_checkpoint(pth_path))
+    check_state_dict(create_model(NPU_PERFORMER), state_dict)
 
 
 # -------------------------------------------------------------------------------------------------- CLI
@@ -699,8 +762,8 @@ def build_parser() -> argparse.ArgumentParser:
     inputs = parser.add_argument_group("inputs")
     inputs.add_argument("--pth-path", type=Path, metavar="CKPT", help="the checkpoint (81.5_T2T_ViT_14.pth.tar)")
     inputs.add_argument("--demo", action="store_true",
-                        help="make synthetic images and a random checkpoint in WORK/demo instead (the accuracy "
-                             "means nothing)")
+                        help="make synthetic images and a random checkpoint and run on them, all in WORK/demo, which "
+                             "it never leaves (a real run in WORK is not touched; the accuracy means nothing)")
     inputs.add_argument("--demo-images", type=_positive, default=16, metavar="N",
                         help="synthetic images for --demo (default: 16)")
     cli.add_data_arguments(parser, required=False)
@@ -725,6 +788,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bins: uint8, the cropped image (150,528 bytes each), normalised by the uint8 export on "
                           "the CPU and by AIPP on the NPU; float32, the ModelZoo's normalised bins (4x the disk) "
                           "(default: uint8)")
+    run.add_argument("--allow-constant", action="store_true",
+                     help="score result sets whose outputs are mostly constant or one same vector (default: error: "
+                          "a dead output is not an accuracy)")
     run.add_argument("--skip-bad", action="store_true",
                      help="leave undecodable images out (listed in the bins' manifest) instead of stopping")
     run.add_argument("--workers", type=int, metavar="N",
@@ -754,13 +820,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.accuracy_batch and args.accuracy_batch not in args.batch_sizes:
         parser.error(f"--accuracy-batch {args.accuracy_batch} is not one of --batch-sizes {args.batch_sizes}")
     options = JobOptions(pth_path=args.pth_path, data_dir=args.data_dir, label_file=args.label_file,
-                         devkit=args.devkit, class_list=args.class_list, work_dir=args.work_dir,
+                         devkit=args.devkit, class_list=args.class_list,
+                         work_dir=args.work_dir / DEMO_ROOM if args.demo else args.work_dir,
                          batch_sizes=args.batch_sizes, backend=args.backend,
                          loop=args.loop or (DEMO_LOOP if args.demo else DEFAULT_LOOP), om_dir=args.om_dir,
                          demo=args.demo, demo_images=args.demo_images, accuracy_batch=args.accuracy_batch,
                          accuracy_all=args.accuracy_all, skip_bad=args.skip_bad, workers=args.workers,
                          threads=args.threads, progress=False if args.no_progress else None,
-                         emulate_npu=args.emulate_npu, dtype=args.dtype)
+                         emulate_npu=args.emulate_npu, dtype=args.dtype, allow_constant=args.allow_constant)
 
     def action() -> None:
         from t2t_vit import evalreport

@@ -4,8 +4,10 @@ It presents what :func:`t2t_vit.evaljob.build_summary` measured, and imports not
 
 ``eval_summary.json`` holds ``rows`` (one per batch size: ``batch_size``, ``top1``, ``top5``, ``count``,
 ``accuracy_batch_size`` (the batch size the accuracy was measured at), ``images_per_s``,
-``compute_ms_mean``, ``runner``), ``accuracy_note``, ``npu_emulation`` (with --emulate-npu), ``bins_dtype``,
-``cpu_onnx``, ``stage_seconds``, and provenance.
+``compute_ms_mean``, ``runner``, ``accuracy_reused_from`` and ``throughput_reused_from``: the date of the earlier run
+a figure was reused from, or null when this run measured it), ``accuracy_note``, ``npu_emulation`` (with --emulate-npu), ``bins_dtype``,
+``cpu_onnx``, ``checkpoint`` and ``checkpoint_sha256``, ``data_coverage`` (what part of the labelled images the data
+holds, when not all), ``stage_seconds``, and provenance.
 """
 
 from __future__ import annotations
@@ -25,16 +27,22 @@ def measurements(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         key = (row["accuracy_batch_size"], "ais_bench" if row["runner"] == "ais_bench" else "cpu")
         entry = found.setdefault(key, {**{name: row[name] for name in ("top1", "top5", "count")},
                                        "measured_at": row["accuracy_batch_size"], "runner": row["runner"],
-                                       "batch_sizes": []})
+                                       "reused_from": row.get("accuracy_reused_from"), "batch_sizes": []})
         entry["batch_sizes"].append(row["batch_size"])
     return list(found.values())
 
 
+def when(reused_from: str | None) -> str:
+    """The 'measured' column: this run, or the earlier run a figure was reused from."""
+    return "this run" if reused_from is None else f"reused, from {reused_from}"
+
+
 def markdown_tables(summary: dict[str, Any]) -> str:
     rows = summary["rows"]
-    lines = ["| accuracy pass | stands for batch sizes | top-1 (%) | top-5 (%) | images |", "|---|---|---|---|---|"]
+    lines = ["| accuracy pass | stands for batch sizes | top-1 (%) | top-5 (%) | images | measured |",
+             "|---|---|---|---|---|---|"]
     lines += [f"| batch {m['measured_at']}, {m['runner']} | {', '.join(map(str, m['batch_sizes']))} | {m['top1']:.3f} | "
-              f"{m['top5']:.3f} | {m['count']} |" for m in measurements(rows)]
+              f"{m['top5']:.3f} | {m['count']} | {when(m['reused_from'])} |" for m in measurements(rows)]
     lines += ["", summary["accuracy_note"]]
     npu = summary.get("npu_emulation")
     if npu:
@@ -49,9 +57,9 @@ def markdown_tables(summary: dict[str, Any]) -> str:
                           f"kept: " + (f"the first non-finite value comes from {origin['node']} ({origin['op_type']})"
                                        + (f": {'; '.join(origin['inputs'])}" if origin["inputs"] else "")
                                        if origin else "every emulated value stays finite")]
-    lines += ["", "| batch size | images/s | ms per batch | runner |", "|---|---|---|---|"]
-    lines += [f"| {r['batch_size']} | {r['images_per_s']:.1f} | {r['compute_ms_mean']:.1f} | {r['runner']} |"
-              for r in rows]
+    lines += ["", "| batch size | images/s | ms per batch | runner | measured |", "|---|---|---|---|---|"]
+    lines += [f"| {r['batch_size']} | {r['images_per_s']:.1f} | {r['compute_ms_mean']:.1f} | {r['runner']} | "
+              f"{when(r.get('throughput_reused_from'))} |" for r in rows]
     lines += ["", "images/s: pure inference (no file reading or writing), 1000 x batch size / mean time of one batch, "
                   "as ais_bench computes it"]
     return "\n".join(lines)
@@ -132,6 +140,11 @@ def write_report(work_dir: Path, summary: dict[str, Any]) -> None:
         print(f"no {SUMMARY_PNG}: matplotlib is not installed here (pip install matplotlib)")
     write_json(work_dir / SUMMARY_JSON, summary)
     print("\n== summary")
+    sha = summary.get("checkpoint_sha256")
+    if summary.get("checkpoint"):
+        print(f"checkpoint {summary['checkpoint']}" + (f" (sha256 {sha})" if sha else ""))
+    if summary.get("data_coverage"):
+        print(f"data: {summary['data_coverage']}")
     print(markdown_tables(summary))
     if summary["note"]:
         print(f"\n{summary['note']}")

@@ -93,6 +93,7 @@ def exclusive_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    HELD_LOCKS.add(descriptor)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -105,7 +106,21 @@ def exclusive_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
         os.pwrite(descriptor, record, 0)
         yield
     finally:
+        HELD_LOCKS.discard(descriptor)
         os.close(descriptor)  # releases the lock; the file stays (removing it would race with a waiting job)
+
+
+HELD_LOCKS: set = set()  # descriptors of the locks this process holds; a forked worker closes its copies
+
+
+def close_inherited_locks() -> None:
+    """In a forked worker: close the copies of the parent's lock descriptors, so that a worker which outlives its
+    parent never keeps the folder locked (the parent's own descriptor still holds the lock)."""
+    while HELD_LOCKS:
+        try:
+            os.close(HELD_LOCKS.pop())
+        except OSError:
+            pass
 
 
 def _holder_message(content: bytes, folder: Path, what: str) -> str:

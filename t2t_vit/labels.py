@@ -77,13 +77,44 @@ class Labels:
     description: str
     files: list[Path] = field(default_factory=list)  # what was read, for the manifest's digests
 
+    def __post_init__(self) -> None:
+        # Keys that carry a folder (PaddleClas-style 'val/ILSVRC2012_val_00000001.JPEG 65') also answer to their
+        # file name, and its stem, where no other key has the same one: --data-dir may be that folder itself.
+        self.by_file_name: dict[str, str] = {}
+        seen: dict[str, int] = {}
+        bases: dict[str, int] = {}
+        for key in self.by_key:
+            if "/" in key:
+                base = key.rsplit("/", 1)[-1]
+                bases[base] = bases.get(base, 0) + 1
+                for alias in {base, os.path.splitext(base)[0]}:
+                    seen[alias] = seen.get(alias, 0) + 1
+                    self.by_file_name[alias] = key
+        for alias, count in seen.items():
+            if count > 1 or alias in self.by_key:
+                del self.by_file_name[alias]
+        self.repeated_file_names = sum(count > 1 for count in bases.values())
+
     def key_of(self, relative: str) -> str | None:
-        """The key that labels the image at ``relative`` (its relative path, file name, or file name's stem)."""
+        """The key that labels the image at ``relative``: its relative path, file name, or file name's stem, or a
+        key with a folder prefix whose file name (or stem) is that and unique among the keys."""
         base = relative.rsplit("/", 1)[-1]
-        for key in (relative, base, os.path.splitext(base)[0]):
+        stem = os.path.splitext(base)[0]
+        for key in (relative, base, stem):
             if key in self.by_key:
                 return key
-        return None
+        return self.by_file_name.get(base) or self.by_file_name.get(stem)
+
+    def name_forms(self) -> str:
+        """How the keys look, for a message: an example, and whether they carry a folder."""
+        example = next(iter(self.by_key), "nothing")
+        if "/" not in example:
+            return f"names like {example!r}"
+        folder = example.rsplit("/", 1)[0]
+        unique = "" if not self.repeated_file_names else (f"; {self.repeated_file_names} of their file names repeat "
+                                                          f"under different folders, so those match only by full path")
+        return (f"names like {example!r}, with a folder prefix {folder + '/'!r} (matched by the file name when it is "
+                f"unique{unique})")
 
 
 def read_label_source(label_file: str | os.PathLike | None, devkit: str | os.PathLike | None,

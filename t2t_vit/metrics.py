@@ -4,9 +4,16 @@ Result files are the runner's (and ais_bench's) outputs ``<name>_0.<bin|npy|txt>
 result holds the sample's 1000 logits: raw float32 (``bin``), a ``.npy`` array of 1000 floats, or text
 of 1000 numbers (ais_bench's TXT: ``%f`` values separated by spaces).
 
-Tie rule: a sample is top-k correct when fewer than k classes have a strictly greater logit than its
-true class, so a class tied with the true class never pushes it out. A sample with a NaN or infinite
-logit is counted as wrong (and reported).
+Tie rule: a sample is top-k correct when fewer than k other classes score at least as high as its true
+class, so a class tied with the true one counts against it: logits that are all equal (a dead output, or
+TXT results rounded to zeros) score 0 %, never 100 %. (The ModelZoo's argsort and timm's topk break ties by
+class index, which scores all-equal logits at about chance; this rule never reports more than they do.) A
+sample with a NaN or infinite logit is counted as wrong (and reported).
+
+Degenerate outputs: rows whose logits are all equal (``constant``) and rows that equal another image's row
+exactly (``repeated``) are counted and named in one warning. A result set where most rows are constant or
+one and the same vector is refused (:class:`ConstantOutputError`) unless ``allow_constant``: such figures
+describe the output, not the model.
 """
 
 from __future__ import annotations
@@ -35,6 +42,13 @@ _LISTED_CHANGED = 20
 
 class ResultError(ToolkitError):
     """Result files or labels that cannot be scored."""
+
+
+class ConstantOutputError(ResultError):
+    """Most results are constant, or one and the same vector: the output is dead, not the model wrong."""
+
+
+TIE_RULE = "top-k correct when fewer than k other classes score at least as high as the true class (ties count against it)"
 
 
 @dataclass
@@ -164,17 +178,61 @@ def _match_modelzoo(result_dir: Path, table: np.ndarray, num_classes: int) -> Ma
 # --------------------------------------------------------------------------------------------- scoring
 
 def ranks(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """How many classes score strictly higher than the true class, per sample (-1 for non-finite rows)."""
+    """How many other classes score at least as high as the true class, per sample (-1 for non-finite rows)."""
     if len(labels) and (labels.min() < 0 or labels.max() >= logits.shape[1]):
         raise ResultError(f"labels must be within 0..{logits.shape[1] - 1}, found {labels.min()}..{labels.max()}")
     true = logits[np.arange(len(labels)), labels]
-    higher = (logits > true[:, None]).sum(axis=1)
+    at_least = (logits >= true[:, None]).sum(axis=1) - 1  # the true class itself is not counted
     finite = np.isfinite(logits).all(axis=1)
-    return np.where(finite, higher, -1)
+    return np.where(finite, at_least, -1)
+
+
+@dataclass
+class Degenerate:
+    """Rows that say nothing about the model: constant ones, and ones equal to another image's row."""
+
+    constant: list[str]
+    repeated: list[str]
+    largest_group: int  # rows in the largest set of rows equal to each other (constant rows included)
+    count: int
+
+    @property
+    def dead(self) -> bool:
+        """Most rows are constant or one and the same vector."""
+        return 2 * max(len(self.constant), self.largest_group) > self.count
+
+    def describe(self) -> str:
+        parts = []
+        if self.constant:
+            parts.append(f"{len(self.constant)} of {self.count} results have constant logits (every class the same "
+                         f"value: a dead output?): {_listed(self.constant)}")
+        if self.repeated:
+            parts.append(f"{len(self.repeated)} are identical to another image's result"
+                         f"{f' (the largest set of equal results: {self.largest_group})' if self.largest_group > 2 else ''}"
+                         f": {_listed(self.repeated)}")
+        return "; ".join(parts)
+
+
+def degenerate_rows(names: Sequence[str], logits: np.ndarray) -> Degenerate:
+    """Find the constant rows and the rows equal to another row (by their bytes)."""
+    finite = np.isfinite(logits).all(axis=1)
+    constant_mask = finite & (logits.max(axis=1) == logits.min(axis=1))
+    groups: dict[bytes, list[int]] = {}
+    for row in range(len(logits)):
+        groups.setdefault(logits[row].tobytes(), []).append(row)
+    largest = max((len(rows) for rows in groups.values()), default=0)
+    repeated = sorted(row for rows in groups.values() if len(rows) > 1 for row in rows if not constant_mask[row])
+    return Degenerate(constant=[names[row] for row in np.flatnonzero(constant_mask)],
+                      repeated=[names[row] for row in repeated], largest_group=largest if largest > 1 else 0,
+                      count=len(logits))
+
+
+def _listed(names: Sequence[str]) -> str:
+    return ", ".join(names[:_LISTED]) + (", ..." if len(names) > _LISTED else "")
 
 
 def score(names: Sequence[str], logits: np.ndarray, labels: np.ndarray) -> Scores:
-    """Top-1 and top-5 accuracy under the tie rule of this module; non-finite rows are wrong."""
+    """Top-1 and top-5 accuracy under the tie rule of this module (:data:`TIE_RULE`); non-finite rows are wrong."""
     rank = ranks(logits, labels)
     valid = rank >= 0
     correct1 = int(np.sum(valid & (rank < 1)))
@@ -248,19 +306,30 @@ def align(reference: MatchedSet, other: MatchedSet,
 def describe_missing(matched: MatchedSet) -> str:
     parts = []
     if matched.missing_results:
-        parts.append(f"{len(matched.missing_results)} labels have no result "
-                     f"({', '.join(matched.missing_results[:_LISTED])}{', ...' if len(matched.missing_results) > _LISTED else ''})")
+        parts.append(f"{len(matched.missing_results)} labels have no result ({_listed(matched.missing_results)})")
     if matched.unlabelled_results:
-        parts.append(f"{len(matched.unlabelled_results)} results have no label "
-                     f"({', '.join(matched.unlabelled_results[:_LISTED])}"
-                     f"{', ...' if len(matched.unlabelled_results) > _LISTED else ''})")
+        parts.append(f"{len(matched.unlabelled_results)} results have no label ({_listed(matched.unlabelled_results)})")
     return " and ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------- the stage
 
+def check_degenerate(names: Sequence[str], logits: np.ndarray, allow_constant: bool, where: str,
+                     flag: str = "--allow-constant") -> Degenerate:
+    """Warn about constant and repeated rows in one line; refuse a set that is mostly so unless ``allow_constant``."""
+    found = degenerate_rows(names, logits)
+    if found.dead and not allow_constant:
+        raise ConstantOutputError(f"{where}: {found.describe()}. These figures would describe a dead output, not the "
+                                  f"model: check the model and its input (for TXT results, their precision); pass "
+                                  f"{flag} to score them anyway")
+    if found.constant or found.repeated:
+        log.warning("%s: %s", where, found.describe())
+    return found
+
+
 def evaluate(result_dir: str | os.PathLike, gt_path: str | os.PathLike, allow_missing: bool = False,
-             with_per_class: bool = False, missing_hint: str = "") -> tuple[dict[str, Any], MatchedSet]:
+             with_per_class: bool = False, missing_hint: str = "",
+             allow_constant: bool = False) -> tuple[dict[str, Any], MatchedSet]:
     """Score a result dir against the label file: the postprocess stage's figures as a flat dict.
 
     ``missing_hint`` ends the error about missing results: what the calling command offers (its
@@ -269,6 +338,7 @@ def evaluate(result_dir: str | os.PathLike, gt_path: str | os.PathLike, allow_mi
     Raises:
         ResultError: labels without results or results without labels (unless ``allow_missing``),
             or nothing matched.
+        ConstantOutputError: most results constant or one same vector (unless ``allow_constant``).
     """
     matched = match_results(result_dir, gt_path)
     problem = describe_missing(matched)
@@ -278,6 +348,7 @@ def evaluate(result_dir: str | os.PathLike, gt_path: str | os.PathLike, allow_mi
         raise ResultError("no result matches a label: check --result-dir and --gt-path")
     if problem:
         log.warning("%s; scoring the %d matched samples", problem, len(matched.names))
+    degenerate = check_degenerate(matched.names, matched.logits, allow_constant, str(result_dir))
     scores = score(matched.names, matched.logits, matched.labels)
     if scores.nonfinite:
         log.warning("%d samples have NaN or infinite logits, counted as wrong: %s", len(scores.nonfinite),
@@ -287,8 +358,10 @@ def evaluate(result_dir: str | os.PathLike, gt_path: str | os.PathLike, allow_mi
         "correct_top1": scores.correct_top1, "correct_top5": scores.correct_top5,
         "nonfinite": len(scores.nonfinite), "nonfinite_names": scores.nonfinite,
         "missing_results": len(matched.missing_results), "unlabelled_results": len(matched.unlabelled_results),
+        "constant": len(degenerate.constant), "constant_names": degenerate.constant[:_LISTED_CHANGED],
+        "repeated": len(degenerate.repeated), "repeated_names": degenerate.repeated[:_LISTED_CHANGED],
         "label_mode": matched.label_mode, "result_dir": str(result_dir), "gt_path": str(gt_path),
-        "tie_rule": "top-k correct when fewer than k classes have a strictly greater logit"}
+        "tie_rule": TIE_RULE}
     if with_per_class:
         from t2t_vit.data import read_class_list
 

@@ -13,10 +13,7 @@ and the label file are the same bytes as an uninterrupted run.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-import signal
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -26,7 +23,8 @@ from typing import Any, Iterator, Mapping
 from t2t_vit import ToolkitError
 from t2t_vit.files import remove_if_present, remove_partial_files
 from t2t_vit.data import (BIN_DTYPES, BIN_LAYOUTS, Discovery, EvalTransform, ImageItem, bin_size, decode_rgb,
-                          discover_images, read_class_list, select_subset, write_bin, write_labels)
+                          coverage_note, discover_images, read_class_list, select_subset, write_bin,
+                          write_labels)
 from t2t_vit.sources import SourceFile, close_handles, file_stamp, read_image, stream_members
 
 log = logging.getLogger(__name__)
@@ -35,7 +33,7 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "t2t_vit.preprocess/1"
 _LISTED = 10
 
-_transform: EvalTransform | None = None  # one per worker process, built by _init_worker
+_transform: EvalTransform | None = None  # one per worker process, built by _set_transform
 
 
 @dataclass
@@ -78,11 +76,6 @@ class PreprocessReport:
 def _set_transform(data_config: Mapping[str, Any]) -> None:
     global _transform
     _transform = EvalTransform(data_config)
-
-
-def _init_worker(data_config: Mapping[str, Any]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
-    _set_transform(data_config)
 
 
 def _decode(path) -> tuple[Any, str]:
@@ -216,6 +209,7 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
     class_names = read_class_list(class_list)
     if discovery is None:  # reads only: a refusal leaves no trace
         discovery = discover_images(data_dir, label_file, class_names, devkit)
+    check_destination(out_dir, gt_path, discovery, data_config, dtype, limit)
     with exclusive_lock(out_dir, "--out-dir"):
         plan = plan_preprocess(discovery, out_dir, gt_path, data_config, class_list, len(class_names), limit,
                                remove_extra_bins, dtype, run_args)
@@ -242,6 +236,72 @@ def check_request(data_config: dict[str, Any], out_dir: Path, gt_path: Path, dty
         raise ToolkitError(f"--dtype {dtype} is not one of {', '.join(BIN_DTYPES)}")
     if limit is not None and limit < 1:
         raise ToolkitError(f"--limit must be at least 1, got {limit}")
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (where a folder to be made would go)."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_out_of_data(folder: Path, data_path: str, flag: str, data_flag: str = "--data-dir") -> None:
+    """Refuse an output folder that is, or is inside, the data folder: bins and locks never go among the images."""
+    data = Path(data_path)
+    if not data.is_dir():
+        return  # an archive: nothing can be written inside it
+    target = nearest_existing(folder).resolve() / folder.absolute().relative_to(nearest_existing(folder))
+    if target == data or data in target.parents:
+        raise ToolkitError(f"{flag} {folder} is {'the data folder' if target == data else 'inside the data folder'} "
+                           f"{data} ({data_flag}): the outputs would go among the images; give a folder outside it")
+
+
+DISK_MARGIN_BYTES = 64 * 2**20  # the manifest, the label file, and what the file system keeps for itself
+
+
+def bins_bytes_needed(out_dir: Path, count: int, bin_bytes: int) -> int:
+    """Bytes that ``count`` bins of ``bin_bytes`` still need in ``out_dir`` (bins of that size already there count
+    as done: a resumed run needs only the rest)."""
+    present = 0
+    if out_dir.is_dir():
+        present = sum(1 for entry in os.scandir(out_dir)
+                      if entry.name.endswith(".bin") and entry.is_file() and entry.stat().st_size == bin_bytes)
+    return max(0, count - present) * bin_bytes
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e9:.2f} GB" if count >= 10**8 else f"{count / 1e6:.1f} MB"
+
+
+def check_disk(out_dir: Path, count: int, bin_bytes: int, flag: str = "--out-dir", hint: str = "") -> None:
+    """Refuse a run whose bins cannot fit on the disk of ``out_dir``, before the first is written."""
+    import shutil
+
+    needed = bins_bytes_needed(out_dir, count, bin_bytes)
+    where = nearest_existing(out_dir)
+    free = shutil.disk_usage(where).free
+    if needed + DISK_MARGIN_BYTES > free:
+        raise ToolkitError(f"the bins need {_size(needed)} ({count:,} images x {bin_bytes:,} bytes, less those "
+                           f"already there) and {where} has {_size(free)} free: free space or give another "
+                           f"{flag}{hint}")
+
+
+def check_destination(out_dir: Path, gt_path: Path, discovery: Discovery, data_config: Mapping[str, Any], dtype: str,
+                      limit: int | None, flag: str = "--out-dir", gt_flag: str = "--gt-path") -> None:
+    """The output folders are usable before anything is written: outside the data folder, writable, with room for
+    the bins. ``flag`` and ``gt_flag`` name the options that set them, for the messages."""
+    for folder, what in ((out_dir, flag), (gt_path.parent, gt_flag)):
+        check_out_of_data(folder, discovery.source["path"], what)
+        existing = nearest_existing(folder)
+        if not existing.is_dir():
+            raise ToolkitError(f"{what} {folder}: {existing} is a file, not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ToolkitError(f"{what} {folder}: {existing} is not writable")
+    count = len(discovery.items) if limit is None else min(limit, len(discovery.items))
+    shape = EvalTransform(data_config).bin_shape(dtype)
+    check_disk(out_dir, count, bin_size(shape, dtype), flag,
+               " (uint8 bins, --dtype uint8, take a quarter of the disk)" if dtype == "float32" else "")
 
 
 def plan_preprocess(discovery: Discovery, out_dir: Path, gt_path: Path, data_config: dict[str, Any], class_list,
@@ -271,6 +331,7 @@ def plan_preprocess(discovery: Discovery, out_dir: Path, gt_path: Path, data_con
         "class_list": str(class_list) if class_list else "imagenet-1k synsets (shipped)",
         "num_classes": num_classes, "gt_path": str(gt_path), "limit": limit, "images": entries,
         "ignored": discovery.ignored, "unlabelled": discovery.unlabelled, "absent_labels": discovery.absent_labels,
+        "labelled": discovery.labelled, "coverage": coverage_note(discovery),
         "extra_bins": _extra_bins(out_dir, {item.name for item in items}, remove_extra_bins),
     }
     manifest.update(provenance(run_args))
@@ -355,8 +416,12 @@ def _extra_bins(out_dir: Path, planned: set[str], remove: bool) -> list[str]:
 
 def _run_tasks(tasks: list[tuple[int, SourceFile, str, str]], data_config: Mapping[str, Any], workers: int,
                progress: bool | None, outcomes: list[Outcome], out_dir: Path, source: Mapping[str, Any]) -> float:
-    """Process ``tasks`` (in ``workers`` processes), appending to ``outcomes``; returns the seconds taken."""
+    """Process ``tasks`` (in ``workers`` processes, through the guarded pool), appending to ``outcomes``; returns the
+    seconds taken. A worker that dies ends the run at once (:class:`t2t_vit.workers.WorkerDied`)."""
+    from contextlib import closing
+
     from t2t_vit.progress import progress_bar
+    from t2t_vit.workers import WorkerDied, guarded_map
 
     work_started = time.perf_counter()
     with progress_bar(len(tasks), "preprocess", "img", progress) as bar:
@@ -370,30 +435,29 @@ def _run_tasks(tasks: list[tuple[int, SourceFile, str, str]], data_config: Mappi
                 finally:
                     close_handles()
             else:
-                in_flight = threading.BoundedSemaphore(workers * 8)  # a compressed archive's bytes wait in memory
-                with multiprocessing.Pool(min(workers, len(tasks)), _init_worker, (data_config,)) as pool:
-                    for outcome in pool.imap_unordered(_process, _task_stream(tasks, source, in_flight), chunksize=4):
-                        in_flight.release()
+                # a compressed archive's bytes wait in memory: at most 2 chunks of 4 per worker are taken ahead
+                results = guarded_map(_process, _task_stream(tasks, source), min(workers, len(tasks)), "preprocess",
+                                      _set_transform, (data_config,))
+                with closing(results):
+                    for outcome in results:
                         outcomes.append(outcome)
                         bar.update()
+        except WorkerDied as error:
+            raise WorkerDied(f"{error}. The {len(outcomes)} bins finished before it are kept: run the same command "
+                             f"again to resume (with fewer --workers if memory is short)") from None
         except OSError as error:
             raise ToolkitError(f"cannot write to {out_dir}: {error}") from None
     return time.perf_counter() - work_started
 
 
-def _task_stream(tasks: list[tuple[int, SourceFile, str, str]], source: Mapping[str, Any],
-                 in_flight: threading.BoundedSemaphore | None = None) -> Iterator[tuple[int, SourceFile | bytes, str, str]]:
+def _task_stream(tasks: list[tuple[int, SourceFile, str, str]],
+                 source: Mapping[str, Any]) -> Iterator[tuple[int, SourceFile | bytes, str, str]]:
     """The tasks as the workers take them: as they are, or, from a compressed archive (which cannot be sought), with
-    each member's bytes read in one pass of the stream. ``in_flight`` bounds how many wait for a worker."""
+    each member's bytes read in one pass of the stream (taken only as fast as the workers use them)."""
     if not source.get("compression"):
-        for task in tasks:
-            if in_flight is not None:
-                in_flight.acquire()
-            yield task
+        yield from tasks
         return
     wanted = [(position, task[1]) for position, task in enumerate(tasks)]
     for position, data in stream_members(Path(source["path"]), source["compression"], wanted):
-        if in_flight is not None:
-            in_flight.acquire()
         index, _, target, dtype = tasks[position]
         yield index, data, target, dtype

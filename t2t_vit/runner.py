@@ -16,9 +16,10 @@ On the CPU a batch runs in micro-batches (default: 2 images when 2 divides the b
 ``streams`` > 1 (default: one per thread, or one per backend run when there are fewer runs than
 threads) that many run at once, each on its own share of the threads: small pieces on one thread
 each keep the cores busy and their data in cache. Outputs are joined back per batch, so files and
-names are as ais_bench writes them. The compute time of a batch is then the time between its
-completion and the previous one (the first counts from the start), so the throughput formula still
-gives images per second of wall time; each batch's own duration is kept as ``request_latency``.
+names are as ais_bench writes them. The compute time of a batch is then its share of the wall time:
+its own duration scaled so that all of them add up to the wall time of the run (:func:`per_batch_times`),
+so the throughput formula still gives images per second of wall time and min / max / percentiles describe
+batches, not the bursts in which streams finish; each batch's own duration is kept as ``request_latency``.
 
 Every check on the inputs runs before the first output is written. Outputs are written under a
 hidden temporary name and renamed, so an interrupted run leaves no half-written result.
@@ -87,12 +88,27 @@ def list_input_files(inputs: Sequence[str]) -> list[Path]:
     return paths
 
 
+STRAY_HINT = "ais_bench and this runner read every .bin and .npy file of an input folder: move it out"
+
+
 def _data_bytes(path: Path) -> int:
     if path.suffix.lower() == ".npy":
+        with open(path, "rb") as handle:
+            start = handle.read(64)
+        if not start.startswith(b"\x93NUMPY"):
+            looks = "a text file" if start and all(32 <= byte < 127 or byte in b"\t\r\n" for byte in start) else \
+                "not a numpy array file"
+            raise RunnerError(f"input {path} is named .npy but is {looks} (it starts {start[:24]!r}): a stray file? "
+                              f"{STRAY_HINT}")
         try:
-            return int(np.load(path, mmap_mode="r", allow_pickle=False).nbytes)
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as error:
-            raise RunnerError(f"input {path} is not a readable .npy file ({error})") from None
+            raise RunnerError(f"input {path} is a damaged .npy file ({str(error).splitlines()[0][:120]}); "
+                              f"{STRAY_HINT}, or make it again") from None
+        if array.dtype.names is not None:
+            raise RunnerError(f"input {path} is a table with fields {', '.join(array.dtype.names)} (a label file?), "
+                              f"not model input: {STRAY_HINT}")
+        return int(array.nbytes)
     return path.stat().st_size
 
 
@@ -102,7 +118,7 @@ def plan_groups(files: Sequence[Path], sample_bytes: int, batch: int) -> tuple[i
     for path, size in zip(files, sizes):
         if size not in (sample_bytes, sample_bytes * batch):
             raise RunnerError(f"input {path} has {size} bytes: neither one sample ({sample_bytes}) nor one batch "
-                              f"of {batch} ({sample_bytes * batch})")
+                              f"of {batch} ({sample_bytes * batch}); if it is a stray file, {STRAY_HINT}")
     per_batch = batch if sizes[0] == sample_bytes else 1
     for path, size in zip(files, sizes):
         if size != sizes[0]:
@@ -253,6 +269,18 @@ def completion_intervals(start: float, finished: Sequence[float]) -> list[float]
     """Seconds between successive completions, the first measured from ``start``; they sum to the wall time."""
     times = [start, *sorted(finished)]
     return [later - earlier for earlier, later in zip(times, times[1:])]
+
+
+def per_batch_times(request_ms: Sequence[float], intervals_s: Sequence[float]) -> list[float]:
+    """Each batch's share of the wall time, in ms: its own duration scaled so that the times add up to the wall
+    time. Batches that run at once in streams finish in bursts, so the intervals between completions swing from
+    about 0 to twice a batch; these times keep each batch's own spread (min, max, percentiles are per batch) and
+    the intervals' mean, so ``1000 * batch / mean`` is still images per wall-clock second."""
+    own = float(sum(request_ms))
+    if own <= 0:
+        return [1000 * seconds for seconds in intervals_s]
+    scale = 1000 * float(sum(intervals_s)) / own
+    return [value * scale for value in request_ms]
 
 
 @dataclass
@@ -423,7 +451,7 @@ class RunOptions:
     batchsize: int | None = None
     loop: int = 1
     warmup_count: int = 1
-    backend_name: str = "openvino"
+    backend_name: str | None = None  # None: the default CPU runtime (backends.choose_backend)
     threads: int | None = None
     progress: bool | None = None
     argv: Sequence[str] | None = None
@@ -462,6 +490,10 @@ class RunOptions:
                               "--output_dirname")
         if not Path(self.model).is_file():
             raise RunnerError(f"--model {self.model} does not exist")
+        if self.backend_name is None:
+            from t2t_vit.backends import choose_backend
+
+            self.backend_name = choose_backend(None, self.precision)
 
 
 @dataclass
@@ -554,6 +586,11 @@ def open_backend(opts: RunOptions, files: list[Path]) -> tuple[Backend, RunPlan]
     if files:
         per_batch, groups = plan_groups(files, spec.sample_bytes, batch)
         _check_unique_names(files)
+        if per_batch > len(files):
+            padding = per_batch - len(files)
+            log.warning("batch %d is larger than the %d inputs: its one batch is %d inputs and %d padding copies "
+                        "(%.0f %% of the computation; ais_bench pads the same way, and padding is not scored)",
+                        per_batch, len(files), len(files), padding, 100.0 * padding / per_batch)
     else:
         per_batch, groups = batch, [[None] * batch]
     runs = len(groups) * opts.loop * (batch // micro)
@@ -667,7 +704,7 @@ def run_groups(opts: RunOptions, plan: RunPlan, backend: Backend, result: RunRes
                 write_group(opts, plan, group_index, outputs, result)
                 result.d2h_ms.append(1000 * (time.perf_counter() - started))
         result.compute_ms = (result.request_ms if backend.streams == 1 and plan.micro == plan.batch
-                             else [1000 * seconds for seconds in completion_intervals(phase_start, finished)])
+                             else per_batch_times(result.request_ms, completion_intervals(phase_start, finished)))
 
 
 def write_group(opts: RunOptions, plan: RunPlan, group_index: int, outputs: list[np.ndarray],
@@ -718,8 +755,9 @@ def summary_of(opts: RunOptions, plan: RunPlan, backend: Backend, result: RunRes
             "latency_note": "CPU runner: H2D_latency = reading and assembling a batch's input files, "
                             "D2H_latency = writing its outputs; NPU_compute_time = the backend's run of one "
                             "batch with one stream and whole batches, otherwise (batches run at once in "
-                            "streams, or in micro-batches) the time between a batch's completion and the "
-                            "previous one, so throughput is per wall-clock second; request_latency = each "
+                            "streams, or in micro-batches) each batch's share of the wall time (its own "
+                            "duration scaled so that they add up to the wall time), so throughput is per "
+                            "wall-clock second; request_latency = each "
                             "batch's own duration; with --resume, the figures cover the batches this run "
                             "computed, not the reused ones",
         },

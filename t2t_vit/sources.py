@@ -10,9 +10,15 @@ tar (``.tar.gz``/``.tgz``) cannot be sought: its members are read in one pass of
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import gzip
 import io
+import lzma
 import os
 import tarfile
+import zlib
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Sequence
@@ -93,21 +99,65 @@ class TarSource:
         archive = str(self.root.resolve())
         found = []
         try:
-            with tarfile.open(self.root, f"r|{self.compression}" if self.compression else "r:") as tar:
-                for member in tar:
-                    if member.isfile():
-                        found.append(SourceFile(relative=_member_name(member.name), location=member.name,
-                                                archive=archive, offset=member.offset_data, size=member.size,
-                                                mtime=int(member.mtime)))
-        except (tarfile.TarError, EOFError, OSError, ValueError) as error:
+            with _listing_stream(self.root, self.compression) as stream:
+                with tarfile.open(fileobj=stream, mode="r|" if self.compression else "r:") as tar:
+                    for member in tar:
+                        if member.isfile():
+                            found.append(SourceFile(relative=_member_name(member.name), location=member.name,
+                                                    archive=archive, offset=member.offset_data, size=member.size,
+                                                    mtime=int(member.mtime)))
+                    ended = stream.end_of_archive_at(tar.offset) if found else True
+        except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error, lzma.LZMAError) as error:
             raise SourceError(f"--data-dir {self.root}: the tar archive is unreadable after {len(found)} members "
                               f"({error}); is the download complete?") from None
+        if not ended:
+            raise SourceError(f"--data-dir {self.root} is truncated: it ends after {len(found)} members without the "
+                              f"end-of-archive blocks that a whole tar has (a download stopped early?); download it "
+                              f"again (ILSVRC2012_img_val.tar has 50,000 images, 6.4 GB)")
         return sorted(found, key=lambda file: file.relative)
 
     def identity(self) -> dict[str, Any]:
         stat = self.root.stat()
         return {"kind": self.kind, "path": str(self.root.resolve()), "bytes": stat.st_size,
                 "mtime_ns": stat.st_mtime_ns, "compression": self.compression or None}
+
+
+class _RecordingReader:
+    """A forward reader over an archive's (decompressed) bytes that keeps the last chunks read, so that after
+    tarfile has listed the members the bytes where the archive must end can be checked without reading it again."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw, self.position = raw, 0
+        self.recent: deque = deque(maxlen=3)  # (start, bytes) of the last reads: tarfile's last read holds the end
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.recent.append((self.position, data))
+        self.position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:  # tarfile seeks an uncompressed archive between headers
+        self.position = self.raw.seek(offset, whence)
+        self.recent.clear()
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def end_of_archive_at(self, offset: int) -> bool:
+        """Whether a zero block (the end-of-archive marker) starts at ``offset``: tarfile reads the block there
+        before it stops, and it stops as silently where the data end (a tar cut at a member boundary)."""
+        block = b"".join(data[max(0, offset - start):max(0, offset + tarfile.BLOCKSIZE - start)]
+                         for start, data in self.recent)
+        return len(block) == tarfile.BLOCKSIZE and block.count(0) == tarfile.BLOCKSIZE
+
+
+@contextlib.contextmanager
+def _listing_stream(path: Path, compression: str) -> Iterator[_RecordingReader]:
+    """The archive's tar bytes, decompressed as they are read, for listing its members once."""
+    opener = {"": open, "gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}[compression]
+    with opener(path, "rb") as raw:
+        yield _RecordingReader(raw)
 
 
 def _member_name(name: str) -> str:

@@ -14,6 +14,28 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_ENV = "T2T_VIT_UPSTREAM"
 
 
+OPTIONAL_PACKAGES = ("scipy", "matplotlib", "openvino")  # not in the host line: a minimal Ascend host may lack them
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs(package): the test needs an optional package (one of "
+                                       f"{', '.join(OPTIONAL_PACKAGES)}); skipped, naming it, where it is absent")
+
+
+def pytest_runtest_setup(item):
+    from t2t_vit.version_bridge import installed
+
+    for marker in item.iter_markers("needs"):
+        for package in marker.args:
+            if not installed(package):
+                pytest.skip(f"{package} is not installed: it is optional on a host (pip install {package}); the "
+                            f"rest of the suite runs without it")
+
+
+# the CPU runtimes to parametrize over: OpenVINO only where it is installed (it is optional on a host)
+BACKENDS = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.needs("openvino"))]
+
+
 @pytest.fixture(autouse=True)
 def work_in_tmp_path(tmp_path, monkeypatch):
     """Every test runs in its own temporary folder: a relative output path never lands in the repository."""
@@ -116,7 +138,8 @@ def exported_onnx(tmp_path_factory, reference_weights):
 
 
 # A stand-in for `python3 -m ais_bench` on an Ascend host: it checks the command line with ais_bench's
-# spellings, writes 1000 logits per input (class = the input's position, so the accuracy is countable)
+# spellings, writes 1000 logits per input (the input's first 1000 bytes: they differ by image, as a live
+# model's do)
 # and the summary, and records what it was asked.
 AIS_BENCH = '''
 import argparse, json, os, sys
@@ -134,7 +157,9 @@ os.makedirs(folder, exist_ok=True)
 if args.input:
     for name in sorted(os.listdir(args.input)):
         if name.endswith(".bin"):
-            np.full(1000, 0.5, np.float32).tofile(os.path.join(folder, name.split(".")[0] + "_0.bin"))
+            # logits that differ by image, as a live model's do: the input's first 1000 bytes
+            pixels = np.fromfile(os.path.join(args.input, name), np.uint8)[:1000].astype(np.float32)
+            pixels.tofile(os.path.join(folder, name.split(".")[0] + "_0.bin"))
 stats = {"min": 5.0, "max": 5.0, "mean": 5.0, "median": 5.0, "percentile(99%)": 5.0, "count": args.loop}
 json.dump({"filesinfo": {}, "args": sys.argv, "NPU_compute_time": stats, "H2D_latency": stats, "D2H_latency": stats,
            "throughput": 1000.0 * args.batchsize / 5.0, "npu_compute_time_list": [5.0] * args.loop, "pid": 1},

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from conftest import REPO_ROOT, SAMPLE_DIR  # noqa: E402
 from imagenet_layouts import make_layouts  # noqa: E402
 
-pytestmark = [pytest.mark.aarch64, pytest.mark.slow]
+pytestmark = [pytest.mark.aarch64, pytest.mark.slow, pytest.mark.needs("scipy")]  # the devkit of the official pair
 
 RECORDS = REPO_ROOT / "tests" / "data" / "arch_reference.npz"
 IMAGES = ("n01773549_barn_spider", "n02815834_beaker")  # an ordinary image and a grayscale one, clear top-1s

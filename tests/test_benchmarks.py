@@ -19,6 +19,7 @@ def load(name):
     return module
 
 
+@pytest.mark.needs("openvino")
 def test_graph_gflops_counts_every_matmul_at_batch_1(tmp_path):
     # image (N,3,224,224) -> (N,150528) @ (150528,10) -> Gemm with (10,4) transposed weights
     rng = np.random.default_rng(0)

@@ -150,7 +150,8 @@ def test_flat_layout_with_label_file(tmp_path, sample_images):
 
 
 @pytest.mark.parametrize("content, pattern", [
-    ("missing.JPEG 1\n", r"none of the 1 images of .* \(e\.g\. a\.JPEG\) is named in .*names are like missing\.JPEG"),
+    ("missing.JPEG 1\n", r"none of the 1 images of .* is named in .*: the images are named like 'a\.JPEG' \(relative "
+                         r"to .*\), the labels have names like 'missing\.JPEG'"),
     ("a.JPEG\n", "expected '<file name> <class index>'"),
     ("a.JPEG 1000\n", r"class index 1000 is outside 0\.\.999"),
     ("a.JPEG 1\na.JPEG 2\n", "a.JPEG is listed twice"),

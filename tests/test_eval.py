@@ -13,20 +13,28 @@ import pytest
 import torch
 
 from conftest import AIS_BENCH, REPO_ROOT
+from t2t_vit.backends import choose_backend
 from t2t_vit.checkpoint import load_checkpoint
 from t2t_vit.data import read_bin
 from t2t_vit.demo import make_checkpoint, make_images
 from t2t_vit.evaljob import Digests, JobError, om_for_batch
 from t2t_vit.export import read_metadata
+from t2t_vit.version_bridge import installed
+from t2t_vit.metrics import evaluate
 
 pytestmark = pytest.mark.slow
 
 DEMO = ("--demo", "--demo-images", "5", "--batch-sizes", "1 4", "--loop", "1")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BINS = "prep_bins_uint8"  # the job's default: uint8 bins
+RUNNER = choose_backend(None)  # the job's default CPU runtime here: OpenVINO, or onnxruntime where it is absent
 
 
 def run_eval(work, *args):
+    """The main job with its files in ``work``; a demo's go to WORK/demo, so it is given ``work``'s parent."""
+    if "--demo" in args:
+        assert work.name == "demo", "a demo's files are in <--work-dir>/demo"
+        work = work.parent
     env = {**os.environ, "PYTHON": sys.executable}
     return subprocess.run(["bash", str(REPO_ROOT / "T2T_ViT_eval.sh"), "--work-dir", str(work), *args],
                           env=env, capture_output=True, text=True, timeout=1200)
@@ -64,12 +72,42 @@ def result_logits(result_dir, names):
     return np.stack([np.fromfile(result_dir / f"{name}_0.bin", dtype=np.float32) for name in names])
 
 
+REAL_RUN = ("prep_bins_uint8/manifest.json", "prep_bins_uint8/ILSVRC2012_val_00000001.bin", "label.npy",
+            "T2T_ViT_14_sum.onnx", "T2T_ViT_14_matmul_uint8.onnx", "keep_dtype.cfg", "result/bs4/ILSVRC2012_val_00000001_0.bin",
+            "result/bs4.stamp.json", "acc_bs4.json", "perf/bs4_summary.json", "eval_summary.json", "eval_summary.png")
+
+
+def real_run_files(work):
+    """Every file of a real run's work dir but the demo's folder: path -> (bytes, mtime)."""
+    return {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in sorted(work.rglob("*"))
+            if path.is_file() and "demo" not in path.relative_to(work).parts}
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("eval") / "work"
+    """The demo in a work dir that already holds a real run's files (both default to ./work)."""
+    base = tmp_path_factory.mktemp("eval") / "work"
+    for name in REAL_RUN:
+        (base / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / name).write_bytes(f"the real run's {name}".encode())
+    real = real_run_files(base)
+    work = base / "demo"  # the demo's own folder in --work-dir
     result = run_eval(work, *DEMO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert real_run_files(base) == real, "the demo touched a real run's files"
     return work, result
+
+
+def test_the_demo_never_touches_a_real_run_and_refuses_a_folder_it_did_not_make(demo_run, tmp_path):
+    work, result = demo_run
+    assert (work / "DEMO.txt").is_file() and (work / "eval_summary.json").is_file()
+    assert f"wrote {work / 'eval_summary.json'}" in result.stdout
+    (tmp_path / "w" / "demo").mkdir(parents=True)
+    (tmp_path / "w" / "demo" / "results.csv").write_text("a user's file\n")
+    refused = run_eval(tmp_path / "w" / "demo", *DEMO)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert "holds files that the demo did not make (no DEMO.txt)" in refused.stderr
+    assert sorted(path.name for path in (tmp_path / "w").rglob("*")) == ["demo", "results.csv"]
 
 
 def test_tables_json_and_plot(demo_run):
@@ -82,19 +120,26 @@ def test_tables_json_and_plot(demo_run):
     summary = json.loads((work / "eval_summary.json").read_text())
     assert [row["batch_size"] for row in summary["rows"]] == [1, 4]
     for row in summary["rows"]:
-        assert row["count"] == 5 and row["images_per_s"] > 0 and row["runner"] == "openvino"
+        assert row["count"] == 5 and row["images_per_s"] > 0 and row["runner"] == RUNNER
         assert row["accuracy_batch_size"] == 4  # one accuracy pass, at the largest batch size
-        assert f"| {row['batch_size']} | {row['images_per_s']:.1f} | {row['compute_ms_mean']:.1f} | openvino |" in out
+        assert f"| {row['batch_size']} | {row['images_per_s']:.1f} | {row['compute_ms_mean']:.1f} | {RUNNER} | " \
+               f"this run |" in out
+        assert row["accuracy_reused_from"] is None and row["throughput_reused_from"] is None
     top1, top5 = summary["rows"][0]["top1"], summary["rows"][0]["top5"]
-    assert f"| batch 4, openvino | 1, 4 | {top1:.3f} | {top5:.3f} | 5 |" in out  # one row: one accuracy pass
+    assert f"| batch 4, {RUNNER} | 1, 4 | {top1:.3f} | {top5:.3f} | 5 | this run |" in out  # one accuracy pass
+    assert f"checkpoint {work / 'random_t2t_vit_14.pth.tar'} (sha256 {summary['checkpoint_sha256']})" in out
+    assert summary["checkpoint_sha256"] == Digests()(work / "random_t2t_vit_14.pth.tar")
     assert "5 images in 1 batch(es) of 4" not in out and "5 images in 2 batch(es) of 4" in out
     assert "the last batch was padded with 3 copies" in out  # why the pass's images/s differs from the model's
     assert "throughput at batch 1: " in out and "1000*batchsize" not in out  # the job's words, not ais_bench's
-    assert "not made yet" not in out and "accuracy at batch 4 (openvino): running\n" in out
+    assert "not made yet" not in out and f"accuracy at batch 4 ({RUNNER}): running\n" in out
     assert not any(line.startswith(("INFO ", "WARNING ")) for line in (out + result.stderr).splitlines())
-    assert summary["demo"] is True and summary["backend"] == "openvino"
-    assert {"cpu", "cores"} <= set(summary["machine"]) and "openvino" in summary["versions"] and summary["date"]
-    assert (work / "eval_summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["demo"] is True and summary["backend"] == RUNNER
+    assert {"cpu", "cores"} <= set(summary["machine"]) and RUNNER in summary["versions"] and summary["date"]
+    if installed("matplotlib"):
+        assert (work / "eval_summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:  # optional on a host: the tables and the JSON hold the same figures
+        assert "no eval_summary.png: matplotlib is not installed here" in out and not (work / "eval_summary.png").exists()
     assert (work / "keep_dtype.cfg").read_text().count("\n") == 76  # the NPU's files are made too
 
 
@@ -103,10 +148,10 @@ def test_one_accuracy_pass_stage_times_and_estimate(demo_run):
     assert sorted(path.name for path in (work / "result").iterdir() if path.is_dir()) == ["bs4"]
     summary = json.loads((work / "eval_summary.json").read_text())
     stages = summary["stage_seconds"]
-    assert any(stage.startswith("preprocess") for stage in stages) and "accuracy at batch 4 (openvino)" in stages
-    assert {"throughput at batch 1 (openvino, pure inference)", "total"} <= set(stages)
+    assert any(stage.startswith("preprocess") for stage in stages) and f"accuracy at batch 4 ({RUNNER})" in stages
+    assert {f"throughput at batch 1 ({RUNNER}, pure inference)", "total"} <= set(stages)
     assert all(seconds >= 0 for seconds in stages.values())
-    assert stages["total"] >= stages["accuracy at batch 4 (openvino)"]
+    assert stages["total"] >= stages[f"accuracy at batch 4 ({RUNNER})"]
     assert "| stage | elapsed |" in result.stdout
     assert "estimate: " in result.stdout and "images to infer at about" in result.stdout
     assert "infer bs4: 100% (5/5 img)" in result.stderr  # a progress line when not on a terminal
@@ -115,7 +160,7 @@ def test_one_accuracy_pass_stage_times_and_estimate(demo_run):
 def test_results_equal_pytorch(demo_run):
     work, _ = demo_run
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
-    expected = pytorch_logits(work / "demo" / "random_t2t_vit_14.pth.tar", work / BINS, names)
+    expected = pytorch_logits(work / "random_t2t_vit_14.pth.tar", work / BINS, names)
     np.testing.assert_allclose(result_logits(work / "result" / "bs4", names), expected, rtol=0, atol=1e-4)
 
 
@@ -152,7 +197,7 @@ def test_a_swapped_checkpoint_a_corrupt_one_and_a_changed_data_dir(demo_run, tmp
     source, _ = demo_run
     work = tmp_path / "work"
     shutil.copytree(source, work, symlinks=True)
-    checkpoint, data = work / "demo" / "random_t2t_vit_14.pth.tar", work / "demo" / "val"
+    checkpoint, data = work / "random_t2t_vit_14.pth.tar", work / "val"
     common = ("--pth-path", str(checkpoint), "--data-dir", str(data), "--batch-sizes", "1 4", "--loop", "1")
     # Another checkpoint under the same name, with an older time (as cp -p or tar x leave it).
     old_time = checkpoint.stat().st_mtime - 86400
@@ -167,12 +212,15 @@ def test_a_swapped_checkpoint_a_corrupt_one_and_a_changed_data_dir(demo_run, tmp
     np.testing.assert_allclose(result_logits(work / "result" / "bs4", names), expected, rtol=0, atol=1e-4)
     perf = json.loads((work / "perf" / "bs1_summary.json").read_text())
     assert perf["cpu_runner"]["threads"] == 1  # --threads reached it
-    # A corrupt checkpoint: the job stops with exit 1 and leaves no summary that looks current.
+    # A corrupt checkpoint: refused before anything is done, changing nothing; the summary there is the last run's,
+    # and it names that run's checkpoint by its SHA-256, which is not this file's.
     checkpoint.write_bytes(checkpoint.read_bytes()[:100_000])
+    before = {path: path.stat().st_mtime_ns for path in work.rglob("*") if path != checkpoint}
     result = run_eval(work, *common)
-    assert result.returncode == 1
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and not result.stdout
     assert "truncated or corrupt" in result.stderr and "weights_only" not in result.stderr
-    assert not (work / "eval_summary.json").exists() and not (work / "eval_summary.png").exists()
+    assert {path: path.stat().st_mtime_ns for path in work.rglob("*") if path != checkpoint} == before
+    assert json.loads((work / "eval_summary.json").read_text())["checkpoint_sha256"] != Digests()(checkpoint)
     # A changed data dir: its bins and every pass over them are made again.
     make_checkpoint(checkpoint, seed=1)
     other = tmp_path / "other"
@@ -210,13 +258,13 @@ def test_help_is_the_usage_only(script):
 
 
 def test_bad_arguments(tmp_path):
-    result = run_eval(tmp_path / "w", "--batch-sizes", "1 x", "--demo")
+    result = run_eval(tmp_path / "w" / "demo", "--batch-sizes", "1 x", "--demo")
     assert result.returncode == 2 and "batch size 'x'" in result.stderr
     result = run_eval(tmp_path / "w", "--pth-path", str(tmp_path / "none.pth"), "--data-dir", str(tmp_path))
     assert result.returncode == 1 and "does not exist" in result.stderr
-    result = run_eval(tmp_path / "w", "--demo", "--pth-path", "x.pth")
+    result = run_eval(tmp_path / "w" / "demo", "--demo", "--pth-path", "x.pth")
     assert result.returncode == 2 and "--demo makes its own checkpoint" in result.stderr
-    result = run_eval(tmp_path / "w", "--demo", "--batch-sizes", "1 4", "--accuracy-batch", "8")
+    result = run_eval(tmp_path / "w" / "demo", "--demo", "--batch-sizes", "1 4", "--accuracy-batch", "8")
     assert result.returncode == 2 and "--accuracy-batch 8 is not one of" in result.stderr
 
 
@@ -256,6 +304,7 @@ def test_an_om_runs_only_when_built_from_this_runs_export(tmp_path, case):
             om_for_batch(tmp_path, 4, onnx_sha, "b" * 64, digest, bins_dtype)
 
 
+@pytest.mark.needs("matplotlib")
 def test_the_plot_starts_images_per_s_at_zero():
     from t2t_vit.evalreport import figure_of
 
@@ -265,6 +314,7 @@ def test_the_plot_starts_images_per_s_at_zero():
     assert figure.axes[0].get_ylim()[0] == 0 and figure.axes[0].get_ylim()[1] >= 13.4
 
 
+@pytest.mark.needs("matplotlib")
 def test_the_accuracy_panel_shows_each_pass_once_and_labels_even_zero_bars():
     """One CPU pass stands for every batch size: one pair of bars, not six; a 0 % bar still says what it is."""
     from t2t_vit.evalreport import figure_of
@@ -281,7 +331,7 @@ def test_the_accuracy_panel_shows_each_pass_once_and_labels_even_zero_bars():
 
 def test_on_the_ascend_host_each_om_runs_through_ais_bench(demo_run, tmp_path):
     source, _ = demo_run
-    work = tmp_path / "work"
+    work = tmp_path / "work" / "demo"
     shutil.copytree(source, work, symlinks=True)  # another data dir path: the bins are made again (5 images)
     package = tmp_path / "site" / "ais_bench"
     package.mkdir(parents=True)
@@ -297,7 +347,7 @@ def test_on_the_ascend_host_each_om_runs_through_ais_bench(demo_run, tmp_path):
         "om_sha256": digest(om), "input_dtype": "uint8"}))
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(tmp_path / "site"),
            "AIS_BENCH_LOG": str(tmp_path / "ais_bench.log")}
-    result = subprocess.run(["bash", str(REPO_ROOT / "T2T_ViT_eval.sh"), "--work-dir", str(work), *DEMO], env=env,
+    result = subprocess.run(["bash", str(REPO_ROOT / "T2T_ViT_eval.sh"), "--work-dir", str(work.parent), *DEMO], env=env,
                             capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     calls = [json.loads(line) for line in (tmp_path / "ais_bench.log").read_text().splitlines()]
@@ -308,8 +358,9 @@ def test_on_the_ascend_host_each_om_runs_through_ais_bench(demo_run, tmp_path):
          "--batchsize", "4", "--loop", "1", "--warmup_count", "1"]]
     rows = {row["batch_size"]: row for row in json.loads((work / "eval_summary.json").read_text())["rows"]}
     assert rows[4]["runner"] == "ais_bench" and rows[4]["accuracy_batch_size"] == 4 and rows[4]["images_per_s"] == 800
-    assert rows[1]["runner"] == "openvino" and rows[1]["accuracy_batch_size"] == 1  # the CPU pass, for bs1 only
-    assert rows[4]["top5"] == 100.0  # all logits tied: the tie rule counts the true class in
+    assert rows[1]["runner"] == RUNNER and rows[1]["accuracy_batch_size"] == 1  # the CPU pass, for bs1 only
+    scored, _ = evaluate(work / "result" / "bs4", work / "label.npy")  # the stand-in's logits: the input's bytes
+    assert (rows[4]["top1"], rows[4]["top5"], rows[4]["count"]) == (scored["top1"], scored["top5"], 5)
 
 
 def test_emulate_npu_adds_the_fp16_pass_and_its_comparison(demo_run):
@@ -334,7 +385,7 @@ def test_emulate_npu_adds_the_fp16_pass_and_its_comparison(demo_run):
 def test_float32_bins_give_the_uint8_runs_results(demo_run, tmp_path):
     source, _ = demo_run
     work = tmp_path / "work"
-    checkpoint, data = source / "demo" / "random_t2t_vit_14.pth.tar", source / "demo" / "val"
+    checkpoint, data = source / "random_t2t_vit_14.pth.tar", source / "val"
     result = run_eval(work, "--pth-path", str(checkpoint), "--data-dir", str(data), "--batch-sizes", "4", "--loop",
                       "1", "--dtype", "float32")
     assert result.returncode == 0, result.stderr[-3000:]

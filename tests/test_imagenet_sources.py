@@ -22,7 +22,7 @@ from conftest import REPO_ROOT
 from imagenet_layouts import VAL_IMAGES, ground_truth, leaf_order, make_layouts, meta_mat, write_devkit
 from t2t_vit.labels import read_class_list
 
-LAYOUTS = {  # id -> (--data-dir, label options), relative to the layouts' root
+LAYOUTS = {  # id -> (--data-dir, label options), relative to the layouts' root (--devkit needs scipy)
     "official-tar+devkit-tgz": ("ILSVRC2012_img_val.tar", ["--devkit", "ILSVRC2012_devkit_t12.tar.gz"]),
     "official-tgz+devkit-folder": ("ILSVRC2012_img_val.tar.gz", ["--devkit", "ILSVRC2012_devkit_t12"]),
     "flat+devkit-folder": ("flat", ["--devkit", "ILSVRC2012_devkit_t12"]),
@@ -60,7 +60,8 @@ def reference(layouts, tmp_path_factory):
     return outputs(out)
 
 
-@pytest.mark.parametrize("layout", list(LAYOUTS), ids=list(LAYOUTS))
+@pytest.mark.parametrize("layout", [pytest.param(name, marks=pytest.mark.needs("scipy")) if "--devkit" in options
+                                    else name for name, (_, options) in LAYOUTS.items()], ids=list(LAYOUTS))
 def test_every_layout_gives_the_class_folders_bins_and_labels(layout, layouts, reference, tmp_path):
     data_dir, label_options = LAYOUTS[layout]
     assert preprocess(layouts.root, data_dir, label_options, tmp_path, "--workers", "2") == 0
@@ -71,6 +72,7 @@ def test_every_layout_gives_the_class_folders_bins_and_labels(layout, layouts, r
     assert manifest["status"] == "complete" and manifest["counts"]["selected"] == len(reference)
 
 
+@pytest.mark.needs("scipy")
 def test_labels_are_meta_mat_ids_not_id_minus_one(layouts):
     """The classic slip: ID - 1 taken as the class. ID 1 is the kit fox (n02119789), sorted index 278."""
     from t2t_vit.labels import read_devkit
@@ -86,6 +88,7 @@ def test_labels_are_meta_mat_ids_not_id_minus_one(layouts):
     assert sum(labels[layouts.name(p)] == ids[p - 1] - 1 for p in range(1, VAL_IMAGES + 1)) < VAL_IMAGES / 100
 
 
+@pytest.mark.needs("scipy")
 def test_the_tar_is_read_in_place_with_no_jpeg_written_anywhere(layouts, reference, tmp_path):
     """Run as a user would (a subprocess, two workers), with TMPDIR empty: no JPEG appears in it, in the out-dir
     or in the working folder, and the archive is untouched."""
@@ -165,6 +168,40 @@ def test_images_no_label_covers_are_left_out_and_absent_labels_counted(layouts, 
     assert "holiday_photo" not in np.load(tmp_path / "label.npy")["name"].tolist()
 
 
+def test_label_names_with_a_folder_prefix_match_the_images_of_that_folder(layouts, reference, tmp_path):
+    """PaddleClas-style lines 'val/ILSVRC2012_val_00000001.JPEG 65' with --data-dir .../val itself."""
+    lines = (layouts.root / "val_label.txt").read_text().splitlines()
+    (tmp_path / "val_list.txt").write_text("".join(f"val/{line}\n" for line in lines))
+    data = tmp_path / "val"
+    data.symlink_to(layouts.root / "flat")
+    assert T2T_ViT_preprocess.main(["--data-dir", str(data), "--label-file", str(tmp_path / "val_list.txt"),
+                                    "--out-dir", str(tmp_path / "bins"), "--gt-path", str(tmp_path / "label.npy"),
+                                    "--dtype", "uint8", "--no-progress", "-q"]) == 0
+    assert outputs(tmp_path) == reference
+
+
+def test_label_names_that_match_no_image_show_both_name_forms(layouts, tmp_path, capsys):
+    names = sorted(path.name for path in (layouts.root / "flat").iterdir())
+    (tmp_path / "list.txt").write_text("".join(f"{folder}/{name} 1\n" for folder in ("a", "b") for name in names))
+    assert T2T_ViT_preprocess.main(["--data-dir", str(layouts.root / "flat"), "--label-file",
+                                    str(tmp_path / "list.txt"), "--out-dir", str(tmp_path / "bins"), "--gt-path",
+                                    str(tmp_path / "label.npy"), "--no-progress", "-q"]) == 1
+    error = capsys.readouterr().err
+    assert f"the images are named like '{names[0]}'" in error and f"names like 'a/{names[0]}'" in error
+    assert "with a folder prefix 'a/'" in error and "26 of their file names repeat under different folders" in error
+    assert not (tmp_path / "bins").exists()
+
+
+@pytest.mark.needs("scipy")
+def test_a_full_devkit_against_fewer_images_says_how_many_of_the_50000_are_there(layouts, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert preprocess(layouts.root, "ILSVRC2012_img_val.tar", ["--devkit", "ILSVRC2012_devkit_t12.tar.gz"], out) == 0
+    note = "labels 50,000 images and the data holds 26 of them (0.1 %): every figure is over these 26"
+    assert any(line.startswith("warning: ") and note in line for line in capsys.readouterr().err.splitlines())
+    manifest = json.loads((out / "bins" / "manifest.json").read_text())
+    assert note in manifest["coverage"] and manifest["labelled"] == 50_000
+
+
 def _bad_devkit(folder: Path, layouts, case: str) -> Path:
     leaves, truth = leaf_order(), ground_truth(layouts)
     if case == "49999-lines":
@@ -193,6 +230,7 @@ def _bad_devkit(folder: Path, layouts, case: str) -> Path:
     ("999-leaves", r"meta\.mat\): its 999 leaves \(num_children == 0\) are not the 1,000 ImageNet synsets"),
     ("not-a-mat", r"meta\.mat\) is not the devkit's meta\.mat"),
 ], ids=lambda value: value if " " not in value and "\\" not in value else "")
+@pytest.mark.needs("scipy")
 def test_a_bad_devkit_is_refused_in_one_line_with_nothing_written(case, pattern, layouts, tmp_path, capsys):
     devkit = _bad_devkit(tmp_path / "devkit", layouts, case)
     out = tmp_path / "out"
@@ -243,6 +281,7 @@ def test_other_unusable_sources_are_refused_with_nothing_written(case, pattern, 
     if case == "both":
         extra += ["--label-file", str(layouts.root / "val_label.txt")]
     elif case == "truncated-tar":
+        extra = ["--label-file", str(layouts.root / "val_label.txt")]
         data_dir = tmp_path / "cut.tar"
         data_dir.write_bytes((layouts.root / "ILSVRC2012_img_val.tar").read_bytes()[:700_000])
     elif case == "not-a-tar":
@@ -290,6 +329,7 @@ def test_a_full_val_set_without_50_of_each_class_is_warned_about(caplog):
         in caplog.text
 
 
+@pytest.mark.needs("scipy")
 def test_a_changed_archive_redoes_its_bins(layouts, reference, tmp_path):
     """Members are identified with their archive's size and time: a re-downloaded archive is never reused stale."""
     archive = tmp_path / "val.tar"
@@ -316,6 +356,7 @@ def test_tar_members_keep_their_names_and_order(layouts):
 
 
 @pytest.mark.slow
+@pytest.mark.needs("scipy")
 def test_the_main_job_on_the_official_pair_scores_as_on_the_folder(sample_images, tmp_path, checkpoint_path):
     """T2T_ViT_eval.sh --data-dir ILSVRC2012_img_val.tar --devkit ILSVRC2012_devkit_t12.tar.gz: the same logits and
     scores as on val/<synset>/; a changed ground truth is never reused stale."""
@@ -344,6 +385,11 @@ def test_the_main_job_on_the_official_pair_scores_as_on_the_folder(sample_images
     _, _, _ = job(*official)
     stdout, _, _ = job(*official)
     assert "reusing" in stdout and "running" not in stdout  # nothing changed: everything reused
+    # a full-size devkit against an archive of 6 images: the report says how many of the 50,000 are there
+    coverage = "labels 50,000 images and the data holds 6 of them (0.0 %): every figure is over these 6"
+    assert f"data: --devkit" in stdout and coverage in stdout
+    assert coverage in json.loads((work / "eval_summary.json").read_text())["data_coverage"]
+    assert "| reused, from 20" in stdout  # figures of the earlier run are marked with its date
     truth = ground_truth(layouts).splitlines()
     truth[0] = str(layouts.id_of["n01440764"])  # image 1 relabelled
     write_devkit(tmp_path / "devkit2", meta_mat(layouts.leaves), "\n".join(truth) + "\n")

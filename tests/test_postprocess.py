@@ -13,14 +13,14 @@ from t2t_vit.data import write_labels
 
 
 def reference_topk(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Independent reference: rank by sorting, counting classes strictly above the true one."""
+    """Independent reference: rank by sorting, counting the other classes at or above the true one."""
     correct = 0
     for row, label in zip(logits, labels):
         if not np.all(np.isfinite(row)):
             continue
         ordered = np.sort(row)
-        above = len(row) - np.searchsorted(ordered, row[label], side="right")
-        correct += above < k
+        at_or_above = len(row) - np.searchsorted(ordered, row[label], side="left") - 1  # less the true class
+        correct += at_or_above < k
     return 100.0 * correct / len(labels)
 
 
@@ -42,8 +42,12 @@ def tied_logits(count: int, seed: int = 0) -> tuple[list[str], np.ndarray, np.nd
     rng = np.random.default_rng(seed)
     logits = rng.integers(0, 6, (count, 1000)).astype(np.float32)
     labels = rng.integers(0, 1000, count)
-    logits[: count // 3, :] = 0  # every class tied: each of these is top-1 correct under the rule
-    logits[count // 3: count // 2, labels[count // 3: count // 2]] = 10  # clear winners
+    logits[: count // 3, :] = 0  # every class tied: each of these is wrong under the rule (a dead output)
+    winners = np.arange(count // 3, count // 2)
+    logits[winners, labels[winners]] = 10  # clear winners
+    tied = np.arange(count // 2, 2 * count // 3)
+    logits[tied, labels[tied]] = 10
+    logits[tied, (labels[tied] + 1) % 1000] = 10  # tied with one other class at the top: top-5, not top-1
     names = [f"ILSVRC2012_val_{index:08d}" for index in rng.permutation(count)]
     return names, logits, labels
 
@@ -66,6 +70,52 @@ def test_top1_top5_equal_the_reference_including_ties(tmp_path, fmt, capsys):
     printed = capsys.readouterr().out
     assert f"Top-1 accuracy of the model is: {report['top1']:.3f}%" in printed
     assert f"Top-5 accuracy of the model is: {report['top5']:.3f}%" in printed and "over 300 images" in printed
+
+
+def test_all_zero_results_score_nothing_and_are_named(tmp_path, capsys):
+    names = [f"ILSVRC2012_val_{index:08d}" for index in range(1, 31)]
+    labels = np.arange(30) * 7
+    write_results(tmp_path / "res", names, np.zeros((30, 1000), np.float32))
+    write_labels(tmp_path / "label.npy", names, labels)
+    assert run("--result-dir", tmp_path / "res", "--gt-path", tmp_path / "label.npy") == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and error.startswith("error: ")
+    assert "30 of 30 results have constant logits" in error and "--allow-constant" in error
+    out = tmp_path / "acc.json"
+    assert run("--result-dir", tmp_path / "res", "--gt-path", tmp_path / "label.npy", "--allow-constant",
+               "--results-file", out) == 0
+    report = json.loads(out.read_text())
+    assert report["top1"] == 0.0 and report["top5"] == 0.0 and report["constant"] == 30
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "30 of 30 results have constant logits" in warnings[0] and names[0] in warnings[0]
+    assert "Top-1 accuracy of the model is: 0.000%" in captured.out
+
+
+def test_a_tie_with_the_true_class_counts_against_it():
+    logits = np.zeros((3, 1000), np.float32)
+    logits[0, [7, 3]] = 5.0  # the true class 7 tied with class 3 at the top: top-1 wrong, top-5 right
+    logits[1, 7] = 5.0  # alone at the top
+    logits[2, [7, 1, 2, 3, 4, 5]] = 5.0  # tied with five others: not even top-5
+    scores = metrics.score(["a", "b", "c"], logits, np.array([7, 7, 7]))
+    assert (scores.correct_top1, scores.correct_top5) == (1, 2)
+
+
+def test_one_vector_for_every_image_is_refused_and_a_few_repeats_are_named(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    names = [f"img{index:02d}" for index in range(30)]
+    labels = rng.integers(0, 1000, 30)
+    same = np.tile(rng.standard_normal(1000).astype(np.float32), (30, 1))  # a dead output that is not zeros
+    write_results(tmp_path / "same", names, same)
+    write_labels(tmp_path / "label.npy", names, labels)
+    assert run("--result-dir", tmp_path / "same", "--gt-path", tmp_path / "label.npy") == 1
+    assert "30 are identical to another image's result (the largest set of equal results: 30)" in capsys.readouterr().err
+    live = rng.standard_normal((30, 1000)).astype(np.float32)
+    live[5] = live[4]  # two images with the same bytes (a duplicate in the data) give the same logits
+    write_results(tmp_path / "live", names, live)
+    assert run("--result-dir", tmp_path / "live", "--gt-path", tmp_path / "label.npy") == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: {tmp_path / 'live'}: 2 are identical to another image's result: img04, img05"]
 
 
 def test_random_logits_match_reference(tmp_path):
@@ -210,7 +260,9 @@ def test_per_class(tmp_path):
 
 
 @pytest.mark.parametrize("case, pattern", [
-    ("no_dir", "does not exist"), ("empty_dir", "no result files"), ("bad_labels", "cannot read --gt-path"),
+    ("no_dir", "does not exist"), ("empty_dir", "no result files"), ("no_labels", "cannot read --gt-path"),
+    ("text_labels", "is a text file, not the label.npy that the preprocess stage writes: give a text label file"),
+    ("binary_labels", "is not a numpy .npy file"),
     ("float_labels", "neither a (name, label) table nor an integer label array"),
 ])
 def test_unusable_inputs(tmp_path, capsys, case, pattern):
@@ -221,9 +273,15 @@ def test_unusable_inputs(tmp_path, capsys, case, pattern):
     elif case == "empty_dir":
         result_dir = tmp_path / "empty"
         result_dir.mkdir()
-    elif case == "bad_labels":
-        gt.write_text("not numpy")
+    elif case == "no_labels":
+        gt = tmp_path / "absent.npy"
+    elif case == "text_labels":  # the ModelZoo's val_label.txt given as --gt-path
+        gt = tmp_path / "val_label.txt"
+        gt.write_text("ILSVRC2012_val_00000001.JPEG 65\nILSVRC2012_val_00000002.JPEG 970\n")
+    elif case == "binary_labels":
+        gt.write_bytes(bytes(range(256)))
     else:
         np.save(gt, np.zeros(3))
     assert run("--result-dir", result_dir, "--gt-path", gt) == 1
-    assert pattern in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert pattern in error and error.count("\n") == 1 and "allow_pickle" not in error

@@ -193,16 +193,9 @@ def test_resume_redoes_missing_and_incomplete_bins_only(tmp_path, sample_images,
 
 @pytest.mark.slow
 def test_kill_9_then_rerun_is_byte_identical(tmp_path, sample_images, full_run):
-    # 160 images: the shipped ones linked again under distinct names, so a copy's bin equals its original's.
-    val = tmp_path / "val"
-    replicate_val_tree(val, sample_images, 160)
-    out, labels = tmp_path / "bins", tmp_path / "label.npy"
-    command = [sys.executable, str(REPO_ROOT / "T2T_ViT_preprocess.py"), "--data-dir", str(val), "--out-dir",
-               str(out), "--gt-path", str(labels), "--workers", "1", "--no-progress", "-q"]
+    command, out, labels = _replicated_run(tmp_path, sample_images, "--workers", "1", "-q")
     process = subprocess.Popen(command)
-    deadline = time.monotonic() + 60
-    while len(list(out.glob("*.bin"))) < 40 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    _wait_for_bins(out, 40)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     done_at_kill = len(list(out.glob("*.bin")))
@@ -211,16 +204,73 @@ def test_kill_9_then_rerun_is_byte_identical(tmp_path, sample_images, full_run):
     assert json.loads((out / "manifest.json").read_text())["status"] == "running"  # kill -9 leaves no chance
     time.sleep(0.5)  # let the orphaned worker finish the image it holds
     assert subprocess.run(command).returncode == 0
-    originals = _bins(full_run / "bins")
-    bins = _bins(out)
-    assert len(bins) == 160
-    for name, data in bins.items():
-        assert data == originals[re.sub(r"_r\d{5}\.bin$", ".bin", name)], name
+    bins = _assert_replicas_equal_originals(out, full_run)
     table = np.load(labels, allow_pickle=False)
     assert sorted(table["name"].tolist()) == sorted(name[:-4] for name in bins)
 
 
-def test_ctrl_c_marks_the_manifest_interrupted(tmp_path, sample_images, monkeypatch):
+def _replicated_run(tmp_path: Path, sample_images, *options: str) -> tuple[list[str], Path, Path]:
+    """The preprocess command over 160 images: the shipped ones linked again under distinct names, so a copy's bin
+    equals its original's; returns it with its out-dir and label file."""
+    val = tmp_path / "val"
+    replicate_val_tree(val, sample_images, 160)
+    out, labels = tmp_path / "bins", tmp_path / "label.npy"
+    return ([sys.executable, str(REPO_ROOT / "T2T_ViT_preprocess.py"), "--data-dir", str(val), "--out-dir", str(out),
+             "--gt-path", str(labels), "--no-progress", *options], out, labels)
+
+
+def _wait_for_bins(out: Path, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(list(out.glob("*.bin"))) < count and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def _assert_replicas_equal_originals(out: Path, full_run: Path) -> dict[str, bytes]:
+    originals, bins = _bins(full_run / "bins"), _bins(out)
+    assert len(bins) == 160
+    for name, data in bins.items():
+        assert data == originals[re.sub(r"_r\d{5}\.bin$", ".bin", name)], name
+    return bins
+
+
+def _children(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid`` and that run the same command (the pool's forked workers)."""
+    command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if entry.name.isdigit() and int(fields[1]) == pid and (entry / "cmdline").read_bytes() == command:
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_worker_ends_the_run_and_the_same_command_resumes(tmp_path, sample_images, full_run):
+    # what the OOM killer does on a long run: kill -9 of one worker, the parent left alive
+    command, out, labels = _replicated_run(tmp_path, sample_images, "--workers", "2")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_bins(out, 20)
+    workers = _children(process.pid)
+    assert len(workers) == 2, workers
+    os.kill(workers[0], signal.SIGKILL)
+    killed_at = time.monotonic()
+    _, err = process.communicate(timeout=60)  # before the guarded pool, the parent waited here forever
+    assert process.returncode == 1 and time.monotonic() - killed_at < 60
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [line for line in err.splitlines() if line.strip()], err  # one line, no traceback
+    assert errors[0].startswith("error: a preprocess worker was killed (signal 9: SIGKILL, out of memory?)")
+    assert "run the same command again to resume" in errors[0]
+    assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
+    assert len(list(out.glob("*.bin"))) < 160 and not labels.exists()
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    _assert_replicas_equal_originals(out, full_run)
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_ctrl_c_marks_the_manifest_interrupted(tmp_path, sample_images, monkeypatch, capsys):
     import t2t_vit.preprocess as preprocess
 
     val = make_val_tree(tmp_path / "val", sample_images[:4])
@@ -238,7 +288,23 @@ def test_ctrl_c_marks_the_manifest_interrupted(tmp_path, sample_images, monkeypa
     assert run("--data-dir", val, "--out-dir", out, "--gt-path", tmp_path / "label.npy", "--workers", 0) == 130
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "interrupted"
+    assert capsys.readouterr().err.strip().endswith("run the same command again to resume")
     assert len(list(out.glob("*.bin"))) == 1 and not (tmp_path / "label.npy").exists()
+
+
+def test_a_disk_too_small_for_the_bins_is_refused_before_anything_is_written(tmp_path, sample_images, monkeypatch,
+                                                                             capsys):
+    import shutil
+    from collections import namedtuple
+
+    val = make_val_tree(tmp_path / "val", sample_images[:4])
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2_000_000, 2_000_000))
+    assert run("--data-dir", val, "--out-dir", tmp_path / "bins", "--gt-path", tmp_path / "label.npy") == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: the bins need 2.4 MB (4 images x 602,112 bytes, less those already there) and ")
+    assert "has 2.0 MB free: free space or give another --out-dir (uint8 bins, --dtype uint8, take a quarter" in error
+    assert not (tmp_path / "bins").exists() and not (tmp_path / "label.npy").exists()
 
 
 def test_a_replaced_source_image_is_processed_again(tmp_path, sample_images):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -42,22 +43,48 @@ CASES = {
                                                                "--results-file", "acc.json"], "label.npy"),
     "eval-missing-checkpoint": ("T2T_ViT_eval.sh", ["--pth-path", "none.pth.tar", "--data-dir", "flat",
                                                     "--work-dir", "work"], "none.pth.tar"),
-    "eval-flat-no-labels": ("T2T_ViT_eval.sh", ["--pth-path", "flat/a.JPEG", "--data-dir", "flat", "--work-dir",
+    "eval-flat-no-labels": ("T2T_ViT_eval.sh", ["--pth-path", "ck.pth.tar", "--data-dir", "flat", "--work-dir",
                                                 "work"], "give --devkit"),
-    "eval-missing-data": ("T2T_ViT_eval.sh", ["--pth-path", "flat/a.JPEG", "--data-dir", "none", "--work-dir",
+    "eval-missing-data": ("T2T_ViT_eval.sh", ["--pth-path", "ck.pth.tar", "--data-dir", "none", "--work-dir",
                                               "work"], "does not exist"),
+    # the checkpoint is checked before any image is preprocessed (minutes and GBs at full scale)
+    "eval-text-as-checkpoint": ("T2T_ViT_eval.sh", ["--pth-path", "notes.txt", "--data-dir", "val", "--work-dir",
+                                                    "work"], "checkpoint notes.txt is not a PyTorch checkpoint (it is "
+                                                             "a text file"),
+    "eval-work-dir-in-data": ("T2T_ViT_eval.sh", ["--pth-path", "ck.pth.tar", "--data-dir", "val", "--work-dir",
+                                                  "val/work"], "is inside the data folder"),
+    "preprocess-out-dir-in-data": ("T2T_ViT_preprocess.py", ["--data-dir", "val", "--out-dir", "val/n01440764/bins",
+                                                             "--gt-path", "label.npy"], "--out-dir val/n01440764/bins is "
+                                                                                        "inside the data folder"),
+    "preprocess-out-dir-is-data": ("T2T_ViT_preprocess.py", ["--data-dir", "val", "--out-dir", "val", "--gt-path",
+                                                             "label.npy"], "--out-dir val is the data folder"),
+    "preprocess-cut-tar": ("T2T_ViT_preprocess.py", ["--data-dir", "cut.tar", "--out-dir", "x", "--gt-path",
+                                                     "label.npy"], "cut.tar is truncated: it ends after 1 members "
+                                                                   "without the end-of-archive blocks"),
     "atc-no-keep-list": ("T2T_ViT_atc.sh", ["--onnx", "flat/a.JPEG", "--out-dir", "om"], "keep_dtype.cfg does not exist"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_refused_command_leaves_no_path_behind(case, tmp_path, sample_images):
+def test_a_refused_command_leaves_no_path_behind(case, tmp_path, sample_images, checkpoint_path):
     script, args, message = CASES[case]
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat" / "a.JPEG").write_bytes(sample_images[0].read_bytes())
+    (tmp_path / "val" / "n01440764").mkdir(parents=True)
+    (tmp_path / "val" / "n01440764" / "a.JPEG").write_bytes(sample_images[0].read_bytes())
+    (tmp_path / "ck.pth.tar").symlink_to(checkpoint_path)
+    (tmp_path / "notes.txt").write_text("checkpoint: ask Li for the 81.5 one\n")
+    with tarfile.open(tmp_path / "whole.tar", "w") as archive:  # one member, then the end-of-archive blocks
+        archive.add(tmp_path / "val" / "n01440764" / "a.JPEG", "val/n01440764/a.JPEG")
+    with tarfile.open(tmp_path / "whole.tar") as archive:
+        member = archive.getmembers()[0]
+    end = member.offset_data + -(-member.size // 512) * 512  # a stopped download, cut at the member's end
+    (tmp_path / "cut.tar").write_bytes((tmp_path / "whole.tar").read_bytes()[:end])
     before = tree(tmp_path)
     result = run_script(script, *args, cwd=tmp_path)
     assert result.returncode != 0, result.stdout + result.stderr
     assert message in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()  # (a runtime note may come first: onnxruntime where OpenVINO is absent)
+    assert "Traceback" not in result.stderr and [line.startswith("error: ") for line in lines][-1:] == [True], lines
+    assert sum(line.startswith("error: ") for line in lines) == 1 and len(lines) <= 2, lines
     assert tree(tmp_path) == before

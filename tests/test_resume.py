@@ -195,11 +195,12 @@ def test_a_second_main_job_on_a_busy_work_dir_stops_at_once_and_the_first_finish
     assert first.poll() is None  # refused while the first was busy
     assert second.returncode == 1
     lines = second.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: --work-dir {work} is in use by another job: PID "), lines
+    assert len(lines) == 1 and lines[0].startswith(f"error: --work-dir {work / 'demo'} is in use by another job: PID "), \
+        lines  # the demo's own folder in --work-dir
     assert "T2T_ViT_eval" in lines[0] or "evaljob" in lines[0]
     out, err = first.communicate(timeout=1200)
     assert first.returncode == 0, err[-2000:]
-    summary = json.loads((work / "eval_summary.json").read_text())
+    summary = json.loads((work / "demo" / "eval_summary.json").read_text())
     assert [row["count"] for row in summary["rows"]] == [5, 5]  # finished, on all of its images
 
 
@@ -227,11 +228,12 @@ def test_a_second_preprocess_on_a_busy_out_dir_changes_nothing(tmp_path, sample_
 def test_a_main_job_on_a_held_work_dir_changes_nothing(tmp_path, capsys):
     from t2t_vit.evaljob import main
 
-    work = tmp_path / "work"
-    work.mkdir()
+    work = tmp_path / "work" / "demo"  # the demo's own work dir
+    work.mkdir(parents=True)
     (work / "eval_summary.json").write_text('{"rows": []}\n')  # a free job removes this first
+    (work / "DEMO.txt").write_text("an earlier demo\n")
     with exclusive_lock(work, "--work-dir"):
-        assert main(["--work-dir", str(work), "--demo"]) == 1
-    assert sorted(path.name for path in work.iterdir()) == [LOCK_NAME, "eval_summary.json"]
+        assert main(["--work-dir", str(work.parent), "--demo"]) == 1
+    assert sorted(path.name for path in work.iterdir()) == [LOCK_NAME, "DEMO.txt", "eval_summary.json"]
     assert (work / "eval_summary.json").read_text() == '{"rows": []}\n'
     assert capsys.readouterr().err.startswith(f"error: --work-dir {work} is in use by another job: PID {os.getpid()}")

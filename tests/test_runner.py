@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import T2T_ViT_infer
-from conftest import REPO_ROOT
+from conftest import BACKENDS, REPO_ROOT
 from t2t_vit.runner import RunnerError, natural_key, run_inference
 
 SAMPLE = (3, 4, 4)
@@ -119,6 +119,17 @@ def test_padding_repeats_the_groups_first_file(tmp_path, monkeypatch):
     np.testing.assert_array_equal(last[3], data["4.bin"][0])
 
 
+def test_a_batch_larger_than_the_inputs_says_how_much_is_padding(tmp_path, caplog):
+    model = tiny_model(tmp_path / "tiny.onnx")
+    write_samples(tmp_path / "bins", [f"{i}.bin" for i in range(5)])
+    run_inference(str(model), [str(tmp_path / "bins")], str(tmp_path / "out"), "x", batchsize=16)
+    assert "batch 16 is larger than the 5 inputs: its one batch is 5 inputs and 11 padding copies (69 % of the " \
+           "computation" in caplog.text
+    caplog.clear()
+    run_inference(str(model), [str(tmp_path / "bins")], str(tmp_path / "out"), "y", batchsize=4)
+    assert "padding copies" not in caplog.text
+
+
 @pytest.mark.parametrize("fmt", ["NPY", "TXT"])
 def test_npy_and_txt_formats(tmp_path, fmt):
     model = tiny_model(tmp_path / "tiny.onnx")
@@ -174,6 +185,9 @@ def test_static_batch_model_uses_its_own_batch(tmp_path, caplog):
     ("empty_folder", "holds no .bin or .npy files"),
     ("clashing_names", "would both write a_0"),
     ("missing_file", "does not exist or is not a file"),
+    ("stray_text_npy", r"input .*notes\.npy is named \.npy but is a text file .*: a stray file\? ais_bench and this "
+                       r"runner read every \.bin and \.npy file of an input folder: move it out"),
+    ("stray_label_npy", r"input .*label\.npy is a table with fields name, label \(a label file\?\)"),
 ])
 def test_bad_inputs_fail_before_any_output(tmp_path, capsys, case, pattern):
     model = tiny_model(tmp_path / "tiny.onnx")
@@ -193,9 +207,16 @@ def test_bad_inputs_fail_before_any_output(tmp_path, capsys, case, pattern):
         write_samples(folder, ["a.1.bin"], seed=4)
     elif case == "missing_file":
         target = f"{folder / 'a.bin'},{folder / 'gone.bin'}"
+    elif case == "stray_text_npy":
+        (folder / "notes.npy").write_text("run 3: bs8 looked slow\n")
+    elif case == "stray_label_npy":
+        from t2t_vit.data import write_labels
+
+        write_labels(folder / "label.npy", ["a", "b"], [1, 2])
     assert infer("--model", model, "--input", target, "--output", tmp_path / "out", "--batchsize", 4) == 1
     error = capsys.readouterr().err
     assert re.search(pattern, error), error
+    assert error.count("\n") == 1 and "allow_pickle" not in error
     assert not (tmp_path / "out").exists()
 
 
@@ -224,6 +245,7 @@ def test_pure_inference_prints_ais_bench_summary(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.needs("openvino")
 def test_openvino_backend_agrees_with_onnxruntime(tmp_path):
     model = tiny_model(tmp_path / "tiny.onnx")
     data = write_samples(tmp_path / "bins", [f"{i}.bin" for i in range(5)])
@@ -234,7 +256,7 @@ def test_openvino_backend_agrees_with_onnxruntime(tmp_path):
                                    direct(model, sample)[0][0], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_streams_give_the_same_files_as_one_stream(tmp_path, backend):
     model = tiny_model(tmp_path / "tiny.onnx")
     data = write_samples(tmp_path / "bins", [f"{i}.bin" for i in range(23)])
@@ -292,6 +314,18 @@ def test_pipeline_runs_streams_batches_at_once_and_keeps_the_order(streams):
     assert sum(intervals) == pytest.approx(max(done for _, _, done in results) - start)
 
 
+def test_per_batch_times_keep_the_wall_time_and_each_batchs_spread():
+    from t2t_vit.runner import per_batch_times
+
+    # two streams: batches of 100 ms finish in pairs, so completion intervals swing between ~0 and ~100 ms
+    request_ms = [100.0, 101.0, 99.0, 100.0, 140.0, 100.0]
+    intervals_s = [0.100, 0.001, 0.099, 0.002, 0.140, 0.001]
+    times = per_batch_times(request_ms, intervals_s)
+    assert sum(times) == pytest.approx(1000 * sum(intervals_s))  # the mean, so the throughput, is the wall's
+    assert min(times) == pytest.approx(99.0 * sum(intervals_s) * 1000 / sum(request_ms))  # a batch, not ~0 ms
+    assert max(times) / min(times) == pytest.approx(140.0 / 99.0)  # the slow batch stays the slowest
+
+
 def test_default_streams_never_exceed_the_batch_runs(tmp_path, caplog, monkeypatch):
     import t2t_vit.runner as runner
 
@@ -316,7 +350,7 @@ def test_default_streams_never_exceed_the_batch_runs(tmp_path, caplog, monkeypat
     assert explicit.streams == 2 and "1 backend run(s) for 2 streams" in caplog.text
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_micro_batches_give_the_same_files_as_whole_batches(tmp_path, backend):
     model = tiny_model(tmp_path / "tiny.onnx")
     data = write_samples(tmp_path / "bins", [f"{i}.bin" for i in range(10)])
@@ -417,7 +451,7 @@ def test_om_model_is_handed_to_ais_bench(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_real_export_outputs_equal_single_image_runs(exported_onnx, tmp_path, backend):
     data = write_samples(tmp_path / "bins", [f"ILSVRC2012_val_{i:08d}.bin" for i in range(1, 6)], (3, 224, 224))
     run_inference(str(exported_onnx["matmul"]), [str(tmp_path / "bins")], str(tmp_path / "out"), "bs4",

@@ -15,7 +15,7 @@ from PIL import Image
 import T2T_ViT_infer
 import T2T_ViT_preprocess
 import T2T_ViT_pth2onnx
-from conftest import REPO_ROOT, SAMPLE_COUNT, make_val_tree
+from conftest import BACKENDS, REPO_ROOT, SAMPLE_COUNT, make_val_tree
 from t2t_vit.aipp import AippError, aipp_config_text, data_config_for_aipp, parse_aipp_config
 from t2t_vit.config import resolve_data_config
 from t2t_vit.data import read_bin
@@ -210,7 +210,7 @@ def _logits(folder):
     return {path.name: np.load(path) for path in sorted(folder.glob("*.npy"))}
 
 
-@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_uint8_bins_on_the_uint8_export_give_the_float_paths_logits(bins, exports, tmp_path, backend):
     _run(exports["matmul", "float32"], bins / "float32", tmp_path, "float", 4, backend_name=backend)
     _run(exports["matmul", "uint8"], bins / "uint8", tmp_path, "uint8", 4, backend_name=backend)
