@@ -161,7 +161,26 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
             more = f" (+{len(items) - _LISTED} more)" if len(items) > _LISTED else ""
             problems.append(f"{len(items)} {label}: {', '.join(items[:_LISTED])}{more}")
     if problems:
-        raise CheckpointError("checkpoint does not fit T2T-ViT-14: " + "; ".join(problems))
+        raise CheckpointError(other_variant(state_dict) or "checkpoint does not fit T2T-ViT-14: " + "; ".join(problems))
+
+
+def other_variant(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """One line for a state dict of another T2T-ViT (a published variant, or one that fits none), saying what it
+    is; None when it is T2T-ViT-14's with something wrong, or no T2T-ViT at all (the keys then say more)."""
+    from t2t_vit.variants import VariantError, describe_state_dict, found_text, identify
+
+    try:
+        found = describe_state_dict(state_dict)
+    except VariantError:
+        return None
+    try:
+        spec = identify(state_dict)
+    except VariantError as error:
+        return str(error)
+    if spec.name == "t2t_vit_14":
+        return None
+    return (f"the checkpoint is {spec.name} ({found_text(found)}; upstream's {', '.join(spec.checkpoints)}), not "
+            f"T2T-ViT-14: this toolkit exports T2T-ViT-14 at 224 (81.5_T2T_ViT_14.pth.tar) only")
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, weights: str = "auto") -> CheckpointInfo:

@@ -319,7 +319,7 @@ def check_degenerate(names: Sequence[str], logits: np.ndarray, allow_constant: b
     """Warn about constant and repeated rows in one line; refuse a set that is mostly so unless ``allow_constant``."""
     found = degenerate_rows(names, logits)
     if found.dead and not allow_constant:
-        raise ConstantOutputError(f"{where}: {found.describe()}. These figures would describe a dead output, not the "
+        raise ConstantOutputError(f"{where}: {found.describe()}; these figures would describe a dead output, not the "
                                   f"model: check the model and its input (for TXT results, their precision); pass "
                                   f"{flag} to score them anyway")
     if found.constant or found.repeated:

@@ -1,0 +1,71 @@
+"""Which T2T-ViT a state dict is, read from its tensor shapes, and the one line for any other than T2T-ViT-14."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import T2T_ViT_pth2onnx
+from t2t_vit.variants import BY_NAME, VARIANTS, VariantError, describe_state_dict, identify
+
+
+def shaped_state_dict(tokens_type: str, embed_dim: int, depth: int, mlp_ratio: float, img_size: int,
+                      prefix: str = "") -> dict[str, torch.Tensor]:
+    """The tensors upstream's T2T_ViT(...) has that tell variants apart, with their shapes (values unused)."""
+    tokens = (img_size // 16) ** 2 + 1
+    t2t = "tokens_to_token.attention1."
+    state = {"cls_token": torch.empty(1, 1, embed_dim), "pos_embed": torch.empty(1, tokens, embed_dim),
+             "tokens_to_token.project.weight": torch.empty(embed_dim, 576), "head.weight": torch.empty(1000, embed_dim)}
+    if tokens_type == "performer":
+        state.update({t2t + "kqv.weight": torch.empty(192, 147), t2t + "w": torch.empty(32, 64)})
+    else:
+        state.update({t2t + "attn.qkv.weight": torch.empty(192, 147), t2t + "mlp.fc1.weight": torch.empty(64, 64)})
+    for block in range(depth):
+        state[f"blocks.{block}.mlp.fc1.weight"] = torch.empty(int(mlp_ratio * embed_dim), embed_dim)
+        state[f"blocks.{block}.attn.qkv.weight"] = torch.empty(3 * embed_dim, embed_dim)
+    return {prefix + key: value for key, value in state.items()}
+
+
+@pytest.mark.parametrize("spec", VARIANTS, ids=[spec.name for spec in VARIANTS])
+def test_every_published_variant_is_told_by_its_shapes(spec):
+    state = shaped_state_dict(spec.tokens_type, spec.embed_dim, spec.depth, spec.mlp_ratio, spec.img_size)
+    assert identify(state) is spec
+    assert describe_state_dict(state)["img_size"] == spec.img_size and spec.tokens in (197, 577)
+
+
+def test_the_table_has_upstreams_eleven_checkpoints():
+    names = [name for spec in VARIANTS for name in spec.checkpoints]
+    assert len(names) == len(set(names)) == 11
+    assert "82.6_T2T_ViTt_24.pth.tar" in BY_NAME["t2t_vit_t_24"].checkpoints
+    assert BY_NAME["t2t_vit_24"].checkpoints == ("82.3_T2T_ViT_24.pth.tar", "84.2_T2T_ViT_24.pth.tar")  # same shapes
+
+
+def test_the_toolkits_own_model_is_t2t_vit_14(reference_weights):
+    assert identify(reference_weights).name == "t2t_vit_14"
+
+
+def test_a_variant_that_fits_none_says_what_was_found():
+    wide = shaped_state_dict("performer", 768, 4, 3.0, 224)  # upstream's t2t_vit_14_wide: no checkpoint
+    with pytest.raises(VariantError) as raised:
+        identify(wide)
+    message = str(raised.value)
+    assert "found 768 wide, 4 blocks, performer tokens-to-token, MLP ratio 3, 197 tokens (224 input)" in message
+    assert "the published ones are t2t_vit_7 (256x7), " in message and "t2t_vit_14_384 (384x14, 384)" in message
+    with pytest.raises(VariantError, match="not a T2T-ViT state dict"):
+        describe_state_dict({"conv1.weight": torch.empty(64, 3, 7, 7)})
+
+
+@pytest.mark.parametrize("shapes, expected", [
+    (("performer", 448, 19, 3.0, 224), "error: the checkpoint is t2t_vit_19 (448 wide, 19 blocks, performer "
+                                       "tokens-to-token, MLP ratio 3, 197 tokens (224 input); upstream's "
+                                       "81.9_T2T_ViT_19.pth.tar), not T2T-ViT-14: this toolkit exports T2T-ViT-14 "
+                                       "at 224 (81.5_T2T_ViT_14.pth.tar) only"),
+    (("performer", 768, 4, 3.0, 224), "error: the checkpoint fits no published T2T-ViT: found 768 wide, 4 blocks"),
+], ids=["t2t_vit_19", "t2t_vit_14_wide"])
+def test_pth2onnx_names_another_variant_in_one_line_and_writes_nothing(shapes, expected, tmp_path, capsys):
+    checkpoint = tmp_path / "other.pth.tar"
+    torch.save({"state_dict_ema": shaped_state_dict(*shapes, prefix="module."), "epoch": 1}, checkpoint)
+    assert T2T_ViT_pth2onnx.main(["--pth-path", str(checkpoint), "--onnx-path", str(tmp_path / "out.onnx")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(expected) and error.count("\n") == 1, error
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["other.pth.tar"]
