@@ -85,3 +85,32 @@ def test_exports_match_upstream(upstream_model, performer, opset, tmp_path):
         expected = upstream_model(images).numpy()
     (actual,) = session.run(["class"], {"image": images.numpy()})
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-4)
+
+
+UPSTREAM_BUILDERS = {  # our variant name -> upstream's builder and its arguments
+    "t2t_vit_7": ("t2t_vit_7", {}), "t2t_vit_10": ("t2t_vit_10", {}), "t2t_vit_12": ("t2t_vit_12", {}),
+    "t2t_vit_14": ("t2t_vit_14", {}), "t2t_vit_19": ("t2t_vit_19", {}), "t2t_vit_24": ("t2t_vit_24", {}),
+    "t2t_vit_14_384": ("t2t_vit_14", {"img_size": 384}), "t2t_vit_t_14": ("t2t_vit_t_14", {}),
+    "t2t_vit_t_19": ("t2t_vit_t_19", {}), "t2t_vit_t_24": ("t2t_vit_t_24", {}),
+}
+
+
+@pytest.mark.parametrize("name", list(UPSTREAM_BUILDERS))
+def test_upstreams_own_models_are_told_apart_by_their_shapes(upstream_root, name):
+    """t2t_vit.variants's table against the state dicts of upstream's own builders (random weights)."""
+    import importlib
+
+    from t2t_vit.variants import identify
+
+    builder, arguments = UPSTREAM_BUILDERS[name]
+    sys.path.insert(0, str(upstream_root))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state_dict = getattr(importlib.import_module("models.t2t_vit"), builder)(**arguments).state_dict()
+            from timm.models import register_model
+
+            register_model(t2t_vit.model.t2t_vit_14)  # upstream's import took over the timm name
+    finally:
+        sys.path.remove(str(upstream_root))
+    assert identify(state_dict).name == name
