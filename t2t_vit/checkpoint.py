@@ -167,14 +167,14 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
 def other_variant(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     """One line for a state dict of another T2T-ViT (a published variant, or one that fits none), saying what it
     is; None when it is T2T-ViT-14's with something wrong, or no T2T-ViT at all (the keys then say more)."""
-    from t2t_vit.variants import VariantError, describe_state_dict, found_text, identify
+    from t2t_vit.variants import VariantError, describe_state_dict, found_text, match_variant
 
     try:
         found = describe_state_dict(state_dict)
     except VariantError:
         return None
     try:
-        spec = identify(state_dict)
+        spec = match_variant(found)
     except VariantError as error:
         return str(error)
     if spec.name == "t2t_vit_14":

@@ -379,13 +379,14 @@ def read_labels(path: str | os.PathLike, allow_plain: bool = False, source: str 
         allow_plain: also accept a plain 1-D or 2-D integer array (what the ModelZoo preprocess wrote).
         source: how error messages name the file (e.g. the flag it came from).
     """
+    from t2t_vit.files import NPY_MAGIC, file_head, looks_like_text
+
     try:
-        with open(path, "rb") as handle:
-            start = handle.read(64)
+        start = file_head(path)
     except OSError as error:
         raise DatasetError(f"cannot read {source} {path}: {error.strerror or error}") from None
-    if not start.startswith(b"\x93NUMPY"):
-        if start and all(32 <= byte < 127 or byte in b"\t\r\n" for byte in start):
+    if not start.startswith(NPY_MAGIC):
+        if looks_like_text(start):
             raise DatasetError(f"{source} {path} is a text file, not the label.npy that the preprocess stage writes: "
                                f"give a text label file (val_label.txt, LOC_val_solution.csv, ...) to "
                                f"T2T_ViT_preprocess.py as --label-file, and its --gt-path output here")

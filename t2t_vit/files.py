@@ -110,6 +110,20 @@ def exclusive_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
         os.close(descriptor)  # releases the lock; the file stays (removing it would race with a waiting job)
 
 
+NPY_MAGIC = b"\x93NUMPY"  # how every .npy file starts
+
+
+def file_head(path: str | os.PathLike, size: int = 64) -> bytes:
+    """The first ``size`` bytes of a file (what it is, before a reader is let at it)."""
+    with open(path, "rb") as handle:
+        return handle.read(size)
+
+
+def looks_like_text(head: bytes) -> bool:
+    """Whether a file's first bytes are printable ASCII text (a label list, notes, an HTML page)."""
+    return bool(head) and all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head)
+
+
 HELD_LOCKS: set = set()  # descriptors of the locks this process holds; a forked worker closes its copies
 
 

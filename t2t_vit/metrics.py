@@ -217,11 +217,12 @@ def degenerate_rows(names: Sequence[str], logits: np.ndarray) -> Degenerate:
     """Find the constant rows and the rows equal to another row (by their bytes)."""
     finite = np.isfinite(logits).all(axis=1)
     constant_mask = finite & (logits.max(axis=1) == logits.min(axis=1))
-    groups: dict[bytes, list[int]] = {}
-    for row in range(len(logits)):
-        groups.setdefault(logits[row].tobytes(), []).append(row)
-    largest = max((len(rows) for rows in groups.values()), default=0)
-    repeated = sorted(row for rows in groups.values() if len(rows) > 1 for row in rows if not constant_mask[row])
+    rows = np.ascontiguousarray(logits)
+    as_bytes = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).reshape(len(rows))
+    _, group_of, group_sizes = np.unique(as_bytes, return_inverse=True, return_counts=True)
+    size_of_row = group_sizes[np.reshape(group_of, -1)]  # each row's group size (1: no other row equals it)
+    largest = int(group_sizes.max()) if len(group_sizes) else 0
+    repeated = np.flatnonzero((size_of_row > 1) & ~constant_mask)
     return Degenerate(constant=[names[row] for row in np.flatnonzero(constant_mask)],
                       repeated=[names[row] for row in repeated], largest_group=largest if largest > 1 else 0,
                       count=len(logits))

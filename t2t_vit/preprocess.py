@@ -251,7 +251,8 @@ def check_out_of_data(folder: Path, data_path: str, flag: str, data_flag: str = 
     data = Path(data_path)
     if not data.is_dir():
         return  # an archive: nothing can be written inside it
-    target = nearest_existing(folder).resolve() / folder.absolute().relative_to(nearest_existing(folder))
+    existing = nearest_existing(folder)
+    target = existing.resolve() / folder.absolute().relative_to(existing)
     if target == data or data in target.parents:
         raise ToolkitError(f"{flag} {folder} is {'the data folder' if target == data else 'inside the data folder'} "
                            f"{data} ({data_flag}): the outputs would go among the images; give a folder outside it")

@@ -44,7 +44,7 @@ import numpy as np
 
 from t2t_vit import ToolkitError
 from t2t_vit.backends import Backend, default_streams, load_backend
-from t2t_vit.files import atomic_output, remove_partial_files
+from t2t_vit.files import NPY_MAGIC, atomic_output, file_head, looks_like_text, remove_partial_files
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,9 @@ STRAY_HINT = "ais_bench and this runner read every .bin and .npy file of an inpu
 
 def _data_bytes(path: Path) -> int:
     if path.suffix.lower() == ".npy":
-        with open(path, "rb") as handle:
-            start = handle.read(64)
-        if not start.startswith(b"\x93NUMPY"):
-            looks = "a text file" if start and all(32 <= byte < 127 or byte in b"\t\r\n" for byte in start) else \
-                "not a numpy array file"
+        start = file_head(path)
+        if not start.startswith(NPY_MAGIC):
+            looks = "a text file" if looks_like_text(start) else "not a numpy array file"
             raise RunnerError(f"input {path} is named .npy but is {looks} (it starts {start[:24]!r}): a stray file? "
                               f"{STRAY_HINT}")
         try:

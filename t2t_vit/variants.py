@@ -40,10 +40,6 @@ class VariantSpec:
         """Tokens of the transformer blocks: (img_size / 16)^2 patches and the class token."""
         return (self.img_size // 16) ** 2 + 1
 
-    def shape_text(self) -> str:
-        return (f"{self.embed_dim} wide, {self.depth} blocks, {self.tokens_type} tokens-to-token, {self.tokens} tokens "
-                f"({self.img_size} input)")
-
 
 VARIANTS: tuple[VariantSpec, ...] = (
     VariantSpec("t2t_vit_7", "performer", 256, 7, 4, 2.0, 224, ("71.7_T2T_ViT_7.pth.tar",)),
@@ -62,7 +58,7 @@ BY_NAME = {spec.name: spec for spec in VARIANTS}
 
 def describe_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """What the tensor shapes say (``module.`` prefixes already removed): tokens type, width, depth, MLP ratio,
-    token count and the input size it implies, and the classes.
+    token count and the input size it implies.
 
     Raises:
         VariantError: the tensors that tell these apart are not there (not a T2T-ViT state dict).
@@ -78,8 +74,7 @@ def describe_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     else:
         raise VariantError("no tokens_to_token.attention1 weights (kqv for the performer, attn.qkv for the "
                            "transformer): this is not a T2T-ViT state dict")
-    cls_token, pos_embed, fc1, head = (shape("cls_token"), shape("pos_embed"), shape("blocks.0.mlp.fc1.weight"),
-                                       shape("head.weight"))
+    cls_token, pos_embed, fc1 = shape("cls_token"), shape("pos_embed"), shape("blocks.0.mlp.fc1.weight")
     if cls_token is None or pos_embed is None or fc1 is None or len(pos_embed) != 3 or len(fc1) != 2:
         raise VariantError("no cls_token, pos_embed or blocks.0.mlp.fc1.weight of a T2T-ViT: this is not a T2T-ViT "
                            "state dict")
@@ -88,18 +83,21 @@ def describe_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     side = round((tokens - 1) ** 0.5)
     return {"tokens_type": tokens_type, "embed_dim": cls_token[-1], "depth": depth,
             "mlp_ratio": fc1[0] / fc1[1], "tokens": tokens,
-            "img_size": side * 16 if side * side == tokens - 1 else None,
-            "num_classes": head[0] if head is not None else None}
+            "img_size": side * 16 if side * side == tokens - 1 else None}
 
 
 def identify(state_dict: Mapping[str, Any]) -> VariantSpec:
-    """The published variant whose shapes the state dict has.
+    """The published variant whose shapes the state dict has (:func:`match_variant` of what it holds)."""
+    return match_variant(describe_state_dict(state_dict))
+
+
+def match_variant(found: Mapping[str, Any]) -> VariantSpec:
+    """The published variant with the shapes :func:`describe_state_dict` found.
 
     Raises:
         VariantError: one line that says what was found (width, depth, tokens type, token count) and which
             variants exist.
     """
-    found = describe_state_dict(state_dict)
     for spec in VARIANTS:
         if (spec.tokens_type, spec.embed_dim, spec.depth, spec.mlp_ratio, spec.tokens) == (
                 found["tokens_type"], found["embed_dim"], found["depth"], found["mlp_ratio"], found["tokens"]):

@@ -5,8 +5,9 @@ for the task it held. :func:`guarded_map` runs on ``concurrent.futures.ProcessPo
 notices a dead worker within milliseconds; the pool is then stopped and :class:`WorkerDied` names what happened
 (``a preprocess worker was killed (signal 9: SIGKILL, out of memory?)``). Ctrl-C in the parent stops the
 workers too (they ignore SIGINT: the parent decides); a parent killed outright leaves no worker behind (each
-ends within a fraction of a second once its parent is gone, and none keeps the parent's folder lock). Tasks go to the workers in chunks, at most ``window``
-chunks in flight, so a lazy task stream (a compressed archive's members) is read only as fast as it is used.
+ends within a fraction of a second once its parent is gone, and none keeps the parent's folder lock). Tasks go
+to the workers in chunks, at most ``window`` chunks in flight, so a lazy task stream (a compressed archive's
+members) is read only as fast as it is used.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from t2t_vit import ToolkitError
 _LIKELY = {signal.SIGKILL: "out of memory?", signal.SIGSEGV: "a crash in native code",
            signal.SIGBUS: "a crash in native code (or a file truncated under it)", signal.SIGABRT: "an abort in native code",
            signal.SIGTERM: "stopped by another process"}
-
-
 _PARENT_POLL_S = 0.2
 
 
