@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Stage 4 on the Ascend host: ONNX -> one offline model T2T_ViT_bs<N>.om per batch size, with ATC.
 #
-#   bash T2T_ViT_atc.sh --onnx T2T_ViT_14.onnx [--soc-version Ascend310P3] [--batch-sizes "1 4 8 16 32 64"]
+#   bash T2T_ViT_atc.sh --onnx t2t_vit_14_sum.onnx [--soc-version Ascend310P3] [--batch-sizes "1 4 8 16 32 64"]
 #                       [--keep-dtype keep_dtype.cfg] [--out-dir .] [--aipp]
 #
 # Runs, per batch size:
 #   atc --framework=5 --model=ONNX --output=OUT_DIR/T2T_ViT_bs${bs} --input_format=NCHW
-#       --input_shape="image:${bs},3,224,224" --log=error --soc_version=SOC --keep_dtype=CFG
+#       --input_shape="image:${bs},3,S,S" --log=error --soc_version=SOC --keep_dtype=CFG
+# S is the ONNX's own input size (224; 384 for t2t_vit_14_384), read with python3 -m t2t_vit.aipp --shape.
+# A keep_dtype.cfg without names (gen_cfg.py --minimize found fp16 holds) leaves --keep_dtype out.
 # With --aipp (for the uint8 bins of T2T_ViT_preprocess.py --dtype uint8) it first writes OUT_DIR/aipp.cfg,
 # static AIPP that normalises on the chip with the mean, std and crop size the ONNX records
 # (python3 -m t2t_vit.aipp, with .venv/bin/python beside this script or $PYTHON), and adds
 #       --insert_op_conf=OUT_DIR/aipp.cfg
-# to each command: the .om then takes uint8 (N,224,224,3). Give it the float sum export, never the uint8 one.
+# to each command: the .om then takes uint8 (N,S,S,3). Give it the float sum export, never the uint8 one.
 # The soc version is "Ascend" + the Name column of `npu-smi info` (310P3 -> Ascend310P3) unless given.
 # ATC writes T2T_ViT_bs${bs}.om, or T2T_ViT_bs${bs}_<os>_<arch>.om on some versions: either is found,
 # and the second is linked as T2T_ViT_bs${bs}.om. keep_dtype.cfg comes from gen_cfg.py.
@@ -51,6 +53,16 @@ if [ "$aipp" = 0 ] && LC_ALL=C grep -qa 't2t_vit.input_dtype..uint8' "$onnx"; th
   die "$onnx is the uint8 export (it takes uint8 NHWC and normalises inside, for the CPU): give ATC the float sum export; for uint8 bins on the NPU add --aipp"
 fi
 command -v atc >/dev/null 2>&1 || die "atc not found on PATH: install the CANN toolkit and source its set_env.sh (e.g. . /usr/local/Ascend/ascend-toolkit/set_env.sh)"
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x "$here/.venv/bin/python" ]; then PYTHON="$here/.venv/bin/python"; else PYTHON=python3; fi
+fi
+shape=$(PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m t2t_vit.aipp --onnx "$onnx" --shape) \
+  || die "could not read the input shape of $onnx (see above)"
+keep_option=("--keep_dtype=$keep_dtype")
+if ! grep -q '[^[:space:]]' "$keep_dtype"; then
+  keep_option=()
+  echo "atc: $keep_dtype names no node: nothing is kept in fp32 (--keep_dtype left out)"
+fi
 
 if [ -z "$soc" ]; then
   command -v npu-smi >/dev/null 2>&1 || die "no --soc-version given and npu-smi not found: pass --soc-version (e.g. Ascend310P3)"
@@ -64,9 +76,6 @@ case "$soc" in Ascend*) ;; *) soc="Ascend$soc" ;; esac  # never double the prefi
 mkdir -p "$out_dir"
 aipp_cfg="" aipp_option=() input_dtype="float32"
 if [ "$aipp" = 1 ]; then
-  if [ -z "${PYTHON:-}" ]; then
-    if [ -x "$here/.venv/bin/python" ]; then PYTHON="$here/.venv/bin/python"; else PYTHON=python3; fi
-  fi
   aipp_cfg="$out_dir/aipp.cfg"
   PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m t2t_vit.aipp --onnx "$onnx" --out "$aipp_cfg" \
     || die "could not write $aipp_cfg (see above)"
@@ -78,8 +87,8 @@ for bs in $batch_sizes; do
   echo "atc: batch $bs -> ${output}.om (soc $soc)"
   rm -f "${output}.om.json"  # the record is written again only once this build succeeded
   atc --framework=5 --model="$onnx" --output="$output" --input_format=NCHW \
-      --input_shape="image:${bs},3,224,224" --log=error --soc_version="$soc" --keep_dtype="$keep_dtype" \
-      "${aipp_option[@]}" || die "atc failed for batch $bs"
+      --input_shape="image:${bs},${shape}" --log=error --soc_version="$soc" ${keep_option[@]+"${keep_option[@]}"} \
+      ${aipp_option[@]+"${aipp_option[@]}"} || die "atc failed for batch $bs"
   if [ ! -f "${output}.om" ]; then
     found=$(ls "${output}"_*.om 2>/dev/null | head -n 1 || true)
     [ -n "$found" ] || die "atc finished but wrote no ${output}*.om"
@@ -89,9 +98,9 @@ for bs in $batch_sizes; do
   record="${output}.om.json"
   if [ -n "$aipp_cfg" ]; then aipp_json="$(json_string "$aipp_cfg")" aipp_sha="\"$(sha256 "$aipp_cfg")\""
   else aipp_json=null aipp_sha=null; fi
-  printf '{"onnx": %s, "onnx_sha256": "%s", "keep_dtype": %s, "keep_dtype_sha256": "%s", "aipp": %s, "aipp_sha256": %s, "input_dtype": "%s", "om_sha256": "%s", "soc_version": %s, "batch_size": %s}\n' \
+  printf '{"onnx": %s, "onnx_sha256": "%s", "keep_dtype": %s, "keep_dtype_sha256": "%s", "aipp": %s, "aipp_sha256": %s, "input_dtype": "%s", "om_sha256": "%s", "soc_version": %s, "batch_size": %s, "input_shape": "%s"}\n' \
     "$(json_string "$onnx")" "$(sha256 "$onnx")" "$(json_string "$keep_dtype")" "$(sha256 "$keep_dtype")" \
-    "$aipp_json" "$aipp_sha" "$input_dtype" "$(sha256 "${output}.om")" "$(json_string "$soc")" "$bs" > "${record}.partial"
+    "$aipp_json" "$aipp_sha" "$input_dtype" "$(sha256 "${output}.om")" "$(json_string "$soc")" "$bs" "$shape" > "${record}.partial"
   mv "${record}.partial" "$record"
 done
 echo "built: $(for bs in $batch_sizes; do printf '%s ' "$out_dir/T2T_ViT_bs${bs}.om"; done)"

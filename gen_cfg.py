@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     check_arguments(parser, args)
 
     def action() -> None:
-        from t2t_vit.keep_dtype import keep_dtype_nodes, write_keep_dtype
+        from t2t_vit.keep_dtype import describe, keep_dtype_nodes, write_keep_dtype
 
         if args.explain:
             explain(args)
@@ -69,9 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.minimize:
             minimize(args, subgraphs)
             return
-        count = write_keep_dtype(args.cfg_path, subgraphs)
-        spans = ", ".join(f"{s.split} .. {s.div} ({len(s.nodes)} nodes)" for s in subgraphs)
-        print(f"wrote {args.cfg_path}: {count} node names in {len(subgraphs)} performer subgraphs: {spans}")
+        write_keep_dtype(args.cfg_path, subgraphs)
+        print(f"wrote {args.cfg_path}: {describe(subgraphs)}")
 
     return cli.run(action, args)
 
@@ -170,7 +169,7 @@ def minimize(args, subgraphs) -> None:
         print(f"| {row['dropped']} | {row['fails']} | {row['nonfinite_images']} | {row['max_abs_diff']:.4g} | "
               f"{100 * row['top1_agreement']:.1f} % |")
     full = sum(len(subgraph.nodes) for subgraph in subgraphs)
-    print(f"sizes: the ModelZoo rule {full} names, the group-level set {len(group_names)}, node by node {len(names)} "
+    print(f"sizes: the structural proposal {full} names, the group-level set {len(group_names)}, node by node {len(names)} "
           f"({search.evaluations} sets tried)")
     write_text_atomic(args.cfg_path, "".join(f"{name}\n" for name in names))
     print(f"wrote {args.cfg_path}: {len(names)} node names (the full set has {full})")

@@ -100,13 +100,13 @@ def data_config_for_aipp(onnx_path: str | os.PathLike) -> dict[str, Any]:
         raise AippError(f"{onnx_path} is the uint8 export (it normalises inside): AIPP goes in front of the float "
                         f"export, which takes the normalised image. Give T2T_ViT_atc.sh --aipp the export made "
                         f"without --input-dtype uint8")
+    dims = [dim.dim_value for dim in tensor_type.shape.dim]
     if "data_config" in metadata:
         data_config = json.loads(metadata["data_config"])
     else:
-        data_config = resolve_data_config()
-        log.warning("%s records no data config (not exported by this toolkit?): using T2T-ViT-14's own %s",
-                    onnx_path, data_config)
-    dims = [dim.dim_value for dim in tensor_type.shape.dim]
+        data_config = resolve_data_config(img_size=dims[2] if len(dims) == 4 and dims[2] else 224)
+        log.warning("%s records no data config (not exported by this toolkit?): using T2T-ViT's own at its input "
+                    "size, %s", onnx_path, data_config)
     channels, height, width = (int(v) for v in data_config["input_size"])
     if dims[1:] != [channels, height, width]:
         raise AippError(f"{onnx_path} takes input of shape {dims}, not (N, {channels}, {height}, {width}) as its data "
@@ -127,11 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.make_parser(__doc__)
     parser.prog = "python3 -m t2t_vit.aipp"
     parser.add_argument("--onnx", required=True, metavar="ONNX", help="the float export ATC converts (sum form)")
-    parser.add_argument("--out", required=True, metavar="CFG", help="aipp.cfg to write")
+    parser.add_argument("--out", metavar="CFG", help="aipp.cfg to write")
+    parser.add_argument("--shape", action="store_true",
+                        help="print the float export's input shape C,H,W (what T2T_ViT_atc.sh gives ATC) instead")
     cli.add_verbosity(parser)
     args = parser.parse_args(argv)
+    if not args.shape and not args.out:
+        parser.error("--out CFG is required (or --shape)")
 
     def action() -> None:
+        if args.shape:
+            print(",".join(str(int(v)) for v in data_config_for_aipp(args.onnx)["input_size"]))
+            return
         text = write_aipp_config(args.onnx, args.out)
         fields = parse_aipp_config(text)
         print(f"wrote {args.out}: {fields['input_format']} {fields['src_image_size_w']}x{fields['src_image_size_h']}, "

@@ -161,12 +161,15 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
             more = f" (+{len(items) - _LISTED} more)" if len(items) > _LISTED else ""
             problems.append(f"{len(items)} {label}: {', '.join(items[:_LISTED])}{more}")
     if problems:
-        raise CheckpointError(other_variant(state_dict) or "checkpoint does not fit T2T-ViT-14: " + "; ".join(problems))
+        name = getattr(model, "variant_name", "t2t_vit_14")
+        raise CheckpointError(other_variant(state_dict, name)
+                              or f"checkpoint does not fit {name}: " + "; ".join(problems))
 
 
-def other_variant(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """One line for a state dict of another T2T-ViT (a published variant, or one that fits none), saying what it
-    is; None when it is T2T-ViT-14's with something wrong, or no T2T-ViT at all (the keys then say more)."""
+def other_variant(state_dict: Mapping[str, torch.Tensor], expected: str = "t2t_vit_14") -> str | None:
+    """One line for a state dict of another T2T-ViT than ``expected`` (a published variant, or one that fits none),
+    saying what it is; None when it is ``expected``'s with something wrong, or no T2T-ViT at all (the keys then say
+    more)."""
     from t2t_vit.variants import VariantError, describe_state_dict, found_text, match_variant
 
     try:
@@ -177,16 +180,52 @@ def other_variant(state_dict: Mapping[str, torch.Tensor]) -> str | None:
         spec = match_variant(found)
     except VariantError as error:
         return str(error)
-    if spec.name == "t2t_vit_14":
+    if spec.name == expected:
         return None
     return (f"the checkpoint is {spec.name} ({found_text(found)}; upstream's {', '.join(spec.checkpoints)}), not "
-            f"T2T-ViT-14: this toolkit exports T2T-ViT-14 at 224 (81.5_T2T_ViT_14.pth.tar) only")
+            f"{expected}")
+
+
+def checkpoint_variant(state_dict: Mapping[str, torch.Tensor], model: str | None = None, path: Any = None):
+    """The published variant of a state dict (:func:`t2t_vit.variants.resolve`), as a CheckpointError when it fits
+    none or not ``model``; a state dict that is no T2T-ViT is left to :func:`check_state_dict`'s key lists."""
+    from t2t_vit.variants import DEFAULT, VariantError, by_name, describe_state_dict, resolve
+
+    try:
+        describe_state_dict(state_dict)
+    except VariantError:
+        try:
+            return by_name(model) if model else DEFAULT
+        except VariantError as error:
+            raise CheckpointError(str(error)) from None
+    try:
+        return resolve(state_dict, model, f"checkpoint {path}" if path else "the checkpoint")
+    except VariantError as error:
+        raise CheckpointError(str(error)) from None
+
+
+def load_model(path: str | os.PathLike, performer: str = "sum", weights: str = "auto", model: str | None = None):
+    """Read a checkpoint, find its variant (it must be ``model`` when given), build that model in ``performer``'s form
+    and load the weights strictly. Returns the model, its :class:`t2t_vit.variants.VariantSpec` and the
+    :class:`CheckpointInfo`."""
+    from t2t_vit.model import create_model
+
+    checkpoint = read_checkpoint(path)
+    state_dict, key = select_state_dict(checkpoint, weights)
+    spec = checkpoint_variant(state_dict, model, path)
+    built = create_model(spec.form(performer), spec)
+    return built, spec, _load(built, path, checkpoint, state_dict, key)
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, weights: str = "auto") -> CheckpointInfo:
     """Read ``path``, pick its weights (EMA first under ``auto``) and load them strictly into ``model``."""
     checkpoint = read_checkpoint(path)
     state_dict, key = select_state_dict(checkpoint, weights)
+    return _load(model, path, checkpoint, state_dict, key)
+
+
+def _load(model: nn.Module, path, checkpoint: Any, state_dict: Mapping[str, torch.Tensor],
+          key: str | None) -> CheckpointInfo:
     check_state_dict(model, state_dict)
     model.load_state_dict(state_dict, strict=True)
     metadata = {}

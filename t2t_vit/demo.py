@@ -1,9 +1,9 @@
 """A demo for a fresh machine: synthetic images and a randomly initialised checkpoint in the upstream layout.
 
-    python3 -m t2t_vit.demo --out-dir work/demo
+    python3 -m t2t_vit.demo --out-dir work/demo [--model t2t_vit_7]
 
 Writes ``<out-dir>/val/<synset>/<image>.JPEG`` (small synthetic pictures in a few ImageNet class
-folders, of varied sizes, one grayscale) and ``<out-dir>/random_t2t_vit_14.pth.tar`` (the published
+folders, of varied sizes, one grayscale) and ``<out-dir>/random_<variant>.pth.tar`` (the published
 checkpoint's layout: ``state_dict``, ``state_dict_ema``, ``epoch``, ``arch``, ``args`` as a Namespace),
 so every stage can run end to end without ImageNet. The weights are random: the accuracy means nothing.
 """
@@ -65,8 +65,8 @@ def replicate_val_tree(root: Path, images: Sequence[Path], count: int) -> list[P
     return paths
 
 
-def make_checkpoint(path: Path, seed: int = 0) -> Path:
-    """A randomly initialised T2T-ViT-14 saved as the published checkpoint is laid out."""
+def make_checkpoint(path: Path, seed: int = 0, model: str = "t2t_vit_14") -> Path:
+    """A randomly initialised variant (T2T-ViT-14 by default) saved as the published checkpoint is laid out."""
     import torch
 
     from t2t_vit.model import create_model
@@ -74,17 +74,18 @@ def make_checkpoint(path: Path, seed: int = 0) -> Path:
     from t2t_vit.files import atomic_output
 
     torch.manual_seed(seed)
-    weights = create_model("einsum").state_dict()
+    weights = create_model("einsum", model).state_dict()
     with atomic_output(path) as temp_path:
-        torch.save({"state_dict": weights, "state_dict_ema": weights, "epoch": 0, "arch": "t2t_vit_14", "version": 2,
-                    "args": argparse.Namespace(model="t2t_vit_14", demo=True)}, temp_path)
+        torch.save({"state_dict": weights, "state_dict_ema": weights, "epoch": 0, "arch": model, "version": 2,
+                    "args": argparse.Namespace(model=model, demo=True)}, temp_path)
     return path
 
 
-def make_demo(out_dir: Path, images: int = 16) -> tuple[Path, Path]:
-    """The demo's checkpoint and val folder under ``out_dir`` (made once, reused after); returns both paths."""
+def make_demo(out_dir: Path, images: int = 16, model: str = "t2t_vit_14") -> tuple[Path, Path]:
+    """The demo's checkpoint of ``model`` and val folder under ``out_dir`` (made once, reused after); returns both
+    paths."""
     out_dir = Path(out_dir)
-    checkpoint, val = out_dir / "random_t2t_vit_14.pth.tar", out_dir / "val"
+    checkpoint, val = out_dir / f"random_{model}.pth.tar", out_dir / "val"
     if val.is_dir() and len(list(val.rglob("*.JPEG"))) != images:
         shutil.rmtree(val)  # made for another --demo-images
     if not val.is_dir():  # made beside, then renamed: an interrupted run leaves no half-made folder
@@ -94,7 +95,7 @@ def make_demo(out_dir: Path, images: int = 16) -> tuple[Path, Path]:
         partial.rename(val)
     if not checkpoint.is_file():
         out_dir.mkdir(parents=True, exist_ok=True)
-        make_checkpoint(checkpoint)
+        make_checkpoint(checkpoint, model=model)
     return checkpoint, val
 
 
@@ -102,8 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     parser.add_argument("--out-dir", required=True, metavar="DIR", help="where the demo data goes")
     parser.add_argument("--images", type=int, default=16, metavar="N", help="synthetic images (default: 16)")
+    parser.add_argument("--model", default="t2t_vit_14", metavar="NAME",
+                        help="the variant of the random checkpoint (default: t2t_vit_14)")
     args = parser.parse_args(argv)
-    checkpoint, val = make_demo(Path(args.out_dir), args.images)
+    from t2t_vit.variants import BY_NAME
+
+    if args.model not in BY_NAME:
+        parser.error(f"--model {args.model}: use one of {', '.join(BY_NAME)}")
+    checkpoint, val = make_demo(Path(args.out_dir), args.images, args.model)
     print(f"demo data: {val} ({args.images} synthetic images), checkpoint {checkpoint} (random weights: "
           f"the accuracy means nothing)")
     return 0

@@ -3,13 +3,20 @@
     bash T2T_ViT_eval.sh --pth-path 81.5_T2T_ViT_14.pth.tar --data-dir /data/imagenet/val
     bash T2T_ViT_eval.sh --pth-path 81.5_T2T_ViT_14.pth.tar --data-dir ILSVRC2012_img_val.tar \\
         --devkit ILSVRC2012_devkit_t12.tar.gz      # ImageNet as downloaded, read in place
-    bash T2T_ViT_eval.sh --demo          # no checkpoint, no dataset: synthetic images, random weights
+    bash T2T_ViT_eval.sh --pth-path 82.6_T2T_ViTt_24.pth.tar --data-dir /data/imagenet/val   # any variant
+    bash T2T_ViT_eval.sh --demo [--model t2t_vit_7]   # no checkpoint, no dataset: synthetic images, random weights
+
+The variant (T2T-ViT-7 ... 24, 14 at 384, the transformer-token ones) and its input size come from the
+checkpoint's shapes (--model NAME confirms it); every file the job writes for a model carries its name
+(below for t2t_vit_14; <name> = the variant's).
 
 Stages, in WORK (--work-dir): preprocess once into uint8 bins (WORK/prep_bins_uint8, WORK/label.npy; with
---dtype float32 the ModelZoo's float32 bins, WORK/prep_bins); export the sum form and keep_dtype.cfg for
-the NPU (WORK/T2T_ViT_14_sum.onnx, WORK/keep_dtype.cfg; ATC puts AIPP in front for uint8 bins) and the
-matmul form for the CPU (WORK/T2T_ViT_14_matmul_uint8.onnx, which normalises inside, or
-WORK/T2T_ViT_14_matmul.onnx for float32 bins); the accuracy pass (WORK/result/bs<N>,
+--dtype float32 the ModelZoo's float32 bins, WORK/prep_bins; another input size than 224 adds _<size>, so
+WORK/prep_bins_uint8_384: bins depend only on the data config, and variants of one input size share them);
+export the sum form and its keep_dtype file for the NPU (WORK/t2t_vit_14_sum.onnx,
+WORK/t2t_vit_14_keep_dtype.cfg; ATC puts AIPP in front for uint8 bins) and the matmul form for the CPU
+(WORK/t2t_vit_14_matmul_uint8.onnx, which normalises inside, or WORK/t2t_vit_14_matmul.onnx for float32
+bins; a transformer-token variant has one form, WORK/t2t_vit_t_14[_uint8].onnx); the accuracy pass (WORK/result/bs<N>,
 WORK/acc_bs<N>.json); the throughput per batch size from pure inference (WORK/perf/bs<N>_summary.json). The tables go to stdout,
 WORK/eval_summary.json and WORK/eval_summary.png.
 
@@ -20,12 +27,12 @@ each batch size runs its own .om, and accuracy is measured per batch size (each 
 graph). --emulate-npu adds
 one accuracy pass of the NPU's fp16 emulated on the CPU (the sum export, force_fp16 + keep_dtype.cfg)
 and its comparison with fp32 (for uint8 bins, on the sum form's uint8 export,
-WORK/T2T_ViT_14_sum_uint8.onnx, its normalised input rounded to fp16 as AIPP hands it on).
+WORK/t2t_vit_14_sum_uint8.onnx, its normalised input rounded to fp16 as AIPP hands it on).
 
 Re-running reuses what is still valid, decided by content, never by file times: bins whose manifest
 records this data dir and data config and whose source images are unchanged; an ONNX whose metadata
-records this checkpoint's SHA-256; results and throughput whose stamp records the SHA-256 of the model
-file, the runner, the batch size and the exact bins. Anything else is redone, and the run says why.
+records this checkpoint's SHA-256 and variant; results and throughput whose stamp records the variant, the
+SHA-256 of the model file, the runner, the batch size and the exact bins. Anything else is redone, and the run says why.
 A stage that fails stops the job with its error and exit code 1; eval_summary.json is then absent.
 """
 
@@ -121,7 +128,7 @@ def stamp_mismatch(recorded: dict[str, Any] | None, key: dict[str, Any]) -> str:
     return f"made with another {', '.join(changed)}" if changed else ""
 
 
-_KEY_WORDS = {"model_sha256": "model file (its SHA-256 differs)", "bins": "set of bins, labels or data source",
+_KEY_WORDS = {"variant": "variant", "model_sha256": "model file (its SHA-256 differs)", "bins": "set of bins, labels or data source",
               "runner": "runner", "batch": "batch size", "loop": "--loop", "threads": "--threads",
               "machine": "machine", "kind": "kind of pass", "keep_dtype_sha256": "keep_dtype.cfg"}
 
@@ -151,6 +158,8 @@ class JobOptions:
     emulate_npu: bool = False
     dtype: str = "uint8"  # of the bins: uint8 (the cropped image, normalised in the model) or float32 (ModelZoo)
     allow_constant: bool = False  # score result sets that are mostly constant or one same vector (t2t_vit.metrics)
+    model: str | None = None  # --model: the variant the checkpoint must be (the demo's variant)
+    spec: Any = None  # the variant (t2t_vit.variants.VariantSpec), read from the checkpoint by check_inputs
 
 
 @dataclass
@@ -241,17 +250,20 @@ def check_demo_room(room: Path) -> None:
 def prepare_demo(options: JobOptions) -> None:
     from t2t_vit.demo import make_demo
 
-    options.pth_path, options.data_dir = make_demo(options.work_dir, options.demo_images)
+    from t2t_vit.variants import DEFAULT
+
+    options.spec = options.spec or DEFAULT
+    options.pth_path, options.data_dir = make_demo(options.work_dir, options.demo_images, options.spec.name)
     print(f"demo data: {options.data_dir} ({options.demo_images} synthetic images), checkpoint {options.pth_path} "
-          f"(random weights: the accuracy means nothing)")
+          f"({options.spec.name}, random weights: the accuracy means nothing)")
 
 
 def preprocess(options: JobOptions, bins_dir: Path, labels_path: Path, discovery=None) -> None:
     """Bins for the data dir, reusing only bins made from the same images with the same data config and dtype."""
-    from t2t_vit.config import data_config_hash, resolve_data_config
+    from t2t_vit.config import data_config_hash
     from t2t_vit.preprocess import MANIFEST_NAME, bins_dtype, read_manifest, run_preprocess
 
-    data_config = resolve_data_config()
+    data_config = options.spec.data_config()
     reason = ""
     try:
         manifest = read_manifest(bins_dir)
@@ -272,19 +284,25 @@ def preprocess(options: JobOptions, bins_dir: Path, labels_path: Path, discovery
     report = run_preprocess(options.data_dir, bins_dir, labels_path, data_config, label_file=options.label_file,
                             class_list=options.class_list, devkit=options.devkit, workers=options.workers,
                             skip_bad=options.skip_bad, progress=options.progress, remove_extra_bins=True,
-                            run_args={"job": "T2T_ViT_eval.sh", "data_dir": str(options.data_dir)},
+                            run_args={"job": "T2T_ViT_eval.sh", "data_dir": str(options.data_dir),
+                                      "model": options.spec.name},
                             dtype=options.dtype, discovery=discovery)
     print(f"{report.summary()}; {options.dtype} bins")
 
 
 def export_form(pth_path: Path, checkpoint_sha: str, onnx_path: Path, performer: str,
-                input_dtype: str = "float32") -> None:
-    """Export ``performer`` unless ``onnx_path`` records this checkpoint, form, input dtype and data config."""
-    from t2t_vit.config import data_config_hash, resolve_data_config
+                input_dtype: str = "float32", spec: Any = None) -> None:
+    """Export ``performer`` unless ``onnx_path`` records this checkpoint, variant, form, input dtype and data
+    config."""
+    from t2t_vit.config import data_config_hash
     from t2t_vit.export import DEFAULT_OPSET, export_checkpoint, read_metadata
+    from t2t_vit.variants import DEFAULT
 
-    expected = {"checkpoint_sha256": checkpoint_sha, "performer": performer, "opset": str(DEFAULT_OPSET),
-                "data_config_hash": data_config_hash(resolve_data_config()), "input_dtype": input_dtype}
+    spec = spec or DEFAULT
+    performer = spec.form(performer)
+    expected = {"checkpoint_sha256": checkpoint_sha, "model": spec.name, "performer": performer,
+                "opset": str(DEFAULT_OPSET), "data_config_hash": data_config_hash(spec.data_config()),
+                "input_dtype": input_dtype}
     if onnx_path.is_file():
         try:
             metadata = read_metadata(onnx_path)
@@ -292,6 +310,7 @@ def export_form(pth_path: Path, checkpoint_sha: str, onnx_path: Path, performer:
             reason = str(error)
         else:
             metadata.setdefault("input_dtype", "float32")  # exports from before the uint8 input took float32
+            metadata.setdefault("model", DEFAULT.name)  # and from before the variants, T2T-ViT-14
             changed = [name for name in expected if metadata.get(name) != expected[name]]
             reason = ("it was made from another checkpoint (or by a version that did not record one)"
                       if "checkpoint_sha256" in changed else f"its {', '.join(changed)} differ" if changed else "")
@@ -299,21 +318,25 @@ def export_form(pth_path: Path, checkpoint_sha: str, onnx_path: Path, performer:
             print(f"reusing {onnx_path}: made from this checkpoint (sha256 {checkpoint_sha[:12]}...)")
             return
         print(f"exporting {onnx_path} again: {reason}")
-    report, weights_key = export_checkpoint(pth_path, onnx_path, performer, input_dtype=input_dtype)
-    print(f"wrote {onnx_path}: performer {performer}, input {input_dtype}, weights {weights_key or 'bare state dict'}, "
+    report, weights_key = export_checkpoint(pth_path, onnx_path, performer, input_dtype=input_dtype,
+                                            model_name=spec.name)
+    print(f"wrote {onnx_path}: {spec.name}, performer {performer}, input {input_dtype}, weights "
+          f"{weights_key or 'bare state dict'}, "
           f"{report.verification}")
 
 
 def write_keep_dtype_cfg(sum_onnx: Path, cfg_path: Path) -> None:
     """keep_dtype.cfg from the sum export, made anew every run (it takes about a second)."""
-    from t2t_vit.keep_dtype import keep_dtype_nodes, write_keep_dtype
+    from t2t_vit.keep_dtype import describe, keep_dtype_nodes, write_keep_dtype
 
-    count = write_keep_dtype(cfg_path, keep_dtype_nodes(sum_onnx))
-    print(f"wrote {cfg_path}: {count} node names")
+    subgraphs = keep_dtype_nodes(sum_onnx)
+    write_keep_dtype(cfg_path, subgraphs)
+    print(f"wrote {cfg_path}: {describe(subgraphs)}")
 
 
 def om_for_batch(om_dir: Path, batch: int, sum_onnx_sha: str, keep_dtype_sha: str, digest: Digests,
-                 dtype: str = "float32") -> Path | None:
+                 dtype: str = "float32", sum_onnx: Path | None = None, keep_dtype: Path | None = None,
+                 img_size: int = 224) -> Path | None:
     """The .om to run at ``batch`` on the NPU, or None when there is none (the CPU runner is used).
 
     An .om is used only when the record T2T_ViT_atc.sh wrote beside it says it was built from this
@@ -324,12 +347,18 @@ def om_for_batch(om_dir: Path, batch: int, sum_onnx_sha: str, keep_dtype_sha: st
     if not om.is_file():
         return None
     record = read_json(om_dir / f"T2T_ViT_bs{batch}.om.json")
-    rebuild = (f"rebuild it: bash T2T_ViT_atc.sh --onnx <WORK>/T2T_ViT_14_sum.onnx --keep-dtype <WORK>/keep_dtype.cfg "
+    rebuild = (f"rebuild it: bash T2T_ViT_atc.sh --onnx {sum_onnx or '<WORK>/t2t_vit_14_sum.onnx'} --keep-dtype "
+               f"{keep_dtype or '<WORK>/t2t_vit_14_keep_dtype.cfg'} "
                f"--out-dir {om_dir} --batch-sizes {batch}{' --aipp' if dtype == 'uint8' else ''} (or remove it to "
                f"run this batch size on the CPU)")
     if record is None:
         raise JobError(f"{om} has no build record ({om.name}.json from T2T_ViT_atc.sh), so nothing shows which "
                        f"model it holds; {rebuild}")
+    shape = record.get("input_shape")
+    if shape and int(str(shape).split(",")[-1]) != img_size:
+        side = int(str(shape).split(",")[-1])
+        raise JobError(f"{om} takes {side}x{side} images, this run's model and bins are {img_size}x{img_size}; "
+                       f"{rebuild}")
     if record.get("onnx_sha256") != sum_onnx_sha or record.get("keep_dtype_sha256") != keep_dtype_sha:
         raise JobError(f"{om} was built from another ONNX or keep_dtype.cfg than this run's (another checkpoint?); "
                        f"{rebuild}")
@@ -364,19 +393,22 @@ def plan_passes(options: JobOptions, models: dict[int, tuple[Path, str]], bins_d
     accuracy, throughput = [], []
     for batch in accuracy_batches:
         model, runner = models[batch]
-        key = {"kind": "accuracy", "model_sha256": digest(model), "runner": runner, "batch": batch, "bins": bins}
+        key = {"kind": "accuracy", "variant": options.spec.name, "model_sha256": digest(model), "runner": runner,
+               "batch": batch, "bins": bins}
         accuracy.append(Pass("accuracy", batch, model, runner, key, work / "result" / f"bs{batch}{STAMP_SUFFIX}",
                              image_count))
     if emulate is not None:  # once: on the CPU the logits do not depend on the batch size
         batch = fp32_pass(accuracy).batch
         sum_onnx, keep = emulate
-        key = {"kind": "emulation", "model_sha256": digest(sum_onnx), "keep_dtype_sha256": digest(keep),
+        key = {"kind": "emulation", "variant": options.spec.name, "model_sha256": digest(sum_onnx),
+               "keep_dtype_sha256": digest(keep),
                "runner": "onnxruntime", "batch": batch, "bins": bins}
         accuracy.append(Pass("emulation", batch, sum_onnx, "onnxruntime", key,
                              work / "result" / f"npu_fp16_bs{batch}{STAMP_SUFFIX}", image_count, keep_dtype=keep))
     for batch in options.batch_sizes:
         model, runner = models[batch]
-        key = {"kind": "throughput", "model_sha256": digest(model), "runner": runner, "batch": batch,
+        key = {"kind": "throughput", "variant": options.spec.name, "model_sha256": digest(model), "runner": runner,
+               "batch": batch,
                "loop": options.loop, "threads": options.threads, "machine": machine_id}
         throughput.append(Pass("throughput", batch, model, runner, key, work / "perf" / f"bs{batch}{STAMP_SUFFIX}",
                                batch * (options.loop + warmup)))
@@ -565,10 +597,14 @@ class JobPaths:
 
     @classmethod
     def of(cls, options: JobOptions) -> JobPaths:
-        work = options.work_dir
-        return cls(work / BINS_DIRS[options.dtype], work / "label.npy", export_path(work, NPU_PERFORMER, "float32"),
-                   export_path(work, CPU_PERFORMER, options.dtype), export_path(work, NPU_PERFORMER, options.dtype),
-                   work / "keep_dtype.cfg", options.om_dir or work / "om")
+        from t2t_vit.variants import DEFAULT
+
+        work, spec = options.work_dir, options.spec or DEFAULT
+        bins = BINS_DIRS[options.dtype] + (f"_{spec.img_size}" if spec.img_size != 224 else "")
+        return cls(work / bins, work / "label.npy", export_path(work, NPU_PERFORMER, "float32", spec),
+                   export_path(work, CPU_PERFORMER, options.dtype, spec),
+                   export_path(work, NPU_PERFORMER, options.dtype, spec),
+                   work / f"{spec.name}_keep_dtype.cfg", options.om_dir or work / "om")
 
 
 def run_job(options: JobOptions) -> dict[str, Any]:
@@ -578,6 +614,9 @@ def run_job(options: JobOptions) -> dict[str, Any]:
     from t2t_vit.files import exclusive_lock
 
     if options.demo:
+        from t2t_vit.variants import by_name
+
+        options.spec = options.spec or by_name(options.model or "t2t_vit_14")
         check_demo_room(options.work_dir)
     discovery = None if options.demo else check_inputs(options)  # a refused input leaves no work dir behind
     with exclusive_lock(options.work_dir, "--work-dir"):
@@ -592,20 +631,23 @@ def run_job(options: JobOptions) -> dict[str, Any]:
             state.timed("demo data (random weights: the accuracy means nothing)", lambda: prepare_demo(options))
         state.timed(f"preprocess {options.data_dir} -> {paths.bins_dir}",
                     lambda: preprocess(options, paths.bins_dir, paths.labels_path, discovery))
-        state.timed(f"export ({NPU_PERFORMER} form + keep_dtype.cfg for the NPU, {CPU_PERFORMER} form with "
-                    f"{options.dtype} input for the CPU)", lambda: export_all(options, paths, digest))
+        forms = (f"{NPU_PERFORMER} form + keep_dtype for the NPU, {CPU_PERFORMER} form with {options.dtype} input for "
+                 f"the CPU" if options.spec.performer else f"its one form, softmax, + keep_dtype, {options.dtype} input "
+                                                           f"for the CPU")
+        state.timed(f"export {options.spec.name} ({forms})", lambda: export_all(options, paths, digest))
         models = choose_runners(options, paths, digest)
         return run_passes(options, paths, models, state, digest)
 
 
 def export_all(options: JobOptions, paths: JobPaths, digest: Digests) -> None:
     """The exports the job needs (each reused when made from this checkpoint) and keep_dtype.cfg (made anew)."""
-    checkpoint_sha = digest(options.pth_path)
-    export_form(options.pth_path, checkpoint_sha, paths.sum_onnx, NPU_PERFORMER)
+    checkpoint_sha, spec = digest(options.pth_path), options.spec
+    export_form(options.pth_path, checkpoint_sha, paths.sum_onnx, NPU_PERFORMER, spec=spec)
     write_keep_dtype_cfg(paths.sum_onnx, paths.keep_dtype_cfg)
-    export_form(options.pth_path, checkpoint_sha, paths.cpu_onnx, CPU_PERFORMER, options.dtype)
-    if options.emulate_npu and paths.emulation_onnx != paths.sum_onnx:
-        export_form(options.pth_path, checkpoint_sha, paths.emulation_onnx, NPU_PERFORMER, options.dtype)
+    if paths.cpu_onnx != paths.sum_onnx:
+        export_form(options.pth_path, checkpoint_sha, paths.cpu_onnx, CPU_PERFORMER, options.dtype, spec)
+    if options.emulate_npu and paths.emulation_onnx not in (paths.sum_onnx, paths.cpu_onnx):
+        export_form(options.pth_path, checkpoint_sha, paths.emulation_onnx, NPU_PERFORMER, options.dtype, spec)
 
 
 def choose_runners(options: JobOptions, paths: JobPaths, digest: Digests) -> dict[int, tuple[Path, str]]:
@@ -617,7 +659,8 @@ def choose_runners(options: JobOptions, paths: JobPaths, digest: Digests) -> dic
     models: dict[int, tuple[Path, str]] = {}
     for batch in options.batch_sizes:
         om = (om_for_batch(paths.om_dir, batch, digest(paths.sum_onnx), digest(paths.keep_dtype_cfg), digest,
-                           options.dtype) if have_ais_bench else None)
+                           options.dtype, paths.sum_onnx, paths.keep_dtype_cfg, options.spec.img_size)
+              if have_ais_bench else None)
         if om is None and options.backend is None:
             options.backend = choose_backend(None)
         models[batch] = (om, "ais_bench") if om is not None else (paths.cpu_onnx, options.backend)
@@ -686,7 +729,8 @@ def build_summary(options: JobOptions, models: dict[int, tuple[Path, str]], accu
         accuracy_note = "accuracy measured at every batch size (each .om is its own compiled graph)"
     manifest = read_manifest(JobPaths.of(options).bins_dir) or {}
     return {"rows": rows, "accuracy_note": accuracy_note, "npu_emulation": npu_emulation, "backend": options.backend,
-            "cpu_onnx": str(export_path(options.work_dir, CPU_PERFORMER, options.dtype)), "bins_dtype": options.dtype,
+            "cpu_onnx": str(JobPaths.of(options).cpu_onnx), "bins_dtype": options.dtype,
+            "model": options.spec.record() if options.spec is not None else None,
             "checkpoint": str(options.pth_path),
             "checkpoint_sha256": digest(options.pth_path) if digest is not None else None,
             "data_dir": str(options.data_dir), "data_coverage": manifest.get("coverage", ""),
@@ -697,16 +741,20 @@ def build_summary(options: JobOptions, models: dict[int, tuple[Path, str]], accu
 BINS_DIRS = {"uint8": "prep_bins_uint8", "float32": "prep_bins"}
 
 
-def export_path(work: Path, performer: str, input_dtype: str) -> Path:
-    """Where the job keeps an export: T2T_ViT_14_<form>.onnx, with _uint8 before .onnx for the uint8 input."""
-    return work / f"T2T_ViT_14_{performer}{'_uint8' if input_dtype == 'uint8' else ''}.onnx"
+def export_path(work: Path, performer: str, input_dtype: str, spec: Any = None) -> Path:
+    """Where the job keeps an export: <variant>_<form>.onnx (the transformer-token variants have one form:
+    <variant>.onnx), with _uint8 before .onnx for the uint8 input."""
+    from t2t_vit.variants import DEFAULT
+
+    spec = spec or DEFAULT
+    form = f"_{performer}" if spec.performer else ""
+    return work / f"{spec.name}{form}{'_uint8' if input_dtype == 'uint8' else ''}.onnx"
 
 
 def check_inputs(options: JobOptions):
     """Refuse unusable inputs before anything is written (minutes of preprocessing before a refusal help nobody):
     the checkpoint loads and fits the model, the images and labels are found, the work dir is outside the data
     folder, writable, with room for the bins. Returns the images and labels found."""
-    from t2t_vit.config import resolve_data_config
     from t2t_vit.data import discover_images, read_class_list
     from t2t_vit.preprocess import check_destination
 
@@ -716,22 +764,27 @@ def check_inputs(options: JobOptions):
         raise JobError("--data-dir is required (or --demo)")
     if not options.pth_path.is_file():
         raise JobError(f"checkpoint {options.pth_path} does not exist or is not a file (check --pth-path)")
-    check_checkpoint(options.pth_path)
+    options.spec = check_checkpoint(options.pth_path, options.model)
+    print(f"checkpoint {options.pth_path}: {options.spec.name} ({options.spec.title}, {options.spec.img_size}x"
+          f"{options.spec.img_size} input)")
     discovery = discover_images(options.data_dir, options.label_file, read_class_list(options.class_list),
                                 options.devkit)
     paths = JobPaths.of(options)
-    check_destination(paths.bins_dir, paths.labels_path, discovery, resolve_data_config(), options.dtype, None,
+    check_destination(paths.bins_dir, paths.labels_path, discovery, options.spec.data_config(), options.dtype, None,
                       "--work-dir", "--work-dir")
     return discovery
 
 
-def check_checkpoint(pth_path: Path) -> None:
-    """The checkpoint is a PyTorch checkpoint whose weights fit the model (what the export will load)."""
-    from t2t_vit.checkpoint import check_state_dict, read_checkpoint, select_state_dict
+def check_checkpoint(pth_path: Path, model: str | None = None):
+    """The checkpoint is a PyTorch checkpoint of a published variant (``model`` when given) whose weights fit it
+    (what the export will load); returns the variant."""
+    from t2t_vit.checkpoint import check_state_dict, checkpoint_variant, read_checkpoint, select_state_dict
     from t2t_vit.model import create_model
 
     state_dict, _ = select_state_dict(read_checkpoint(pth_path))
-    check_state_dict(create_model(NPU_PERFORMER), state_dict)
+    spec = checkpoint_variant(state_dict, model, pth_path)
+    check_state_dict(create_model(spec.form(NPU_PERFORMER), spec), state_dict)
+    return spec
 
 
 # -------------------------------------------------------------------------------------------------- CLI
@@ -756,11 +809,16 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from t2t_vit.backends import BACKENDS, DEFAULT_BACKEND
+    from t2t_vit.variants import NAMES
 
     parser = cli.make_parser(__doc__)
     parser.prog = "T2T_ViT_eval.sh"
     inputs = parser.add_argument_group("inputs")
-    inputs.add_argument("--pth-path", type=Path, metavar="CKPT", help="the checkpoint (81.5_T2T_ViT_14.pth.tar)")
+    inputs.add_argument("--pth-path", type=Path, metavar="CKPT",
+                        help="the checkpoint (81.5_T2T_ViT_14.pth.tar, or any variant upstream publishes)")
+    inputs.add_argument("--model", choices=NAMES, metavar="NAME",
+                        help="the variant the checkpoint must be (default: the one its shapes are); with --demo, the "
+                             "variant to make (default: t2t_vit_14): " + ", ".join(NAMES))
     inputs.add_argument("--demo", action="store_true",
                         help="make synthetic images and a random checkpoint and run on them, all in WORK/demo, which "
                              "it never leaves (a real run in WORK is not touched; the accuracy means nothing)")
@@ -827,7 +885,12 @@ def main(argv: list[str] | None = None) -> int:
                          demo=args.demo, demo_images=args.demo_images, accuracy_batch=args.accuracy_batch,
                          accuracy_all=args.accuracy_all, skip_bad=args.skip_bad, workers=args.workers,
                          threads=args.threads, progress=False if args.no_progress else None,
-                         emulate_npu=args.emulate_npu, dtype=args.dtype, allow_constant=args.allow_constant)
+                         emulate_npu=args.emulate_npu, dtype=args.dtype, allow_constant=args.allow_constant,
+                         model=args.model)
+    if args.demo:
+        from t2t_vit.variants import by_name
+
+        options.spec = by_name(args.model or "t2t_vit_14")
 
     def action() -> None:
         from t2t_vit import evalreport

@@ -6,7 +6,8 @@ It presents what :func:`t2t_vit.evaljob.build_summary` measured, and imports not
 ``accuracy_batch_size`` (the batch size the accuracy was measured at), ``images_per_s``,
 ``compute_ms_mean``, ``runner``, ``accuracy_reused_from`` and ``throughput_reused_from``: the date of the earlier run
 a figure was reused from, or null when this run measured it), ``accuracy_note``, ``npu_emulation`` (with --emulate-npu), ``bins_dtype``,
-``cpu_onnx``, ``checkpoint`` and ``checkpoint_sha256``, ``data_coverage`` (what part of the labelled images the data
+``cpu_onnx``, ``model`` (the variant: ``model`` its name, ``tokens_type``, ``embed_dim``, ``depth``, ``img_size``),
+``checkpoint`` and ``checkpoint_sha256``, ``data_coverage`` (what part of the labelled images the data
 holds, when not all), ``stage_seconds``, and provenance.
 """
 
@@ -131,7 +132,8 @@ def write_report(work_dir: Path, summary: dict[str, Any]) -> None:
     from t2t_vit.provenance import write_json
     from t2t_vit.version_bridge import installed
 
-    title = f"T2T-ViT-14 on {summary['machine']['cpu']} ({summary['machine']['cores']} cores)"
+    variant = (summary.get("model") or {}).get("model", "t2t_vit_14")
+    title = f"{variant} on {summary['machine']['cpu']} ({summary['machine']['cores']} cores)"
     written = [work_dir / SUMMARY_JSON]
     if installed("matplotlib"):
         plot(summary["rows"], work_dir / SUMMARY_PNG, title + (" - DEMO, random weights" if summary["demo"] else ""))
@@ -143,6 +145,8 @@ def write_report(work_dir: Path, summary: dict[str, Any]) -> None:
     sha = summary.get("checkpoint_sha256")
     if summary.get("checkpoint"):
         print(f"checkpoint {summary['checkpoint']}" + (f" (sha256 {sha})" if sha else ""))
+    print(f"model: {variant}" + (f", {summary['model']['img_size']}x{summary['model']['img_size']} input"
+                                 if summary.get("model") else ""))
     if summary.get("data_coverage"):
         print(f"data: {summary['data_coverage']}")
     print(markdown_tables(summary))

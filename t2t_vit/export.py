@@ -1,8 +1,9 @@
-"""ONNX export of T2T-ViT-14 and its verification against PyTorch.
+"""ONNX export of a T2T-ViT and its verification against PyTorch.
 
-The exported file has input ``image`` float32 (N, 3, H, W) and output ``class`` float32 (N, 1000), N
-dynamic, and carries its provenance (performer form, data config, checkpoint, versions) as ONNX
-metadata properties under ``t2t_vit.*``. It is written atomically: the file appears under its final
+The exported file has input ``image`` float32 (N, 3, S, S), S the variant's input size, and output ``class``
+float32 (N, 1000), N dynamic, and carries its provenance (the variant: ``model``, ``tokens_type``, ``embed_dim``,
+``depth``, ``img_size``; the attention form, data config, checkpoint, versions) as ONNX metadata properties under
+``t2t_vit.*``. It is written atomically: the file appears under its final
 name only after the checker passed and onnxruntime reproduced PyTorch within the tolerance.
 
 The uint8 export (``input_dtype="uint8"``) takes ``image`` as uint8 (N, H, W, 3), the bins of
@@ -141,9 +142,13 @@ def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAUL
     data_config = dict(data_config) if data_config is not None else None
     if input_dtype == "uint8" and data_config is None:
         raise ExportError("the uint8 export normalises inside: it needs the data config (mean, std, input size)")
-    input_size = tuple((data_config or {}).get("input_size", (3, 224, 224)))
+    img_size = getattr(model, "img_size", 224)
+    input_size = tuple((data_config or {}).get("input_size", (3, img_size, img_size)))
+    if tuple(input_size[1:]) != (img_size, img_size):
+        raise ExportError(f"the data config's input size {input_size[1]}x{input_size[2]} is not the model's "
+                          f"{img_size}x{img_size}")
     metadata = _metadata(performer, opset, data_config,
-                         {"input_dtype": input_dtype, "input_layout": INPUT_LAYOUTS[input_dtype],
+                         {**_variant_record(model), "input_dtype": input_dtype, "input_layout": INPUT_LAYOUTS[input_dtype],
                           **(extra_metadata or {})})
 
     model = model.eval()
@@ -170,26 +175,32 @@ def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAUL
 def export_checkpoint(pth_path: str | os.PathLike, onnx_path: str | os.PathLike, performer: str,
                       weights: str = "auto", opset: int = DEFAULT_OPSET, tolerance: float = DEFAULT_TOLERANCE,
                       data_config: dict[str, Any] | None = None,
-                      input_dtype: str = "float32") -> tuple[ExportReport, str | None]:
-    """Load a checkpoint into T2T-ViT-14 and export it; the file's metadata records the checkpoint's SHA-256.
+                      input_dtype: str = "float32", model_name: str | None = None) -> tuple[ExportReport, str | None]:
+    """Load a checkpoint into the variant its shapes are (``model_name`` confirms it) and export it; the file's
+    metadata records the variant and the checkpoint's SHA-256. A transformer-token variant is exported in its one
+    form, softmax, whatever ``performer`` asks.
 
     Returns the report and the weights key used (None for a bare state dict).
     """
-    from t2t_vit.checkpoint import load_checkpoint
-    from t2t_vit.config import resolve_data_config
+    from t2t_vit.checkpoint import load_model
     from t2t_vit.files import sha256_file
-    from t2t_vit.model import create_model
 
     check_opset(opset, performer)  # before the slow part
     check_input_dtype(input_dtype)
-    model = create_model(performer)
-    info = load_checkpoint(model, pth_path, weights)
+    model, spec, info = load_model(pth_path, performer, weights, model_name)
     report = export_onnx(model, onnx_path, opset=opset, tolerance=tolerance,
-                         data_config=data_config or resolve_data_config(),
+                         data_config=data_config or spec.data_config(),
                          extra_metadata={"checkpoint": str(pth_path), "checkpoint_sha256": sha256_file(pth_path),
                                          "weights": info.weights_key or "bare"},
                          input_dtype=input_dtype)
     return report, info.weights_key
+
+
+def _variant_record(model) -> dict[str, Any]:
+    from t2t_vit.variants import BY_NAME
+
+    spec = BY_NAME.get(getattr(model, "variant_name", ""))
+    return spec.record() if spec is not None else {}
 
 
 def _metadata(performer: str, opset: int, data_config: dict[str, Any] | None,

@@ -399,11 +399,11 @@ def minimize_groups(search: KeepSetSearch, subgraphs) -> tuple[list[str], list[d
     that passes, tried from the smallest up; the full set when none does. Returns it and a row per set tried."""
     import itertools
 
-    from t2t_vit.npu_precision import GROUPS, performer_groups
+    from t2t_vit.npu_precision import keep_groups
 
-    groups = performer_groups(search.model.graph, subgraphs)
+    groups = keep_groups(search.model.graph, subgraphs)
     order = [name for subgraph in subgraphs for name in subgraph.nodes]
-    combos = sorted((combo for size in range(len(GROUPS) + 1) for combo in itertools.combinations(GROUPS, size)),
+    combos = sorted((combo for size in range(len(groups) + 1) for combo in itertools.combinations(groups, size)),
                     key=lambda combo: sum(len(groups[group]) for group in combo))
     rows = []
     for combo in combos:

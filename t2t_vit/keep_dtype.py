@@ -1,11 +1,21 @@
-"""Finding the performer attention subgraphs in an ONNX graph, for ATC's ``--keep_dtype`` file.
+"""Finding the attention subgraphs in an ONNX graph that ATC keeps in fp32, for its ``--keep_dtype`` file.
+
+Performer variants (every published T2T-ViT but ``t2t_vit_t_*``):
 
 A performer attention starts at the Split that cuts the kqv projection into k, q and v (a Split with
 three outputs) and ends at the Div that normalises the attention output by D: the first Div, in the
 graph's topological order, that depends on all three of k, q and v. (The other Divs inside, the
 ``/ sqrt(m)`` of the random features, depend on k or on q alone.) The subgraph is every node that
 lies on a path from the Split to that Div, plus the constant nodes feeding them: what ATC must keep
-in fp32. Only the ``onnx`` package is used.
+in fp32. It holds the random features' Exp nodes (which tells it from a LayerNorm's Div that a softmax
+attention's q, k and v also reach).
+
+Transformer-token variants (``t2t_vit_t_*``): their tokens-to-token module has one-head softmax attention
+over 3,136 and 784 tokens (at 224), the widest softmaxes of the model. Those are the Softmax nodes that the
+class-token Concat depends on (the Concat one of whose inputs is the Expand of an initializer, the class
+token); the transformer blocks' softmaxes come after it. The proposal keeps these Softmax nodes: how much
+fp16 costs there was measured, not assumed (``gen_cfg.py --minimize``; README "Every variant"). Only the
+``onnx`` package is used.
 """
 
 from __future__ import annotations
@@ -21,14 +31,18 @@ log = logging.getLogger(__name__)
 
 
 class KeepDtypeError(ToolkitError):
-    """The graph has no performer attention that ATC could keep in fp32."""
+    """The graph has no tokens-to-token attention that ATC could keep in fp32."""
 
 
 @dataclass
 class PerformerSubgraph:
+    """One attention's keep set: a performer's (``split`` .. ``div``), or a softmax attention's (``kind`` softmax:
+    ``split`` is the MatMul of the scores, ``div`` the Softmax, the one node kept)."""
+
     split: str
     div: str
     nodes: list[str]  # in graph order, Split first, Div last
+    kind: str = "performer"
 
 
 def find_performer_subgraphs(graph) -> list[PerformerSubgraph]:
@@ -65,6 +79,8 @@ def find_performer_subgraphs(graph) -> list[PerformerSubgraph]:
             continue
         div_index = divs[0]
         forward = reach[0] | reach[1] | reach[2] | {split_index}
+        if not any(nodes[index].op_type == "Exp" for index in forward if index < div_index):
+            continue  # no random features: a softmax attention's q, k, v reaching a LayerNorm
         # Walk back from the Div; keep what comes from the Split, and constants feeding it.
         members: set[int] = set()
         stack = [div_index]
@@ -79,6 +95,45 @@ def find_performer_subgraphs(graph) -> list[PerformerSubgraph]:
         found.append(PerformerSubgraph(split=split.name, div=nodes[div_index].name,
                                        nodes=[nodes[index].name for index in sorted(members)]))
     return found
+
+
+def find_softmax_attentions(graph) -> list[PerformerSubgraph]:
+    """The softmax attentions of the tokens-to-token module (the Softmax nodes the class-token Concat depends on),
+    in graph order; none for a performer model."""
+    nodes = list(graph.node)
+    initializers = {init.name for init in graph.initializer}
+    producer = {output: index for index, node in enumerate(nodes) for output in node.output}
+    concat = next((index for index, node in enumerate(nodes) if node.op_type == "Concat" and any(
+        nodes[producer[name]].op_type == "Expand" and nodes[producer[name]].input[0] in initializers
+        for name in node.input if name in producer)), None)
+    if concat is None:
+        return []
+    seen, stack = set(), [concat]
+    while stack:
+        index = stack.pop()
+        for name in nodes[index].input:
+            source = producer.get(name)
+            if source is not None and source not in seen:
+                seen.add(source)
+                stack.append(source)
+    found = []
+    for index in sorted(seen):
+        node = nodes[index]
+        if node.op_type == "Softmax":
+            scores = producer.get(node.input[0])
+            found.append(PerformerSubgraph(split=nodes[scores].name if scores is not None else node.name,
+                                           div=node.name, nodes=[node.name], kind="softmax"))
+    return found
+
+
+def describe(subgraphs: list[PerformerSubgraph]) -> str:
+    """What a keep set holds, in one phrase: '76 node names in 2 performer subgraphs: A .. B (38 nodes), ...'."""
+    count = sum(len(subgraph.nodes) for subgraph in subgraphs)
+    if subgraphs and subgraphs[0].kind == "softmax":
+        return (f"{count} node names, the Softmax of each of the {len(subgraphs)} tokens-to-token softmax attentions: "
+                + ", ".join(subgraph.div for subgraph in subgraphs))
+    spans = ", ".join(f"{s.split} .. {s.div} ({len(s.nodes)} nodes)" for s in subgraphs)
+    return f"{count} node names in {len(subgraphs)} performer subgraphs: {spans}"
 
 
 def _constant_only(nodes, initializers: set[str]) -> set[int]:
@@ -100,12 +155,13 @@ def keep_dtype_nodes(onnx_path: str | os.PathLike) -> list[PerformerSubgraph]:
         model = load_onnx(onnx_path, "ONNX")
     except ModelFileError as error:
         raise KeepDtypeError(str(error)) from None
-    subgraphs = find_performer_subgraphs(model.graph)
+    subgraphs = find_performer_subgraphs(model.graph) or find_softmax_attentions(model.graph)
     if not subgraphs:
         raise KeepDtypeError(f"{onnx_path} has no performer attention (a 3-output Split feeding a Div through k, q "
-                             f"and v): is it T2T-ViT? Export it with T2T_ViT_pth2onnx.py --performer sum")
+                             f"and v) and no tokens-to-token softmax attention: is it T2T-ViT? Export it with "
+                             f"T2T_ViT_pth2onnx.py --performer sum")
     by_name = {node.name: node for node in model.graph.node}
-    for subgraph in subgraphs:
+    for subgraph in (subgraph for subgraph in subgraphs if subgraph.kind == "performer"):
         einsums = [name for name in subgraph.nodes if by_name[name].op_type == "Einsum"]
         if einsums:
             raise KeepDtypeError(f"{onnx_path} computes the performer with Einsum ({einsums[0]}): ATC inserts "

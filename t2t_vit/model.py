@@ -1,8 +1,12 @@
-"""T2T-ViT-14 for inference, with its state-dict layout equal to the published checkpoint's.
+"""The published T2T-ViTs for inference, with state-dict layouts equal to upstream's checkpoints.
 
-The model is registered with timm as ``t2t_vit_14``, so ``timm.create_model("t2t_vit_14")`` builds it,
-and its pretrained config is the one data config every stage reads its preprocessing from
-(:func:`t2t_vit.config.resolve_data_config`).
+Every variant of :data:`t2t_vit.variants.VARIANTS` is registered with timm under its name, so
+``timm.create_model("t2t_vit_7")`` builds it (``t2t_vit_14_384`` is T2T-ViT-14 at 384), and its pretrained
+config is the data config every stage reads its preprocessing from (:func:`t2t_vit.config.resolve_data_config`).
+
+The tokens-to-token module is the performer (``tokens_type="performer"``) or, for the ``t2t_vit_t_*``
+variants, a one-head softmax attention (``"transformer"``) whose scale is the input width's ``dim ** -0.5``
+and whose skip connection adds v, as upstream's token transformer does.
 
 The performer attention of the tokens-to-token module comes in three numerically equivalent forms,
 chosen when the model is built (``performer=``):
@@ -24,21 +28,22 @@ import torch
 from timm.models import build_model_with_cfg, register_model
 from torch import nn
 
-from t2t_vit.config import MODEL_DATA_CONFIG, MODEL_NAME, NUM_CLASSES
+from t2t_vit.config import MODEL_NAME, NUM_CLASSES, model_data_config
+from t2t_vit.variants import BY_NAME, PERFORMER_FORMS, SOFTMAX_FORM, VARIANTS, VariantSpec
 
-PERFORMER_FORMS = ("sum", "matmul", "einsum")
 DEFAULT_PERFORMER = "sum"
 
 # Read by timm's register_model below; the data config itself lives in t2t_vit.config.
 default_cfgs = {
-    MODEL_NAME: {
+    spec.name: {
         "url": "",
         "num_classes": NUM_CLASSES,
-        **MODEL_DATA_CONFIG,
+        **model_data_config(spec.img_size),
         "pool_size": None,
         "first_conv": "tokens_to_token.soft_split0",
         "classifier": "head",
     }
+    for spec in VARIANTS
 }
 
 
@@ -119,17 +124,68 @@ class TokenPerformer(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class TokenAttention(nn.Module):
+    """The transformer tokens' one-head softmax attention, from ``dim`` to ``in_dim`` channels; v is added back.
+
+    Its scale is ``dim ** -0.5`` (the input width: upstream divides ``dim`` by one head), applied to q.
+    """
+
+    def __init__(self, dim: int, in_dim: int) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.scale = dim ** -0.5
+        self.qkv = nn.Linear(dim, in_dim * 3, bias=False)
+        self.proj = nn.Linear(in_dim, in_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = torch.split(self.qkv(x), self.in_dim, dim=-1)
+        attn = torch.matmul(q * self.scale, k.transpose(1, 2)).softmax(dim=-1)
+        return v + self.proj(torch.matmul(attn, v))  # the skip connection uses v, not the input
+
+
+class TokenTransformer(nn.Module):
+    """One tokens-to-token step of the ``t2t_vit_t_*`` variants (state-dict keys as upstream's)."""
+
+    def __init__(self, dim: int, in_dim: int = 64) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = TokenAttention(dim, in_dim)
+        self.norm2 = nn.LayerNorm(in_dim)
+        self.mlp = Mlp(in_dim, in_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
 class TokensToToken(nn.Module):
-    """Soft split (Unfold) -> performer -> re-shape to an image, twice, then a last split and projection."""
+    """Soft split (Unfold) -> attention -> re-shape to an image, twice, then a last split and projection."""
 
     def __init__(self, img_size: int = 224, in_chans: int = 3, embed_dim: int = 384, token_dim: int = 64,
-                 form: str = DEFAULT_PERFORMER) -> None:
+                 form: str = DEFAULT_PERFORMER, tokens_type: str = "performer") -> None:
         super().__init__()
         self.soft_split0 = nn.Unfold(kernel_size=(7, 7), stride=(4, 4), padding=(2, 2))
         self.soft_split1 = nn.Unfold(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))
         self.soft_split2 = nn.Unfold(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))
-        self.attention1 = TokenPerformer(dim=in_chans * 7 * 7, in_dim=token_dim, form=form)
-        self.attention2 = TokenPerformer(dim=token_dim * 3 * 3, in_dim=token_dim, form=form)
+        if tokens_type == "performer":
+            self.attention1 = TokenPerformer(dim=in_chans * 7 * 7, in_dim=token_dim, form=form)
+            self.attention2 = TokenPerformer(dim=token_dim * 3 * 3, in_dim=token_dim, form=form)
+        elif tokens_type == "transformer":
+            self.attention1 = TokenTransformer(dim=in_chans * 7 * 7, in_dim=token_dim)
+            self.attention2 = TokenTransformer(dim=token_dim * 3 * 3, in_dim=token_dim)
+        else:
+            raise ValueError(f"tokens_type must be performer or transformer, got {tokens_type!r}")
         self.project = nn.Linear(token_dim * 3 * 3, embed_dim)
         self.grid_sizes = (img_size // 4, img_size // 8)
         self.num_patches = (img_size // 16) ** 2
@@ -164,17 +220,6 @@ class Attention(nn.Module):
         return self.proj(torch.matmul(attn, v).transpose(1, 2).reshape(batch, tokens, channels))
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class Block(nn.Module):
     """Pre-norm transformer block."""
 
@@ -201,16 +246,19 @@ def sinusoid_position_table(positions: int, width: int) -> torch.Tensor:
 
 
 class T2TViT(nn.Module):
-    """T2T-ViT with performer tokens-to-token; the defaults are T2T-ViT-14."""
+    """T2T-ViT; the defaults are T2T-ViT-14. ``performer`` is the attention form of a performer model; a
+    transformer-token model's is ``softmax`` whatever is asked (``self.performer`` says which it has)."""
 
     def __init__(self, img_size: int = 224, in_chans: int = 3, num_classes: int = NUM_CLASSES, embed_dim: int = 384,
                  depth: int = 14, num_heads: int = 6, mlp_ratio: float = 3.0, token_dim: int = 64,
-                 performer: str = DEFAULT_PERFORMER) -> None:
+                 performer: str = DEFAULT_PERFORMER, tokens_type: str = "performer") -> None:
         super().__init__()
-        self.performer = performer
+        self.performer = performer if tokens_type == "performer" else SOFTMAX_FORM
+        self.tokens_type = tokens_type
+        self.img_size = img_size
         self.num_classes = num_classes
         self.num_features = self.embed_dim = embed_dim
-        self.tokens_to_token = TokensToToken(img_size, in_chans, embed_dim, token_dim, performer)
+        self.tokens_to_token = TokensToToken(img_size, in_chans, embed_dim, token_dim, performer, tokens_type)
         num_patches = self.tokens_to_token.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(sinusoid_position_table(num_patches + 1, embed_dim), requires_grad=False)
@@ -242,22 +290,37 @@ class T2TViT(nn.Module):
         return self.head(self.forward_features(x))
 
 
-@register_model
-def t2t_vit_14(pretrained: bool = False, **kwargs: Any) -> T2TViT:
-    """T2T-ViT-14 (performer tokens-to-token); ``performer=`` picks the attention form."""
-    if pretrained:
-        raise ValueError("t2t_vit_14 has no downloadable weights: load the checkpoint with "
-                         "t2t_vit.checkpoint.load_checkpoint")
-    return build_model_with_cfg(T2TViT, MODEL_NAME, pretrained=False, **kwargs)
+def _register(spec: VariantSpec):
+    """timm's builder for one variant, registered under its name."""
+
+    def build(pretrained: bool = False, **kwargs: Any) -> T2TViT:
+        if pretrained:
+            raise ValueError(f"{spec.name} has no downloadable weights: load the checkpoint with "
+                             f"t2t_vit.checkpoint.load_checkpoint")
+        model = build_model_with_cfg(T2TViT, spec.name, pretrained=False, **{**spec.builder_args, **kwargs})
+        model.variant_name = spec.name  # what check_state_dict names when a checkpoint does not fit
+        return model
+
+    build.__name__ = build.__qualname__ = spec.name
+    build.__module__ = __name__
+    build.__doc__ = f"{spec.title} ({spec.tokens_type} tokens-to-token); ``performer=`` picks a performer's form."
+    return register_model(build)
 
 
-def create_model(performer: str = DEFAULT_PERFORMER, **kwargs: Any) -> T2TViT:
-    """Build T2T-ViT-14 with random weights in eval mode, through timm's registry."""
+BUILDERS = {spec.name: _register(spec) for spec in VARIANTS}
+t2t_vit_14 = BUILDERS[MODEL_NAME]
+
+
+def create_model(performer: str = DEFAULT_PERFORMER, variant: str | VariantSpec = MODEL_NAME, **kwargs: Any) -> T2TViT:
+    """Build a variant (T2T-ViT-14 by default) with random weights in eval mode, through timm's registry."""
     import timm
 
-    if performer not in PERFORMER_FORMS:
+    spec = variant if isinstance(variant, VariantSpec) else BY_NAME[variant]
+    if performer not in PERFORMER_FORMS and not (performer == SOFTMAX_FORM and not spec.performer):
         raise ValueError(f"performer form must be one of {PERFORMER_FORMS}, got {performer!r}")
-    return timm.create_model(MODEL_NAME, performer=performer, **kwargs).eval()
+    if performer == SOFTMAX_FORM:
+        performer = DEFAULT_PERFORMER
+    return timm.create_model(spec.name, performer=performer, **kwargs).eval()
 
 
 def scaled_random_state_dict(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -349,6 +349,14 @@ def _round_trip(source: str, target: str, name: str) -> list:
 GROUPS = ("normaliser", "D and y sums", "token sums", "features")
 
 
+def keep_groups(graph, subgraphs) -> dict[str, list[str]]:
+    """The structural groups a keep set is searched in: the performers' four (:func:`performer_groups`), or one per
+    tokens-to-token softmax attention (its Softmax)."""
+    if subgraphs and all(subgraph.kind == "softmax" for subgraph in subgraphs):
+        return {f"softmax {index + 1}": list(subgraph.nodes) for index, subgraph in enumerate(subgraphs)}
+    return performer_groups(graph, subgraphs)
+
+
 def performer_groups(graph, subgraphs) -> dict[str, list[str]]:
     """The keep set of each performer, cut into groups that make sense, from the graph's structure.
 

@@ -354,6 +354,30 @@ def _looks_like_float_images(path: Path) -> bool:
     return bool(magnitude.max() <= 100 and (magnitude >= 1e-4).mean() >= 0.9)
 
 
+def model_input_size(proto) -> int | None:
+    """The image side an ONNX model takes: its recorded data config's, else its input's static shape (NCHW float,
+    NHWC uint8); None when neither says."""
+    import json
+
+    from t2t_vit.export import input_dtype_of, metadata_of
+
+    metadata = metadata_of(proto)
+    if "data_config" in metadata:
+        return int(json.loads(metadata["data_config"])["input_size"][-1])
+    dims = [dim.dim_value for dim in proto.graph.input[0].type.tensor_type.shape.dim] if proto.graph.input else []
+    if len(dims) != 4:
+        return None
+    side = dims[1] if input_dtype_of(proto) == "uint8" else dims[3]
+    return side or None
+
+
+def input_size_advice(folder, bins_size: int, model_path, model_size: int, model_name: str | None = None) -> str:
+    """One line for bins of one image size given to a model of another."""
+    return (f"the bins in {folder} are {bins_size}x{bins_size} images (preprocessed with --img-size {bins_size}); "
+            f"{model_path}{f' ({model_name})' if model_name else ''} takes {model_size}x{model_size}: preprocess "
+            f"with T2T_ViT_preprocess.py --img-size {model_size}")
+
+
 def check_inputs_match(model_path: str, files: Sequence[Path]) -> None:
     """Refuse, before anything is written, an ONNX model whose input dtype or data config the inputs do not fit.
 
@@ -379,6 +403,11 @@ def check_inputs_match(model_path: str, files: Sequence[Path]) -> None:
     if manifest is not None:
         if bins_dtype(manifest) != model_dtype:
             raise RunnerError(bins_dtype_advice(bins_dtype(manifest), model_dtype, folder, model_path))
+        bins_size = (manifest.get("data_config") or {}).get("input_size")
+        model_size = model_input_size(proto)
+        if bins_size and model_size and int(bins_size[-1]) != model_size:
+            raise RunnerError(input_size_advice(folder, int(bins_size[-1]), model_path, model_size,
+                                                metadata.get("model")))
         bins_hash, model_hash = manifest.get("data_config_hash"), metadata.get("data_config_hash")
         if model_hash and bins_hash and model_hash != bins_hash:
             raise RunnerError(f"the inputs in {folder} were made with data config {manifest.get('data_config')}, "

@@ -6,7 +6,9 @@ depth, heads, MLP ratio and input size (upstream ``models/t2t_vit.py`` at commit
 the table. The number of heads is in no shape: it follows from the published variant that matches the rest
 (upstream's ``t2t_vit_14_resnext``, 32 heads, has T2T-ViT-14's shapes and no checkpoint).
 
-The toolkit builds and exports T2T-ViT-14 (224 input) today; the table lets it say what any other checkpoint is.
+This table is the one place that says what a variant is: the model (:mod:`t2t_vit.model` registers a timm builder
+per entry), the data config (:func:`spec.data_config`), the export's metadata, the bins' manifest, the result stamps
+and the main job's file names all read it. ``DEFAULT`` is the seed's T2T-ViT-14 at 224.
 """
 
 from __future__ import annotations
@@ -40,6 +42,53 @@ class VariantSpec:
         """Tokens of the transformer blocks: (img_size / 16)^2 patches and the class token."""
         return (self.img_size // 16) ** 2 + 1
 
+    @property
+    def performer(self) -> bool:
+        return self.tokens_type == "performer"
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        """The attention forms the tokens-to-token module can be exported in: the performer's three (``sum`` for the
+        NPU, ``matmul`` for the CPU, ``einsum`` the reference), or ``softmax`` alone for the transformer tokens."""
+        return PERFORMER_FORMS if self.performer else (SOFTMAX_FORM,)
+
+    def form(self, wanted: str) -> str:
+        """The form an export of this variant takes when ``wanted`` was asked for: the transformer-token variants
+        have one (their softmax attention), whatever performer form was asked."""
+        return wanted if self.performer else SOFTMAX_FORM
+
+    @property
+    def builder_args(self) -> dict[str, Any]:
+        """The T2TViT arguments of this variant (upstream's builder's, the 384 input included)."""
+        return {"tokens_type": self.tokens_type, "embed_dim": self.embed_dim, "depth": self.depth,
+                "num_heads": self.num_heads, "mlp_ratio": self.mlp_ratio, "img_size": self.img_size}
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (3, self.img_size, self.img_size)
+
+    def data_config(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The resolved data config at this variant's input size (:func:`t2t_vit.config.resolve_data_config`)."""
+        from t2t_vit.config import resolve_data_config
+
+        return resolve_data_config(overrides, img_size=self.img_size)
+
+    @property
+    def title(self) -> str:
+        """The name upstream's README gives it: T2T-ViT-14, T2T-ViT_t-14, T2T-ViT-14 at 384."""
+        number = self.name.split("_")[3 if not self.performer else 2]
+        text = f"T2T-ViT{'_t' if not self.performer else ''}-{number}"
+        return f"{text} at {self.img_size}" if self.img_size != 224 else text
+
+    def record(self) -> dict[str, Any]:
+        """What the files a stage writes carry of the variant (ONNX metadata, manifest, stamps, summary)."""
+        return {"model": self.name, "tokens_type": self.tokens_type, "embed_dim": self.embed_dim, "depth": self.depth,
+                "img_size": self.img_size}
+
+
+PERFORMER_FORMS = ("sum", "matmul", "einsum")
+SOFTMAX_FORM = "softmax"
+
 
 VARIANTS: tuple[VariantSpec, ...] = (
     VariantSpec("t2t_vit_7", "performer", 256, 7, 4, 2.0, 224, ("71.7_T2T_ViT_7.pth.tar",)),
@@ -54,6 +103,39 @@ VARIANTS: tuple[VariantSpec, ...] = (
     VariantSpec("t2t_vit_t_24", "transformer", 512, 24, 8, 3.0, 224, ("82.6_T2T_ViTt_24.pth.tar",)),
 )
 BY_NAME = {spec.name: spec for spec in VARIANTS}
+DEFAULT = BY_NAME["t2t_vit_14"]
+NAMES = tuple(BY_NAME)
+
+
+def by_name(name: str) -> VariantSpec:
+    """The published variant called ``name`` (``--model``), or one line listing the names."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise VariantError(f"--model {name} is not a published T2T-ViT: use one of {', '.join(NAMES)}") from None
+
+
+def resolve(state_dict: Mapping[str, Any], model: str | None = None, source: str = "the checkpoint") -> VariantSpec:
+    """The variant of a state dict; with ``model`` (``--model NAME``) it must be that one.
+
+    Raises:
+        VariantError: the state dict fits no published variant, or another than ``model``, in one line.
+    """
+    wanted = by_name(model) if model else None
+    found = describe_state_dict(state_dict)
+    spec = match_variant(found)
+    if wanted is not None and spec is not wanted:
+        raise VariantError(f"{source} is {spec.name} ({found_text(found)}), not --model {wanted.name} "
+                           f"({wanted.embed_dim} wide, {wanted.depth} blocks, {wanted.tokens_type} tokens-to-token, "
+                           f"{wanted.img_size} input): leave out --model to take the checkpoint's own")
+    return spec
+
+
+def of_metadata(metadata: Mapping[str, str]) -> VariantSpec | None:
+    """The variant an export's ``t2t_vit.*`` metadata names; T2T-ViT-14 for exports made before files carried the
+    variant (they all were); None for a name this toolkit does not know."""
+    name = metadata.get("model", DEFAULT.name if metadata else None)
+    return BY_NAME.get(name) if name else None
 
 
 def describe_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:

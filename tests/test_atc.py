@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -38,9 +39,21 @@ def workdir(tmp_path):
     for name, text in (("atc", ATC), ("npu-smi", NPU_SMI)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    write_tiny_onnx(tmp_path / "model.onnx", 224)
     (tmp_path / "keep_dtype.cfg").write_text("/tokens_to_token/attention1/kernel/Split\n")
     return tmp_path
+
+
+def write_tiny_onnx(path, side):
+    """A float model with T2T-ViT's interface, image (N, 3, side, side) -> class (N, 3): what ATC is given."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["image"], ["class"], axes=[2, 3], keepdims=0, name="pool")], "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, side, side])],
+        [helper.make_tensor_value_info("class", TensorProto.FLOAT, ["batch", 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), str(path))
 
 
 def run(workdir, *args, naming="plain", tools=("atc", "npu-smi")):
@@ -53,7 +66,7 @@ def run(workdir, *args, naming="plain", tools=("atc", "npu-smi")):
                 (limited / tool).symlink_to(workdir / "bin" / tool)
         path_dirs = [str(limited)]
     env = {**os.environ, "PATH": ":".join(path_dirs + ["/usr/bin", "/bin"]), "ATC_LOG": str(workdir / "atc.log"),
-           "ATC_NAMING": naming}
+           "ATC_NAMING": naming, "PYTHON": sys.executable}
     return subprocess.run(["bash", str(SCRIPT), *args], cwd=workdir, env=env, capture_output=True, text=True)
 
 
@@ -65,6 +78,20 @@ def test_default_batch_sizes_and_exact_command_lines(workdir):
                      f"--input_shape=image:{bs},3,224,224 --log=error --soc_version=Ascend310P3 "
                      f"--keep_dtype=keep_dtype.cfg" for bs in (1, 4, 8, 16, 32, 64)]
     assert all((workdir / f"T2T_ViT_bs{bs}.om").is_file() for bs in (1, 4, 8, 16, 32, 64))
+
+
+def test_the_input_shape_comes_from_the_onnx_and_an_empty_keep_set_is_left_out(workdir):
+    write_tiny_onnx(workdir / "model_384.onnx", 384)  # t2t_vit_14_384's input
+    (workdir / "empty.cfg").write_text("\n")  # gen_cfg.py --minimize found fp16 holds with nothing kept
+    result = run(workdir, "--onnx", "model_384.onnx", "--batch-sizes", "4", "--keep-dtype", "empty.cfg")
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "atc.log").read_text().splitlines() == [
+        "--framework=5 --model=model_384.onnx --output=./T2T_ViT_bs4 --input_format=NCHW "
+        "--input_shape=image:4,3,384,384 --log=error --soc_version=Ascend310P3"]
+    assert "empty.cfg names no node: nothing is kept in fp32 (--keep_dtype left out)" in result.stdout
+    import json
+
+    assert json.loads((workdir / "T2T_ViT_bs4.om.json").read_text())["input_shape"] == "3,384,384"
 
 
 @pytest.mark.parametrize("given, expected", [("310P3", "Ascend310P3"), ("Ascend310P3", "Ascend310P3"),
@@ -110,11 +137,13 @@ def test_each_om_gets_a_build_record_that_the_main_job_accepts(workdir):
         assert record == {"onnx": "model.onnx", "onnx_sha256": onnx_sha, "keep_dtype": "keep_dtype.cfg",
                           "keep_dtype_sha256": keep_sha, "aipp": None, "aipp_sha256": None, "input_dtype": "float32",
                           "om_sha256": digest(workdir / "om" / f"T2T_ViT_bs{batch}.om"),
-                          "soc_version": "Ascend310P3", "batch_size": batch}
+                          "soc_version": "Ascend310P3", "batch_size": batch, "input_shape": "3,224,224"}
         om = workdir / "om" / f"T2T_ViT_bs{batch}.om"
         assert om_for_batch(workdir / "om", batch, onnx_sha, keep_sha, digest, "float32") == om
         with pytest.raises(JobError, match="takes float32 input"):  # built without --aipp: not for uint8 bins
             om_for_batch(workdir / "om", batch, onnx_sha, keep_sha, digest, "uint8")
-    (workdir / "model.onnx").write_bytes(b"another export")  # the checkpoint changed and the ONNX was made again
+        with pytest.raises(JobError, match="takes 224x224 images, this run's model and bins are 384x384"):
+            om_for_batch(workdir / "om", batch, onnx_sha, keep_sha, digest, "float32", img_size=384)
+    write_tiny_onnx(workdir / "model.onnx", 232)  # the checkpoint changed and the ONNX was made again
     with pytest.raises(JobError, match="built from another ONNX"):
         om_for_batch(workdir / "om", 1, digest(workdir / "model.onnx"), keep_sha, digest)
