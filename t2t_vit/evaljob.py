@@ -604,7 +604,8 @@ class JobPaths:
         return cls(work / bins, work / "label.npy", export_path(work, NPU_PERFORMER, "float32", spec),
                    export_path(work, CPU_PERFORMER, options.dtype, spec),
                    export_path(work, NPU_PERFORMER, options.dtype, spec),
-                   work / f"{spec.name}_keep_dtype.cfg", options.om_dir or work / "om")
+                   work / f"{spec.name}_keep_dtype.cfg",
+                   options.om_dir or work / ("om" if spec is DEFAULT else f"om_{spec.name}"))
 
 
 def run_job(options: JobOptions) -> dict[str, Any]:
@@ -831,7 +832,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--work-dir", type=Path, default=Path("work"), metavar="DIR",
                      help="where every file goes (default: work)")
     run.add_argument("--om-dir", type=Path, metavar="DIR",
-                     help="offline models T2T_ViT_bs<N>.om for ais_bench (default: WORK/om)")
+                     help="offline models T2T_ViT_bs<N>.om for ais_bench (default: WORK/om for T2T-ViT-14, "
+                          "WORK/om_<variant> for the others)")
     run.add_argument("--accuracy-batch", type=_positive, metavar="N",
                      help="CPU: the batch size of the one accuracy pass (default: the largest of --batch-sizes)")
     run.add_argument("--accuracy-all", action="store_true",

@@ -437,7 +437,8 @@ def check_inputs_match(model_path: str, files: Sequence[Path]) -> None:
 
 def check_om_inputs(om_path: str, inputs: Sequence[str] | None) -> None:
     """Refuse, before ais_bench starts, bins whose dtype the .om does not take, as its build record says (an .om
-    built by T2T_ViT_atc.sh --aipp takes uint8 bins; without, float32). Without a record nothing is checked."""
+    built by T2T_ViT_atc.sh --aipp takes uint8 bins; without, float32), or images of another size than the one it
+    was built for (the record's ``input_shape``, ``3,S,S``). Without a record nothing is checked."""
     if not inputs:
         return
     try:
@@ -453,6 +454,12 @@ def check_om_inputs(om_path: str, inputs: Sequence[str] | None) -> None:
     om_dtype = record.get("input_dtype", "float32")
     if bins_dtype(manifest) != om_dtype:
         raise RunnerError(bins_dtype_advice(bins_dtype(manifest), om_dtype, files[0].parent, om_path))
+    bins_size = (manifest.get("data_config") or {}).get("input_size")
+    om_shape = str(record.get("input_shape", ""))
+    om_size = int(om_shape.split(",")[-1]) if om_shape.replace(",", "").isdigit() else None
+    if bins_size and om_size and int(bins_size[-1]) != om_size:
+        raise RunnerError(input_size_advice(files[0].parent, int(bins_size[-1]), om_path, om_size,
+                                            record.get("model")))
 
 
 @dataclass

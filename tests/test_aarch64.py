@@ -4,7 +4,8 @@ CI runs these in an arm64 Debian 12 root under qemu-user (``.ci/aarch64-root``),
 command, and on x86 with the rest of the suite, against the same records made on x86
 (``tests/data/arch_reference.npz``; ``python tests/test_aarch64.py --record`` writes them anew). Emulated numerics
 are 100-350x slower, so two images (an ordinary one and a grayscale one) read from the official tar with the
-devkit, exports verified at batch 1, and batch 2.
+devkit, exports verified at batch 1, and batch 2. Beside T2T-ViT-14, one other performer variant (``t2t_vit_7``)
+and one transformer-token variant (``t2t_vit_t_14``): their export, keep set and fp16 emulation on the float32 bins.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ LOGIT_TOLERANCE = 1e-4  # x86 and Arm kernels sum in other orders; measured abou
 EMULATION_TOLERANCE = 2e-2  # fp16 rounding amplifies those differences; the top-1 must not change
 
 
-def fixed_checkpoint(path: Path) -> Path:
+VARIANTS = ("t2t_vit_7", "t2t_vit_t_14")  # the other variants the subset runs
+
+
+def fixed_checkpoint(path: Path, name: str = "t2t_vit_14") -> Path:
     """Fixed weights in the published checkpoint layout, the same bits on every architecture and torch version:
     drawn with numpy's legacy generator (conftest's scaled scheme: unit-scale projections, norms near 1), the
     performers' projections ``w`` included; only the sinusoid position table is the model's own."""
@@ -42,10 +46,12 @@ def fixed_checkpoint(path: Path) -> Path:
     import torch
 
     from t2t_vit.model import create_model
+    from t2t_vit.variants import BY_NAME
 
+    spec = BY_NAME[name]
     rng = np.random.RandomState(0)
     weights = {}
-    for key, value in create_model("einsum").state_dict().items():
+    for key, value in create_model(spec.form("einsum"), spec).state_dict().items():
         noise = rng.standard_normal(tuple(value.shape)).astype(np.float32)
         if key == "pos_embed":
             weights[key] = value.clone()
@@ -57,7 +63,7 @@ def fixed_checkpoint(path: Path) -> Path:
             weights[key] = torch.from_numpy(1 + np.float32(0.1) * noise)
         else:
             weights[key] = torch.from_numpy(np.float32(0.1) * noise)
-    torch.save({"state_dict_ema": weights, "args": argparse.Namespace(model="t2t_vit_14")}, path)
+    torch.save({"state_dict_ema": weights, "args": argparse.Namespace(model=name)}, path)
     return path
 
 
@@ -100,7 +106,7 @@ def infer(paths: Built, form: str, out: Path, *extra: str) -> np.ndarray:
     """The CPU runner's logits (onnxruntime) for the two bins, in IMAGES' order."""
     import T2T_ViT_infer
 
-    bins = paths["bins_uint8" if FORMS[form][1] == "uint8" else "bins_float32"]
+    bins = paths["bins_uint8" if FORMS.get(form, ("", "float32"))[1] == "uint8" else "bins_float32"]
     assert T2T_ViT_infer.main(["--model", str(paths[form]), "--input", str(bins), "--output", str(out),
                                "--output_dirname", form, "--batchsize", "2", "--backend", "onnxruntime",
                                "--no-progress", "-q", *extra]) == 0
@@ -123,8 +129,43 @@ def op_types(onnx_path: Path, names: list[str]) -> list[str]:
     return [by_name[name] for name in names]
 
 
+def variant_export(paths: Built, name: str) -> Path:
+    """The main job's float32 export of another variant (its sum form; the transformer-token ones have one form)
+    from fixed weights, verified at batch 1."""
+    from t2t_vit import export
+    from t2t_vit.evaljob import Digests, export_form, export_path
+    from t2t_vit.variants import BY_NAME
+
+    if name not in paths:
+        spec = BY_NAME[name]
+        checkpoint = fixed_checkpoint(paths["root"] / f"{name}.pth.tar", name)
+        path = export_path(paths["work"], "sum", "float32", spec)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(export, "VERIFY_BATCH_SIZES", (1,))
+            export_form(checkpoint, Digests()(checkpoint), path, "sum", "float32", spec)
+        paths[name] = path
+    return paths[name]
+
+
+def variant_figures(paths: Built, name: str, out: Path) -> dict[str, np.ndarray]:
+    """Another variant's f32 logits, its keep set (names and ops) and its fp16 emulation's logits under it."""
+    import gen_cfg
+
+    onnx_path = variant_export(paths, name)
+    cfg = out / f"{name}_keep_dtype.cfg"
+    out.mkdir(parents=True, exist_ok=True)
+    assert gen_cfg.main([str(onnx_path), str(cfg), "-q"]) == 0
+    names = cfg.read_text().split()
+    paths[f"{name}_form"] = onnx_path
+    logits = infer(paths, f"{name}_form", out / "f32")
+    emulated = infer(paths, f"{name}_form", out / "fp16", "--precision", "npu-fp16", "--keep-dtype", str(cfg))
+    return {f"{name}": logits, f"{name}_npu_fp16": emulated, f"{name}_keep_dtype": np.array(names, dtype=str),
+            f"{name}_keep_dtype_ops": np.array(op_types(onnx_path, names), dtype=str)}
+
+
 def measure(root: Path) -> dict[str, np.ndarray]:
-    """What the records hold: every form's logits, the NPU emulation's, and the keep_dtype names."""
+    """What the records hold: every form's logits, the NPU emulation's, and the keep_dtype names; for the other
+    variants, the same of their one export."""
     paths = build(root)
     figures = {form: infer(paths, form, root / "results") for form in FORMS}
     names = keep_names(paths, root)
@@ -132,6 +173,8 @@ def measure(root: Path) -> dict[str, np.ndarray]:
                                 str(root / "keep_dtype.cfg"))
     figures["keep_dtype"] = np.array(names)
     figures["keep_dtype_ops"] = np.array(op_types(paths["sum"], names))
+    for name in VARIANTS:
+        figures.update(variant_figures(paths, name, root / name))
     return figures
 
 
@@ -190,6 +233,23 @@ def test_the_npu_emulation_gives_x86s_logits(built, records, tmp_path):
     assert np.isfinite(logits).all()
     np.testing.assert_allclose(logits, records["npu_fp16"], rtol=0, atol=EMULATION_TOLERANCE)
     assert (np.argmax(logits, axis=1) == np.argmax(records["npu_fp16"], axis=1)).all()
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_another_variant_gives_x86s_logits_keep_set_and_fp16(built, records, name, tmp_path):
+    """t2t_vit_7 (performer, 256 wide) and t2t_vit_t_14 (softmax tokens-to-token): the export's logits, gen_cfg's
+    keep set (the same ops; the same names where the exporter names by scope) and the fp16 emulation under it."""
+    figures = variant_figures(built, name, tmp_path)
+    np.testing.assert_allclose(figures[name], records[name], rtol=0, atol=LOGIT_TOLERANCE)
+    assert (np.argmax(figures[name], axis=1) == np.argmax(records[name], axis=1)).all()
+    names = figures[f"{name}_keep_dtype"].tolist()
+    assert figures[f"{name}_keep_dtype_ops"].tolist() == records[f"{name}_keep_dtype_ops"].tolist()
+    if names and names[0].startswith("/"):
+        assert names == records[f"{name}_keep_dtype"].tolist()
+    emulated = figures[f"{name}_npu_fp16"]
+    assert np.isfinite(emulated).all()
+    np.testing.assert_allclose(emulated, records[f"{name}_npu_fp16"], rtol=0, atol=EMULATION_TOLERANCE)
+    assert (np.argmax(emulated, axis=1) == np.argmax(records[f"{name}_npu_fp16"], axis=1)).all()
 
 
 def test_the_main_job_and_postprocess_on_the_official_pair(built, records, tmp_path):

@@ -73,7 +73,7 @@ def result_logits(result_dir, names):
 
 
 REAL_RUN = ("prep_bins_uint8/manifest.json", "prep_bins_uint8/ILSVRC2012_val_00000001.bin", "label.npy",
-            "T2T_ViT_14_sum.onnx", "T2T_ViT_14_matmul_uint8.onnx", "keep_dtype.cfg", "result/bs4/ILSVRC2012_val_00000001_0.bin",
+            "t2t_vit_14_sum.onnx", "t2t_vit_14_matmul_uint8.onnx", "t2t_vit_14_keep_dtype.cfg", "result/bs4/ILSVRC2012_val_00000001_0.bin",
             "result/bs4.stamp.json", "acc_bs4.json", "perf/bs4_summary.json", "eval_summary.json", "eval_summary.png")
 
 
@@ -140,7 +140,7 @@ def test_tables_json_and_plot(demo_run):
         assert (work / "eval_summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     else:  # optional on a host: the tables and the JSON hold the same figures
         assert "no eval_summary.png: matplotlib is not installed here" in out and not (work / "eval_summary.png").exists()
-    assert (work / "keep_dtype.cfg").read_text().count("\n") == 76  # the NPU's files are made too
+    assert (work / "t2t_vit_14_keep_dtype.cfg").read_text().count("\n") == 76  # the NPU's files are made too
 
 
 def test_one_accuracy_pass_stage_times_and_estimate(demo_run):
@@ -166,7 +166,7 @@ def test_results_equal_pytorch(demo_run):
 
 def test_rerun_reuses_what_is_done(demo_run):
     work, _ = demo_run
-    kept = [work / "T2T_ViT_14_sum.onnx", work / "T2T_ViT_14_matmul_uint8.onnx", work / "result" / "bs4_summary.json",
+    kept = [work / "t2t_vit_14_sum.onnx", work / "t2t_vit_14_matmul_uint8.onnx", work / "result" / "bs4_summary.json",
             work / "perf" / "bs1_summary.json", work / BINS / "demo_0000.bin"]
     before = mtimes(kept)
     result = run_eval(work, *DEMO)
@@ -243,7 +243,7 @@ def test_skip_bad_is_passed_through(tmp_path):
     args = ("--pth-path", str(checkpoint), "--data-dir", str(data), "--batch-sizes", "2", "--loop", "1")
     result = run_eval(tmp_path / "work", *args)
     assert result.returncode == 1 and "--skip-bad" in result.stderr
-    assert not (tmp_path / "work" / "T2T_ViT_14_sum.onnx").exists()  # it stopped at the failed stage
+    assert not (tmp_path / "work" / "t2t_vit_14_sum.onnx").exists()  # it stopped at the failed stage
     result = run_eval(tmp_path / "work", *args, "--skip-bad")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "work" / "eval_summary.json").read_text())["rows"][0]["count"] == 2
@@ -343,7 +343,7 @@ def test_on_the_ascend_host_each_om_runs_through_ais_bench(demo_run, tmp_path):
     om = om_dir / "T2T_ViT_bs4.om"
     om.write_bytes(b"an offline model")
     (om_dir / "T2T_ViT_bs4.om.json").write_text(json.dumps({
-        "onnx_sha256": digest(work / "T2T_ViT_14_sum.onnx"), "keep_dtype_sha256": digest(work / "keep_dtype.cfg"),
+        "onnx_sha256": digest(work / "t2t_vit_14_sum.onnx"), "keep_dtype_sha256": digest(work / "t2t_vit_14_keep_dtype.cfg"),
         "om_sha256": digest(om), "input_dtype": "uint8"}))
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(tmp_path / "site"),
            "AIS_BENCH_LOG": str(tmp_path / "ais_bench.log")}
@@ -372,8 +372,8 @@ def test_emulate_npu_adds_the_fp16_pass_and_its_comparison(demo_run):
     assert npu["batch_size"] == 4 and npu["count"] == 5 and npu["nonfinite"] == 0
     assert npu["keep_dtype_nodes"] == 76 and "nan_origin_nothing_kept" in npu  # demo weights: maybe no NaN at all
     assert "with nothing kept (ATC without --keep_dtype): " in result.stdout
-    assert "keep_dtype.cfg keeps 76 nodes in fp32. With nothing kept: " in result.stdout
-    assert read_metadata(work / "T2T_ViT_14_sum_uint8.onnx")["input_dtype"] == "uint8"  # it reads the uint8 bins
+    assert "t2t_vit_14_keep_dtype.cfg keeps 76 nodes in fp32. With nothing kept: " in result.stdout
+    assert read_metadata(work / "t2t_vit_14_sum_uint8.onnx")["input_dtype"] == "uint8"  # it reads the uint8 bins
     assert 0 < npu["max_abs_diff"] < 0.05 and npu["top1_flips"] == 0  # it rounds, and stays close
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
     logits = result_logits(work / "result" / "npu_fp16_bs4", names)
@@ -392,9 +392,9 @@ def test_float32_bins_give_the_uint8_runs_results(demo_run, tmp_path):
     bins = sorted((work / "prep_bins").glob("*.bin"))
     assert len(bins) == 5 and all(path.stat().st_size == 602_112 for path in bins)
     assert all(path.stat().st_size == 150_528 for path in (source / BINS).glob("*.bin"))
-    assert not (work / BINS).exists() and (work / "T2T_ViT_14_matmul.onnx").is_file()
+    assert not (work / BINS).exists() and (work / "t2t_vit_14_matmul.onnx").is_file()
     summary = json.loads((work / "eval_summary.json").read_text())
-    assert summary["bins_dtype"] == "float32" and summary["cpu_onnx"].endswith("T2T_ViT_14_matmul.onnx")
+    assert summary["bins_dtype"] == "float32" and summary["cpu_onnx"].endswith("t2t_vit_14_matmul.onnx")
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
     np.testing.assert_allclose(result_logits(work / "result" / "bs4", names),
                                result_logits(source / "result" / "bs4", names), rtol=0, atol=1e-5)

@@ -180,7 +180,7 @@ def test_minimize_writes_a_1_minimal_set_that_passes_its_criterion(exported_onnx
     group_size = int(re.search(r"the group-level set (\d+)", out).group(1))
     kept = cfg.read_text().splitlines()
     assert 0 < len(kept) <= group_size < len(full) and set(kept) < set(full)
-    assert f"sizes: the ModelZoo rule {len(full)} names, the group-level set {group_size}, node by node {len(kept)}" in out
+    assert f"sizes: the structural proposal {len(full)} names, the group-level set {group_size}, node by node {len(kept)}" in out
     # Checked here with its own sessions: the set passes, and each of its nodes dropped alone fails.
     images = np.stack([np.fromfile(path, dtype="<f4").reshape(3, 224, 224) for path in sorted(bins.glob("*.bin"))])
     model = onnx.load(str(sum_onnx))

@@ -294,6 +294,12 @@ def test_infer_script_refuses_bins_an_om_does_not_take(bins, tmp_path, capsys):
     status = T2T_ViT_infer.main(["--model", str(om), "--input", str(bins / "uint8"), "--output", str(tmp_path / "o"),
                                  "--batchsize", "4"])
     assert status == 1 and "T2T_ViT_atc.sh --aipp" in capsys.readouterr().err
+    (tmp_path / "T2T_ViT_bs4.om.json").write_text(json.dumps({"input_dtype": "uint8", "input_shape": "3,384,384"}))
+    status = T2T_ViT_infer.main(["--model", str(om), "--input", str(bins / "uint8"), "--output", str(tmp_path / "o"),
+                                 "--batchsize", "4"])
+    error = capsys.readouterr().err
+    assert status == 1 and error.count("\n") == 1, error
+    assert "are 224x224 images" in error and "takes 384x384: preprocess with T2T_ViT_preprocess.py --img-size 384" in error
     assert not (tmp_path / "o").exists()
 
 

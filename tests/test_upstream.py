@@ -43,18 +43,18 @@ def upstream_model(upstream_root):
 LAYOUTS = ["bare", "module_prefix", "state_dict", "state_dict_ema", "both"]
 
 
-def _save(model, layout, path):
+def _save(model, layout, path, name="t2t_vit_14"):
     weights = model.state_dict()
     if layout == "bare":
         payload = weights
     elif layout == "module_prefix":
         payload = {"state_dict": {f"module.{k}": v for k, v in weights.items()}}
     elif layout in ("state_dict", "state_dict_ema"):
-        payload = {layout: weights, "args": argparse.Namespace(model="t2t_vit_14")}
+        payload = {layout: weights, "args": argparse.Namespace(model=name)}
     else:  # the EMA weights are the upstream model's; the plain ones are garbage
         garbage = {k: torch.randn_like(v) for k, v in weights.items()}
         payload = {"state_dict": garbage, "state_dict_ema": weights, "epoch": 309,
-                   "args": argparse.Namespace(model="t2t_vit_14")}
+                   "args": argparse.Namespace(model=name)}
     torch.save(payload, path)
 
 
@@ -95,22 +95,65 @@ UPSTREAM_BUILDERS = {  # our variant name -> upstream's builder and its argument
 }
 
 
-@pytest.mark.parametrize("name", list(UPSTREAM_BUILDERS))
-def test_upstreams_own_models_are_told_apart_by_their_shapes(upstream_root, name):
-    """t2t_vit.variants's table against the state dicts of upstream's own builders (random weights)."""
+def upstream_variant(upstream_root, name):
+    """Upstream's own model for one of our variant names, in eval mode, with its training initialisation."""
     import importlib
 
-    from t2t_vit.variants import identify
+    from timm.models import register_model
 
     builder, arguments = UPSTREAM_BUILDERS[name]
     sys.path.insert(0, str(upstream_root))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            state_dict = getattr(importlib.import_module("models.t2t_vit"), builder)(**arguments).state_dict()
-            from timm.models import register_model
-
-            register_model(t2t_vit.model.t2t_vit_14)  # upstream's import took over the timm name
+            model = getattr(importlib.import_module("models.t2t_vit"), builder)(**arguments).eval()
+            for ours in t2t_vit.model.BUILDERS.values():  # upstream's import took over the timm names
+                register_model(ours)
     finally:
         sys.path.remove(str(upstream_root))
-    assert identify(state_dict).name == name
+    return model
+
+
+@pytest.mark.parametrize("name", list(UPSTREAM_BUILDERS))
+def test_upstreams_own_models_are_told_apart_by_their_shapes(upstream_root, name):
+    """t2t_vit.variants's table against the state dicts of upstream's own builders (random weights)."""
+    from t2t_vit.variants import identify
+
+    assert identify(upstream_variant(upstream_root, name).state_dict()).name == name
+
+
+# The acceptance layouts for four variants; the others as upstream's training checkpoints.
+VARIANT_LAYOUTS = {"t2t_vit_7": "bare", "t2t_vit_19": "module_prefix"}
+
+
+@pytest.mark.parametrize("name", list(UPSTREAM_BUILDERS))
+def test_every_variants_export_gives_upstreams_logits(upstream_root, name, tmp_path):
+    """pth2onnx with no variant named, on upstream's own model's weights: input (N,3,S,S), logits within 1e-4 of
+    upstream's model; and every performer form of our PyTorch model agrees with upstream's too."""
+    import T2T_ViT_pth2onnx
+    from t2t_vit.export import load_onnx, read_metadata
+    from t2t_vit.model import scaled_random_state_dict
+    from t2t_vit.variants import BY_NAME
+
+    spec = BY_NAME[name]
+    upstream = upstream_variant(upstream_root, name)
+    upstream.load_state_dict(scaled_random_state_dict(upstream, seed=3))
+    checkpoint = tmp_path / "ckpt.pth.tar"
+    _save(upstream, VARIANT_LAYOUTS.get(name, "both" if spec.performer else "state_dict_ema"), checkpoint,
+          UPSTREAM_BUILDERS[name][0])
+    out = tmp_path / "out.onnx"
+    assert T2T_ViT_pth2onnx.main(["--pth-path", str(checkpoint), "--onnx-path", str(out), "-q"]) == 0
+    dims = [dim.dim_param or dim.dim_value for dim in load_onnx(out).graph.input[0].type.tensor_type.shape.dim]
+    assert dims[1:] == [3, spec.img_size, spec.img_size] and read_metadata(out)["model"] == name
+    images = torch.randn(2, 3, spec.img_size, spec.img_size, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = upstream(images)
+    assert expected.abs().max() > 1
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(["class"], {"image": images.numpy()})
+    np.testing.assert_allclose(actual, expected.numpy(), rtol=0, atol=1e-4)
+    for form in spec.forms:
+        ours = create_model(form, spec)
+        load_checkpoint(ours, checkpoint)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(images), expected, rtol=0, atol=1e-4)
