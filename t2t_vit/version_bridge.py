@@ -192,8 +192,49 @@ def onnxruntime_session(model, purpose: str, threads: int | None = None):
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     if hasattr(model, "SerializeToString"):
         model = model.SerializeToString()
+    disabled = [] if onnxruntime_layer_norm_is_precise() else ["LayerNormFusion"]
     return onnxruntime.InferenceSession(model if isinstance(model, bytes) else str(model), options,
-                                        providers=["CPUExecutionProvider"])
+                                        providers=["CPUExecutionProvider"],
+                                        **({"disabled_optimizers": disabled} if disabled else {}))
+
+
+# A row with a large mean and a small spread, as a smooth image region's 7x7x3 patch is for the tokens-to-token
+# module's first LayerNorm: E[x^2] - E[x]^2 in float32 loses the variance there, x - mean first does not.
+_LAYER_NORM_PROBE = (1.5 + 1e-3 * np.sin(np.arange(147, dtype=np.float64))).astype(np.float32)[None]
+
+
+@functools.lru_cache(maxsize=None)
+def onnxruntime_layer_norm_is_precise() -> bool:
+    """Whether the installed onnxruntime's fused LayerNormalization keeps the precision of the exported
+    ReduceMean / Sub / Pow / ReduceMean / Sqrt / Div subgraph on a row whose mean dwarfs its spread. onnxruntime
+    1.14 (the seed's) does not: its fusion made T2T-ViT's logits on real images 1.5e-4 from PyTorch's (2e-6
+    with the fusion off); the runtime's own, unfused graph is kept there (``disabled_optimizers``)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    onnxruntime = require("onnxruntime", "the ONNX model")
+    width = _LAYER_NORM_PROBE.shape[1]
+    constants = {"two": np.array(2.0, np.float32), "eps": np.array(1e-5, np.float32),
+                 "scale": np.ones(width, np.float32), "bias": np.zeros(width, np.float32)}
+    nodes = [helper.make_node("ReduceMean", ["x"], ["mean"], axes=[-1]),
+             helper.make_node("Sub", ["x", "mean"], ["centred"]),
+             helper.make_node("Pow", ["centred", "two"], ["squared"]),
+             helper.make_node("ReduceMean", ["squared"], ["variance"], axes=[-1]),
+             helper.make_node("Add", ["variance", "eps"], ["shifted"]),
+             helper.make_node("Sqrt", ["shifted"], ["std"]),
+             helper.make_node("Div", ["centred", "std"], ["normed"]),
+             helper.make_node("Mul", ["normed", "scale"], ["scaled"]),
+             helper.make_node("Add", ["scaled", "bias"], ["y"])]
+    graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])],
+                              [numpy_helper.from_array(value, name) for name, value in constants.items()])
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = onnxruntime.InferenceSession(make_onnx_model(graph, 11).SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+    (fused,) = session.run(None, {"x": _LAYER_NORM_PROBE})
+    row = _LAYER_NORM_PROBE.astype(np.float64)
+    exact = (row - row.mean()) / np.sqrt(row.var() + 1e-5)
+    return bool(np.max(np.abs(fused - exact)) < 1e-3)
 
 
 @functools.lru_cache(maxsize=None)

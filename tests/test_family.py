@@ -94,10 +94,9 @@ ACCEPTANCE = [("t2t_vit_7", "bare"), ("t2t_vit_19", "module"), ("t2t_vit_t_14", 
 def test_pth2onnx_reads_the_variant_and_gen_cfg_keeps_fp16_right(name, layout, tmp_path, capsys, sample_images):
     """No variant named: the ONNX takes (N,3,S,S) and gives the model's logits; the keep set gen_cfg writes keeps
     fp16 (force_fp16 + keep) finite with f32's top-1."""
-    import onnxruntime
-
     from t2t_vit.fp16_diagnosis import Criterion, KeepSetSearch
     from t2t_vit.npu_precision import read_keep_list
+    from t2t_vit.version_bridge import onnxruntime_session
 
     spec, model = BY_NAME[name], random_model(name)
     checkpoint = save_checkpoint(model.state_dict(), tmp_path / "ck.pth.tar", layout, name)
@@ -105,10 +104,12 @@ def test_pth2onnx_reads_the_variant_and_gen_cfg_keeps_fp16_right(name, layout, t
     assert T2T_ViT_pth2onnx.main(["--pth-path", str(checkpoint), "--onnx-path", str(onnx_path)]) == 0
     assert f"model={name} input=float32 {spec.img_size}x{spec.img_size}" in capsys.readouterr().out
     images = images_at(sample_images, spec.img_size, 3)
-    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(onnx_path, "the test")  # the toolkit's session (the runner's, the export's)
     (logits,) = session.run(None, {"image": images})
+    exported_form = create_model(spec.form("sum"), spec)  # what pth2onnx exports and verifies against
+    exported_form.load_state_dict(model.state_dict())
     with torch.no_grad():
-        expected = model(torch.from_numpy(images)).numpy()
+        expected = exported_form(torch.from_numpy(images)).numpy()
     assert np.max(np.abs(logits - expected)) <= 1e-4
     assert gen_cfg.main([str(onnx_path), str(tmp_path / "keep.cfg")]) == 0
     keep = read_keep_list(tmp_path / "keep.cfg")

@@ -7,7 +7,6 @@ import sys
 import warnings
 
 import numpy as np
-import onnxruntime
 import pytest
 import torch
 
@@ -15,6 +14,7 @@ import t2t_vit.model
 from t2t_vit.checkpoint import load_checkpoint
 from t2t_vit.export import export_onnx
 from t2t_vit.model import PERFORMER_FORMS, create_model
+from t2t_vit.version_bridge import onnxruntime_session
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +79,7 @@ def test_exports_match_upstream(upstream_model, performer, opset, tmp_path):
     model.load_state_dict(upstream_model.state_dict())
     out = tmp_path / "model.onnx"
     export_onnx(model, out, opset=opset)
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(out, "the test")
     images = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         expected = upstream_model(images).numpy()
@@ -149,7 +149,7 @@ def test_every_variants_export_gives_upstreams_logits(upstream_root, name, tmp_p
     with torch.no_grad():
         expected = upstream(images)
     assert expected.abs().max() > 1
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(out, "the test")
     (actual,) = session.run(["class"], {"image": images.numpy()})
     np.testing.assert_allclose(actual, expected.numpy(), rtol=0, atol=1e-4)
     for form in spec.forms:

@@ -133,3 +133,20 @@ def test_a_missing_optional_package_is_named_with_its_install_command(monkeypatc
     with pytest.raises(version_bridge.MissingPackageError,
                        match=re.escape("the test needs openvino, which is not installed here: pip install openvino")):
         version_bridge.require("openvino", "the test")
+
+
+
+def test_the_toolkits_onnxruntime_session_keeps_layer_norm_precise_on_a_smooth_patch(tmp_path):
+    """Rows whose mean dwarfs their spread (a smooth image region's patch): torch's exported LayerNorm through the
+    toolkit's session stays within 1e-4 of float64 on every onnxruntime (1.14's LayerNormFusion lost 1e-2 here,
+    so there the session keeps the graph unfused)."""
+    pytest.importorskip("onnxruntime")
+    rows = version_bridge._LAYER_NORM_PROBE + np.float32(0.5) * np.arange(4, dtype=np.float32)[:, None]
+    norm = torch.nn.LayerNorm(rows.shape[1]).eval()
+    path = tmp_path / "norm.onnx"
+    version_bridge.export_onnx_torchscript(norm, (torch.from_numpy(rows),), str(path), opset_version=11,
+                                           input_names=["x"], output_names=["y"])
+    (got,) = version_bridge.onnxruntime_session(path, "the test").run(None, {"x": rows})
+    exact = rows.astype(np.float64)
+    exact = (exact - exact.mean(-1, keepdims=True)) / np.sqrt(exact.var(-1, keepdims=True) + 1e-5)
+    assert np.max(np.abs(got - exact)) < 1e-4
