@@ -144,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("\n".join(table(rows)))
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+        from t2t_vit.provenance import provenance, write_json
+
+        write_json(args.json, {"benchmark": "keep_sets", "criterion": {"tolerance": 0.02, "agreement": 1.0},
+                               "rows": rows, **provenance(vars(args))})
         print(f"wrote {args.json}")
     return 0
 
