@@ -293,3 +293,27 @@ def test_the_demo_takes_a_variant(tmp_path):
     summary = json.loads((tmp_path / "w" / "demo" / "eval_summary.json").read_text())
     assert summary["model"]["model"] == "t2t_vit_7" and summary["checkpoint"].endswith("random_t2t_vit_7.pth.tar")
     assert (tmp_path / "w" / "demo" / "t2t_vit_7_matmul_uint8.onnx").is_file()
+
+
+@pytest.mark.parametrize("name", ["t2t_vit_7", "t2t_vit_t_14"])
+def test_explain_works_on_another_variant(name, tmp_path, sample_images, capsys):
+    """--explain on a performer variant names the first performer's normaliser as the NaN's origin (nothing kept);
+    on a transformer-token variant every tensor stays finite, and the report still has a row per float node."""
+    from t2t_vit.keep_dtype import keep_dtype_nodes
+
+    spec = BY_NAME[name]
+    export_onnx(random_model(name, spec.form("sum")), tmp_path / "m.onnx", data_config=spec.data_config(),
+                verify_batch_sizes=(1,))
+    bins = tmp_path / "bins"
+    bins.mkdir()
+    images_at(sample_images, spec.img_size, 1)[0].astype("<f4").tofile(bins / "a.bin")
+    report = tmp_path / "report.csv"
+    assert gen_cfg.main([str(tmp_path / "m.onnx"), "--explain", "--input", str(bins), "--images", "1",
+                         "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    if spec.performer:
+        first_div = keep_dtype_nodes(tmp_path / "m.onnx")[0].div
+        assert f"NaN origin: the first non-finite value comes from {first_div} (Div, not kept" in out
+    else:
+        assert "NaN origin: no non-finite value: every emulated tensor stayed finite" in out
+    assert report.read_text().count("\n") > 100  # a row per float node of the whole model
