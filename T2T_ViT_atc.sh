@@ -2,7 +2,7 @@
 # Stage 4 on the Ascend host: ONNX -> one offline model T2T_ViT_bs<N>.om per batch size, with ATC.
 #
 #   bash T2T_ViT_atc.sh --onnx t2t_vit_14_sum.onnx [--soc-version Ascend310P3] [--batch-sizes "1 4 8 16 32 64"]
-#                       [--keep-dtype keep_dtype.cfg] [--out-dir .] [--aipp]
+#                       [--keep-dtype keep_dtype.cfg] [--out-dir .] [--aipp] [--dynamic-batch]
 #
 # Runs, per batch size:
 #   atc --framework=5 --model=ONNX --output=OUT_DIR/T2T_ViT_bs${bs} --input_format=NCHW
@@ -17,12 +17,15 @@
 # The soc version is "Ascend" + the Name column of `npu-smi info` (310P3 -> Ascend310P3) unless given.
 # ATC writes T2T_ViT_bs${bs}.om, or T2T_ViT_bs${bs}_<os>_<arch>.om on some versions: either is found,
 # and the second is linked as T2T_ViT_bs${bs}.om. keep_dtype.cfg comes from gen_cfg.py.
-# Beside each .om it writes T2T_ViT_bs${bs}.om.json: the SHA-256 of the ONNX, keep_dtype.cfg, aipp.cfg and
+# With --dynamic-batch it builds one model for every batch size instead, OUT_DIR/T2T_ViT_dyn.om, with
+#       --input_shape="image:-1,3,S,S" --dynamic_batch_size="1,4,8,16,32,64"
+# (ATC's gears: 2 to 100 batch sizes); ais_bench runs it with --dymBatch N, N one of the gears.
+# Beside each .om it writes T2T_ViT_bs${bs}.om.json (T2T_ViT_dyn.om.json, whose "dynamic_batch_sizes" lists the gears): the SHA-256 of the ONNX, keep_dtype.cfg, aipp.cfg and
 # .om and the input dtype, so that T2T_ViT_eval.sh runs an .om only when it was built from that run's own
 # export for its bins.
 set -euo pipefail
 
-onnx="" soc="" batch_sizes="1 4 8 16 32 64" keep_dtype="keep_dtype.cfg" out_dir="." aipp=0
+onnx="" soc="" batch_sizes="1 4 8 16 32 64" keep_dtype="keep_dtype.cfg" out_dir="." aipp=0 dynamic=0
 here=$(cd "$(dirname "$0")" && pwd)
 
 usage() { sed -n '2,/^set /p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; }
@@ -38,6 +41,7 @@ while [ $# -gt 0 ]; do
     --keep-dtype) keep_dtype="${2:-}"; shift 2 ;;
     --out-dir) out_dir="${2:-}"; shift 2 ;;
     --aipp) aipp=1; shift ;;
+    --dynamic-batch) dynamic=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
@@ -49,6 +53,12 @@ done
 for bs in $batch_sizes; do
   [[ "$bs" =~ ^[1-9][0-9]*$ ]] || die "batch size '$bs' is not a positive integer (--batch-sizes \"1 4 8\")"
 done
+if [ "$dynamic" = 1 ]; then
+  gears=$(printf '%s\n' $batch_sizes | sort -n | uniq | paste -sd, -)
+  count=$(printf '%s\n' $batch_sizes | sort -n | uniq | wc -l)
+  [ "$count" -ge 2 ] && [ "$count" -le 100 ] \
+    || die "--dynamic-batch needs 2 to 100 batch sizes (ATC's --dynamic_batch_size gears), got $count ($gears): give --batch-sizes \"1 4 8 16 32 64\", or leave out --dynamic-batch for one model per batch size"
+fi
 if [ "$aipp" = 0 ] && LC_ALL=C grep -qa 't2t_vit.input_dtype..uint8' "$onnx"; then
   die "$onnx is the uint8 export (it takes uint8 NHWC and normalises inside, for the CPU): give ATC the float sum export; for uint8 bins on the NPU add --aipp"
 fi
@@ -82,13 +92,14 @@ if [ "$aipp" = 1 ]; then
   aipp_option=("--insert_op_conf=$aipp_cfg")
   input_dtype="uint8"
 fi
-for bs in $batch_sizes; do
-  output="$out_dir/T2T_ViT_bs${bs}"
-  echo "atc: batch $bs -> ${output}.om (soc $soc)"
+# build OUTPUT BATCH_FIELD INPUT_BATCH [EXTRA ATC OPTION...]: one atc call and its record OUTPUT.om.json
+build() {
+  local output="$1" batch_field="$2" input_batch="$3"
+  shift 3
   rm -f "${output}.om.json"  # the record is written again only once this build succeeded
   atc --framework=5 --model="$onnx" --output="$output" --input_format=NCHW \
-      --input_shape="image:${bs},${shape}" --log=error --soc_version="$soc" ${keep_option[@]+"${keep_option[@]}"} \
-      ${aipp_option[@]+"${aipp_option[@]}"} || die "atc failed for batch $bs"
+      --input_shape="image:${input_batch},${shape}" --log=error --soc_version="$soc" ${keep_option[@]+"${keep_option[@]}"} \
+      ${aipp_option[@]+"${aipp_option[@]}"} "$@" || die "atc failed for $(basename "$output")"
   if [ ! -f "${output}.om" ]; then
     found=$(ls "${output}"_*.om 2>/dev/null | head -n 1 || true)
     [ -n "$found" ] || die "atc finished but wrote no ${output}*.om"
@@ -98,9 +109,22 @@ for bs in $batch_sizes; do
   record="${output}.om.json"
   if [ -n "$aipp_cfg" ]; then aipp_json="$(json_string "$aipp_cfg")" aipp_sha="\"$(sha256 "$aipp_cfg")\""
   else aipp_json=null aipp_sha=null; fi
-  printf '{"onnx": %s, "onnx_sha256": "%s", "keep_dtype": %s, "keep_dtype_sha256": "%s", "aipp": %s, "aipp_sha256": %s, "input_dtype": "%s", "om_sha256": "%s", "soc_version": %s, "batch_size": %s, "input_shape": "%s"}\n' \
+  printf '{"onnx": %s, "onnx_sha256": "%s", "keep_dtype": %s, "keep_dtype_sha256": "%s", "aipp": %s, "aipp_sha256": %s, "input_dtype": "%s", "om_sha256": "%s", "soc_version": %s, %s, "input_shape": "%s"}\n' \
     "$(json_string "$onnx")" "$(sha256 "$onnx")" "$(json_string "$keep_dtype")" "$(sha256 "$keep_dtype")" \
-    "$aipp_json" "$aipp_sha" "$input_dtype" "$(sha256 "${output}.om")" "$(json_string "$soc")" "$bs" "$shape" > "${record}.partial"
+    "$aipp_json" "$aipp_sha" "$input_dtype" "$(sha256 "${output}.om")" "$(json_string "$soc")" "$batch_field" "$shape" > "${record}.partial"
   mv "${record}.partial" "$record"
+}
+
+if [ "$dynamic" = 1 ]; then
+  output="$out_dir/T2T_ViT_dyn"
+  echo "atc: batch sizes $gears -> ${output}.om, one dynamic-batch model (soc $soc)"
+  build "$output" "\"batch_size\": null, \"dynamic_batch_sizes\": [$gears]" -1 --dynamic_batch_size="$gears"
+  echo "built: ${output}.om (run it with ais_bench --dymBatch N, N one of $gears)"
+  exit 0
+fi
+for bs in $batch_sizes; do
+  output="$out_dir/T2T_ViT_bs${bs}"
+  echo "atc: batch $bs -> ${output}.om (soc $soc)"
+  build "$output" "\"batch_size\": $bs" "$bs"
 done
 echo "built: $(for bs in $batch_sizes; do printf '%s ' "$out_dir/T2T_ViT_bs${bs}.om"; done)"

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         from t2t_vit.runner import RunnerError, check_om_inputs, run_inference
 
         if args.model.endswith(".om"):
-            check_om_inputs(args.model, args.input.split(",") if args.input else None)
+            check_om_inputs(args.model, args.input.split(",") if args.input else None, args.dymBatch)
             if args.resume:
                 logging.getLogger("T2T_ViT_infer").warning("--resume is the CPU runner's: ais_bench runs the whole pass")
             if importlib.util.find_spec("ais_bench") is None:

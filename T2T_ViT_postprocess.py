@@ -12,6 +12,11 @@ or one same vector (a dead output) the set is refused unless --allow-constant. A
 result, or a result without a label, is an error unless --allow-missing. The label file is the preprocess stage's (name, label) table; the ModelZoo's plain
 integer array (one row per batch file) is matched by the number that starts each result name.
 
+A --result-dir of ais_bench's per-device folders (``device<N>/`` or ``device<N>_<i>/``, from --device 0,1) is
+read as ais_bench laid it out: folders that split the images are scored as one set; folders that each hold
+every image (ais_bench without --divide_input) are scored per device, with each device's agreement with the
+first; folders that overlap in part are refused.
+
 --compare-dir scores a second result set of the same images (NPU vs CPU, fp16 vs fp32) and reports
 max / mean |difference|, mean cosine similarity, top-1 agreement and the images whose top-1 changed.
 """
@@ -47,9 +52,21 @@ def main(argv: list[str] | None = None) -> int:
         from t2t_vit import metrics
         from t2t_vit.provenance import provenance, write_json
 
-        results, matched = metrics.evaluate(args.result_dir, args.gt_path, args.allow_missing, args.per_class,
-                                            missing_hint="; pass --allow-missing to score the {matched} matched "
-                                                         "samples", allow_constant=args.allow_constant)
+        def evaluate(result_dir):
+            return metrics.evaluate(result_dir, args.gt_path, args.allow_missing, args.per_class,
+                                    missing_hint="; pass --allow-missing to score the {matched} matched samples",
+                                    allow_constant=args.allow_constant)
+
+        layout = None if metrics.has_results(args.result_dir) else metrics.device_layout(args.result_dir)
+        if layout is not None and layout.kind == "copies":
+            results, matched = score_copies(layout, args.result_dir, evaluate)
+        else:
+            results, matched = evaluate(args.result_dir)
+        if layout is not None and layout.kind == "split":
+            counts = {folder: len(found) for folder, found in layout.folders.items()}
+            print(f"{len(counts)} device folders splitting the images, scored as one set: "
+                  f"{', '.join(f'{folder} {count}' for folder, count in counts.items())}")
+            results.update({"layout": "split", "device_counts": counts})
         print(f"Top-1 accuracy of the model is: {results['top1']:.3f}%")
         print(f"Top-5 accuracy of the model is: {results['top5']:.3f}%")
         print(f"over {results['count']} images ({results['correct_top1']} top-1 and {results['correct_top5']} top-5 "
@@ -75,6 +92,25 @@ def main(argv: list[str] | None = None) -> int:
             write_json(args.results_file, {**results, **provenance(vars(args))})
 
     return cli.run(action, args)
+
+
+def score_copies(layout, result_dir, evaluate):
+    """Device folders that each hold every image: each scored, its agreement with the first printed as a table.
+    Returns the first device's figures (with ``layout`` and ``per_device``) and matched set."""
+    from t2t_vit import metrics
+
+    results, matched, rows = metrics.evaluate_copies(layout, result_dir, evaluate)
+    reference = rows[0]["device_folder"]
+    print(f"{len(rows)} device folders each holding every image (ais_bench without --divide_input), scored per device:")
+    print(f"| device folder | top-1 (%) | top-5 (%) | images | top-1 agreement with {reference} (%) | max abs diff |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        same = row.get("top1_agreement")
+        print(f"| {row['device_folder']} | {row['top1']:.3f} | {row['top5']:.3f} | {row['count']} | "
+              f"{'-' if same is None else f'{same:.3f}'} | "
+              f"{'-' if same is None else format(row['max_abs_diff'], '.4g')} |")
+    print(f"the figures below are {reference}'s")
+    return results, matched
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ describe the output, not the model.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -66,10 +67,96 @@ class Scores:
 # ------------------------------------------------------------------------------------------------ reading
 
 def find_results(result_dir: str | os.PathLike, output_index: int = 0) -> dict[str, Path]:
-    """``name -> path`` for every ``<name>_<output_index>.<bin|npy|txt>`` in ``result_dir``."""
+    """``name -> path`` for every ``<name>_<output_index>.<bin|npy|txt>`` in ``result_dir``; for a folder of
+    ais_bench's device folders that split the images (``device<N>/`` or ``device<N>_<i>/``), of them all.
+
+    Raises:
+        ResultError: no results; device folders that each hold every image (score them with
+            :func:`device_layout` one by one) or that overlap in part.
+    """
     root = Path(result_dir)
     if not root.is_dir():
         raise ResultError(f"result dir {root} does not exist or is not a directory")
+    found = _results_in(root, output_index)
+    if found:
+        return found
+    layout = device_layout(root, output_index)
+    if layout is None:
+        raise ResultError(f"no result files <name>_{output_index}.bin|npy|txt in {root}")
+    if layout.kind == "copies":
+        raise ResultError(f"the device folders of {root} ({', '.join(layout.folders)}) each hold every image: score "
+                          f"them one by one (T2T_ViT_postprocess.py --result-dir {root} does)")
+    return {name: path for results in layout.folders.values() for name, path in results.items()}
+
+
+@dataclass
+class DeviceLayout:
+    """ais_bench's output for several devices: ``kind`` ``split`` (each image in one folder) or ``copies`` (every
+    folder holds every image: ais_bench without ``--divide_input`` on some versions); ``folders`` maps each
+    device folder's name to its results, in device order."""
+
+    kind: str
+    folders: dict[str, dict[str, Path]]
+
+
+_DEVICE_FOLDER = re.compile(r"^device(?P<device>\d+)(?:_(?P<index>\d+))?$")
+
+
+def device_layout(result_dir: str | os.PathLike, output_index: int = 0) -> DeviceLayout | None:
+    """The device folders of ``result_dir`` (None when it has none with results), and how they share the images.
+
+    Raises:
+        ResultError: folders that overlap in part (neither a split nor copies), in one line.
+    """
+    root = Path(result_dir)
+    folders = sorted((entry for entry in os.scandir(root) if entry.is_dir() and _DEVICE_FOLDER.match(entry.name)),
+                     key=lambda entry: (int(_DEVICE_FOLDER.match(entry.name)["device"]), entry.name))
+    results = {entry.name: found for entry in folders for found in [_results_in(Path(entry.path), output_index)]
+               if found}
+    if not results:
+        return None
+    names = [set(found) for found in results.values()]
+    if len(results) > 1 and all(other == names[0] for other in names[1:]):
+        return DeviceLayout("copies", results)
+    if sum(len(found) for found in names) == len(set().union(*names)):
+        return DeviceLayout("split", results)
+    first, second = next((x, y) for x, y in itertools.combinations(results, 2) if set(results[x]) & set(results[y]))
+    a, b = results[first], results[second]
+    shared = sorted(set(a) & set(b))
+    raise ResultError(f"the device folders of {root} overlap in part: {first} and {second} share {len(shared)} "
+                      f"images ({_listed(shared)}) and differ in {len(set(a) ^ set(b))}; each image must be in one "
+                      f"folder (ais_bench --divide_input) or in all of them: remove the folders of other runs")
+
+
+def evaluate_copies(layout: DeviceLayout, result_dir: str | os.PathLike, evaluate) -> tuple[dict, MatchedSet, list]:
+    """Score device folders that each hold every image one by one (``evaluate(folder)`` gives :func:`evaluate`'s
+    pair) and compare each with the first. Returns the first's figures, with ``layout`` ``copies`` and
+    ``per_device`` (one row per folder: its top-1, top-5, count and, after the first, its top-1 agreement with
+    the first and max |logit difference|), the first's matched set, and the rows."""
+    rows: list[dict[str, Any]] = []
+    first: tuple[dict[str, Any], MatchedSet] | None = None
+    for folder in layout.folders:
+        results, matched = evaluate(Path(result_dir) / folder)
+        row = {"device_folder": folder, "top1": results["top1"], "top5": results["top5"], "count": results["count"]}
+        if first is None:
+            first = (results, matched)
+        else:
+            names, mine, theirs, _ = align(first[1], matched, allow_missing=False)
+            agreement = compare(names, mine, theirs)
+            row.update({"top1_agreement": agreement["top1_agreement"], "max_abs_diff": agreement["max_abs_diff"]})
+        rows.append(row)
+    results, matched = first
+    results.update({"layout": "copies", "per_device": rows})
+    return results, matched, rows
+
+
+def has_results(result_dir: str | os.PathLike, output_index: int = 0) -> bool:
+    """Whether ``result_dir`` (an existing folder) holds result files itself, not only in device folders."""
+    root = Path(result_dir)
+    return not root.is_dir() or bool(_results_in(root, output_index))
+
+
+def _results_in(root: Path, output_index: int) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for entry in os.scandir(root):
         match = _RESULT_NAME.match(entry.name)
@@ -79,8 +166,6 @@ def find_results(result_dir: str | os.PathLike, output_index: int = 0) -> dict[s
         if name in found:
             raise ResultError(f"{root} holds two results for {name}: {found[name].name} and {entry.name}")
         found[name] = Path(entry.path)
-    if not found:
-        raise ResultError(f"no result files <name>_{output_index}.bin|npy|txt in {root}")
     return found
 
 

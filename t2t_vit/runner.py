@@ -435,15 +435,26 @@ def check_inputs_match(model_path: str, files: Sequence[Path]) -> None:
                           + f" ({first} holds normalised float32 values)")
 
 
-def check_om_inputs(om_path: str, inputs: Sequence[str] | None) -> None:
-    """Refuse, before ais_bench starts, bins whose dtype the .om does not take, as its build record says (an .om
-    built by T2T_ViT_atc.sh --aipp takes uint8 bins; without, float32), or images of another size than the one it
-    was built for (the record's ``input_shape``, ``3,S,S``). Without a record nothing is checked."""
-    if not inputs:
-        return
+def check_om_inputs(om_path: str, inputs: Sequence[str] | None, dym_batch: int = 0) -> None:
+    """Refuse, before ais_bench starts, what the .om's build record (``T2T_ViT_atc.sh``) says it does not take: a
+    dynamic-batch .om (its ``dynamic_batch_sizes``) run without ``--dymBatch`` or with a batch that is not one of
+    its gears; bins of a dtype it does not take (an .om built with --aipp takes uint8 bins; without, float32), or
+    images of another size than the one it was built for (the record's ``input_shape``, ``3,S,S``). Without a
+    record nothing is checked."""
     try:
         record = json.loads(Path(f"{om_path}.json").read_text())
     except (OSError, ValueError):
+        return
+    gears = record.get("dynamic_batch_sizes") if isinstance(record, dict) else None
+    if gears:
+        listed = ",".join(map(str, gears))
+        if not dym_batch:
+            raise RunnerError(f"{om_path} is a dynamic-batch model (gears {listed}): give --dymBatch N, N one of them")
+        if dym_batch not in gears:
+            raise RunnerError(f"--dymBatch {dym_batch} is not a gear of {om_path} (built for {listed}): give one of "
+                              f"them, or rebuild with T2T_ViT_atc.sh --dynamic-batch --batch-sizes including "
+                              f"{dym_batch}")
+    if not inputs:
         return
     from t2t_vit.preprocess import bins_dtype
 

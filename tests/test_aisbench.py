@@ -347,3 +347,30 @@ def test_every_run_mode_gives_the_same_files(tmp_path, mode):
         np.testing.assert_allclose(got, direct(model, sample)[0][0], rtol=0, atol=1e-5)
     summary = json.loads((tmp_path / "out" / f"{mode}_summary.json").read_text())
     assert summary["cpu_runner"]["options"]["run_mode"] == mode
+
+
+def test_a_dynamic_batch_om_goes_to_ais_bench_with_a_gear_and_every_device(stand_in, tmp_path):
+    """T2T_ViT_atc.sh --dynamic-batch's .om: --dymBatch 4 --device 0,1 reaches ais_bench's own option table as it
+    means; no gear, or one the model was not built with, is refused before ais_bench starts."""
+    hand_over, om = stand_in
+    dynamic = om.with_name("T2T_ViT_dyn.om")
+    dynamic.write_bytes(b"om")
+    dynamic.with_name("T2T_ViT_dyn.om.json").write_text(json.dumps(
+        {"dynamic_batch_sizes": [1, 4, 8, 16, 32, 64], "batch_size": None, "input_dtype": "float32",
+         "input_shape": "3,224,224"}))
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}:{REPO_ROOT}", "AIS_BENCH_RECORD": str(tmp_path / "r.json")}
+
+    def infer(*args):
+        return subprocess.run([sys.executable, str(REPO_ROOT / "T2T_ViT_infer.py"), "--model", str(dynamic), *args],
+                              env=env, capture_output=True, text=True, cwd=tmp_path)
+
+    result = infer("--dymBatch", "4", "--device", "0,1", "--loop", "5")
+    assert result.returncode == 0, result.stderr
+    parsed = json.loads((tmp_path / "r.json").read_text())["parsed"]
+    assert parsed["model"] == str(dynamic) and parsed["dymBatch"] == 4 and parsed["device"] == [0, 1]
+    (tmp_path / "r.json").unlink()
+    for args, expected in ((["--loop", "5"], "is a dynamic-batch model (gears 1,4,8,16,32,64): give --dymBatch N"),
+                           (["--dymBatch", "2"], "--dymBatch 2 is not a gear of")):
+        result = infer(*args)
+        assert result.returncode == 1 and expected in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        assert not (tmp_path / "r.json").exists()  # ais_bench never started

@@ -147,3 +147,55 @@ def test_each_om_gets_a_build_record_that_the_main_job_accepts(workdir):
     write_tiny_onnx(workdir / "model.onnx", 232)  # the checkpoint changed and the ONNX was made again
     with pytest.raises(JobError, match="built from another ONNX"):
         om_for_batch(workdir / "om", 1, digest(workdir / "model.onnx"), keep_sha, digest)
+
+
+# An Atlas 300I Duo: two 310P3 chips behind one NPU id and Bus-Id (FACTS 12's layout).
+NPU_SMI_DUO = r"""#!/usr/bin/env bash
+cat <<'T'
++--------------------------------------------------------------------------------------------------------+
+| npu-smi 23.0.0                                   Version: 23.0.0                                       |
++-------------------------------+-----------------+------------------------------------------------------+
+| NPU     Name                  | Health          | Power(W)     Temp(C)           Hugepages-Usage(page) |
+| Chip    Device                | Bus-Id          | AICore(%)    Memory-Usage(MB)                        |
++===============================+=================+======================================================+
+| 2       310P3                 | OK              | NA           45                0     / 0             |
+| 0       0                     | 0000:01:00.0    | 0            1529 / 44280                            |
++-------------------------------+-----------------+------------------------------------------------------+
+| 2       310P3                 | OK              | NA           43                0     / 0             |
+| 1       1                     | 0000:01:00.0    | 0            1412 / 43693                            |
++===============================+=================+======================================================+
+T
+"""
+
+
+def test_dynamic_batch_builds_one_model_for_every_gear(workdir):
+    import json
+
+    (workdir / "bin" / "npu-smi").write_text(NPU_SMI_DUO)
+    result = run(workdir, "--onnx", "model.onnx", "--keep-dtype", "keep_dtype.cfg", "--batch-sizes",
+                 "1 4 8 16 32 64", "--dynamic-batch", "--out-dir", "om")
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "atc.log").read_text().splitlines() == [
+        "--framework=5 --model=model.onnx --output=om/T2T_ViT_dyn --input_format=NCHW "
+        "--input_shape=image:-1,3,224,224 --log=error --soc_version=Ascend310P3 --keep_dtype=keep_dtype.cfg "
+        "--dynamic_batch_size=1,4,8,16,32,64"]
+    record = json.loads((workdir / "om" / "T2T_ViT_dyn.om.json").read_text())
+    assert record["dynamic_batch_sizes"] == [1, 4, 8, 16, 32, 64] and record["batch_size"] is None
+    assert record["input_shape"] == "3,224,224" and record["soc_version"] == "Ascend310P3"
+    assert not list((workdir / "om").glob("T2T_ViT_bs*"))  # one build instead of six
+
+
+def test_dynamic_batch_with_aipp_takes_the_aipp_config_too(workdir):
+    result = run(workdir, "--onnx", "model.onnx", "--batch-sizes", "8 1", "--dynamic-batch", "--aipp")
+    assert result.returncode == 0, result.stderr
+    (call,) = (workdir / "atc.log").read_text().splitlines()
+    assert "--input_shape=image:-1,3,224,224" in call and call.endswith(
+        "--insert_op_conf=./aipp.cfg --dynamic_batch_size=1,8")  # gears in increasing order
+
+
+@pytest.mark.parametrize("sizes", ["8", "4 4"])
+def test_dynamic_batch_refuses_a_single_gear_in_one_line(workdir, sizes):
+    result = run(workdir, "--onnx", "model.onnx", "--batch-sizes", sizes, "--dynamic-batch")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "--dynamic-batch needs 2 to 100 batch sizes (ATC's --dynamic_batch_size gears), got 1" in result.stderr
+    assert not (workdir / "atc.log").exists()

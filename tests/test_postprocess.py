@@ -285,3 +285,65 @@ def test_unusable_inputs(tmp_path, capsys, case, pattern):
     assert run("--result-dir", result_dir, "--gt-path", gt) == 1
     error = capsys.readouterr().err
     assert pattern in error and error.count("\n") == 1 and "allow_pickle" not in error
+
+
+# ------------------------------------------------------------------------------------- ais_bench's device folders
+
+def _device_case(tmp_path, count=40, seed=5):
+    rng = np.random.default_rng(seed)
+    names = [f"ILSVRC2012_val_{index:08d}" for index in range(1, count + 1)]
+    labels = rng.integers(0, 1000, count)
+    logits = rng.standard_normal((count, 1000)).astype(np.float32)
+    right = rng.random(count) < 0.6  # about 60 % top-1 by construction
+    logits[right, labels[right]] = 10
+    gt = tmp_path / "label.npy"
+    write_labels(gt, names, labels)
+    return names, labels, logits, gt
+
+
+@pytest.mark.parametrize("folders", [("device0", "device1"), ("device0_0", "device1_1")])
+def test_device_folders_that_split_the_images_are_scored_once_as_one_set(tmp_path, folders, capsys):
+    names, labels, logits, gt = _device_case(tmp_path)
+    whole = tmp_path / "whole"
+    write_results(whole, names, logits)
+    split = tmp_path / "split"
+    cut = 21  # ais_bench gives the first len % jobs devices one file more
+    write_results(split / folders[0], names[:cut], logits[:cut])
+    write_results(split / folders[1], names[cut:], logits[cut:])
+    assert run("--result-dir", whole, "--gt-path", gt, "--results-file", tmp_path / "whole.json") == 0
+    assert run("--result-dir", split, "--gt-path", gt, "--results-file", tmp_path / "split.json") == 0
+    one, both = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("whole", "split"))
+    assert both["count"] == len(names) and both["top1"] == one["top1"] == reference_topk(logits, labels, 1)
+    assert both["layout"] == "split" and both["device_counts"] == {folders[0]: cut, folders[1]: len(names) - cut}
+    assert f"2 device folders splitting the images, scored as one set: {folders[0]} 21, {folders[1]} 19" in \
+        capsys.readouterr().out
+
+
+def test_device_folders_that_each_hold_every_image_are_scored_per_device(tmp_path, capsys):
+    names, labels, logits, gt = _device_case(tmp_path)
+    other = logits.copy()
+    flipped = int(np.argmax(logits[0]))
+    other[0, flipped] = -20  # device 1's top-1 differs on one image
+    write_results(tmp_path / "copies" / "device0_0", names, logits)
+    write_results(tmp_path / "copies" / "device1_1", names, other)
+    assert run("--result-dir", tmp_path / "copies", "--gt-path", gt, "--results-file", tmp_path / "acc.json") == 0
+    result = json.loads((tmp_path / "acc.json").read_text())
+    assert result["layout"] == "copies" and result["count"] == len(names)  # each image scored once per device
+    first, second = result["per_device"]
+    assert first["device_folder"] == "device0_0" and first["top1"] == reference_topk(logits, labels, 1)
+    assert second["device_folder"] == "device1_1" and second["top1"] == reference_topk(other, labels, 1)
+    assert second["top1_agreement"] == pytest.approx(100 * (len(names) - 1) / len(names))
+    assert second["max_abs_diff"] == pytest.approx(abs(logits[0, flipped] + 20))
+    out = capsys.readouterr().out
+    assert "2 device folders each holding every image (ais_bench without --divide_input)" in out
+    assert f"Top-1 accuracy of the model is: {first['top1']:.3f}%" in out
+
+
+def test_device_folders_that_overlap_in_part_are_refused_in_one_line(tmp_path, capsys):
+    names, _, logits, gt = _device_case(tmp_path)
+    write_results(tmp_path / "mixed" / "device0", names[:25], logits[:25])
+    write_results(tmp_path / "mixed" / "device1", names[20:], logits[20:])  # 5 images in both
+    assert run("--result-dir", tmp_path / "mixed", "--gt-path", gt, "--results-file", tmp_path / "acc.json") == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "overlap in part: device0 and device1 share 5 images" in error, error
+    assert not (tmp_path / "acc.json").exists()
