@@ -110,17 +110,29 @@ def main(argv: list[str] | None = None) -> int:
         args.backend = choose_backend(args.backend, args.precision)
         for warning in npu_only_warnings(vars(args)):
             log.warning("%s", warning)
-        if isinstance(args.device, list):
-            log.warning("--device %s: ais_bench runs one process per device; the CPU runner runs once (recorded)",
-                        ",".join(map(str, args.device)))
-        result = run_inference(args.model, args.input.split(",") if args.input else None, args.output,
-                               args.output_dirname, args.outfmt, args.dymBatch or args.batchsize, args.loop,
-                               args.warmup_count, args.backend, args.threads,
-                               progress=False if args.no_progress else None, argv=[sys.argv[0], *argv],
-                               streams=args.streams, micro_batch=args.micro_batch, pure_data_type=args.pure_data_type,
-                               output_batchsize_axis=args.output_batchsize_axis, debug=args.debug,
-                               options=vars(args), precision=args.precision, keep_dtype=args.keep_dtype,
-                               accumulate=args.npu_accumulate, resume=args.resume)
+        inputs = args.input.split(",") if args.input else None
+        common = dict(model=args.model, outfmt=args.outfmt, batchsize=args.dymBatch or args.batchsize, loop=args.loop,
+                      warmup_count=args.warmup_count, backend_name=args.backend, argv=[sys.argv[0], *argv],
+                      streams=args.streams, micro_batch=args.micro_batch, pure_data_type=args.pure_data_type,
+                      output_batchsize_axis=args.output_batchsize_axis, debug=args.debug, options=vars(args),
+                      precision=args.precision, keep_dtype=args.keep_dtype, accumulate=args.npu_accumulate,
+                      resume=args.resume)
+        if isinstance(args.device, list) and len(args.device) > 1:
+            from t2t_vit.multidevice import run_devices, summary_lines
+
+            runs = run_devices(args.device, args.divide_input, inputs, args.output, args.output_dirname,
+                               args.threads, {**common, "progress": False}, args.display_all_summary)
+            for run in runs:
+                print("\n".join(run.lines))
+                if run.summary_path is not None:
+                    print(f"[INFO] device {run.device}: {run.inputs} samples, results in {run.result_dir}, summary "
+                          f"{run.summary_path}")
+            print("\n".join(summary_lines(runs)))
+            return None
+        if args.divide_input:
+            log.warning("--divide_input goes with a --device list; one device runs every input")
+        result = run_inference(inputs=inputs, output=args.output, output_dirname=args.output_dirname,
+                               threads=args.threads, progress=False if args.no_progress else None, **common)
         for line in result.performance_lines(args.display_all_summary):
             print(line)
         if result.summary_path is not None:

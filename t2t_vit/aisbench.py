@@ -10,7 +10,7 @@ parser accepts it.
 Each option says what the CPU runner does with it:
 
 - ``implemented``: it has a meaning on the CPU and does it;
-- ``recorded``: accepted, recorded in the summary, same results (``--run_mode``, ``--device``);
+- ``recorded``: accepted, recorded in the summary, same results (``--run_mode``);
 - ``npu``: it only means something on an NPU; accepted, with one warning line that it has no effect.
 """
 
@@ -114,9 +114,9 @@ AIS_OPTIONS: tuple[AisOption, ...] = (
     AisOption(("--loop", "-l"), positive_int, 1, "implemented", "runs of each batch (default: 1)", "N"),
     AisOption(("--debug",), str2bool, False, "implemented",
               "print the model's inputs and outputs: names, shapes, dtypes (default: 0)", _B),
-    AisOption(("--device", "-d"), device_ids, 0, "recorded",
-              "NPU id 0..255, or a list 0,1 (one process per device on the NPU); the CPU runs once and records "
-              "it (default: 0)", "ID"),
+    AisOption(("--device", "-d"), device_ids, 0, "implemented",
+              "NPU id 0..255, or a list 0,1: one process per device, each with its share of the threads, each "
+              "running every input unless --divide_input (default: 0)", "ID"),
     AisOption(("--dymBatch",), _int, 0, "implemented", "the batch of a dynamic-batch model (default: 0 = "
               "--batchsize)", "N"),
     AisOption(("--dymHW",), str, None, "npu", "dynamic image size of an .om", "H,W"),
@@ -146,6 +146,9 @@ AIS_OPTIONS: tuple[AisOption, ...] = (
     AisOption(("--energy_consumption",), str2bool, False, "npu", "NPU energy figures (later ais_bench)", _B,
               later=True),
     AisOption(("--npu_id",), _int, None, "npu", "NPU id for energy figures (later ais_bench)", "ID", later=True),
+    AisOption(("--divide_input",), str2bool, False, "implemented",
+              "with a --device list: split the inputs across the devices, the first ones one more each (later "
+              "ais_bench) (default: 0)", _B, aliases=("--divide-input",), later=True),
 )
 BY_DEST = {option.dest: option for option in AIS_OPTIONS}
 

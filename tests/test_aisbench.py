@@ -201,15 +201,17 @@ def test_output_batchsize_axis_splits_along_that_axis(tmp_path):
                  tmp_path / "out2", "--output_batchsize_axis", 2) == 1
 
 
-def test_dymbatch_is_the_batch_and_device_lists_run_once(tmp_path, capsys):
+def test_dymbatch_is_the_batch_and_a_device_list_runs_one_process_per_device(tmp_path, capsys):
     model = tiny_model(tmp_path / "tiny.onnx")
     write_samples(tmp_path / "bins", [f"{i}.bin" for i in range(4)])
     assert infer("--model", model, "--input", tmp_path / "bins", "--dymBatch", 2, "--device", "0,1", "--output",
                  tmp_path / "out", "--output_dirname", "r") == 0
-    summary = json.loads((tmp_path / "out" / "r_summary.json").read_text())
-    assert summary["NPU_compute_time"]["count"] == 2 and summary["cpu_runner"]["batchsize"] == 2
-    assert summary["cpu_runner"]["options"]["device"] == [0, 1]
-    assert "--device 0,1: ais_bench runs one process per device; the CPU runner runs once" in capsys.readouterr().err
+    for index, device in enumerate((0, 1)):  # without --divide_input each device runs every input, as ais_bench
+        summary = json.loads((tmp_path / "out" / "r" / f"device{device}_{index}_summary.json").read_text())
+        assert summary["NPU_compute_time"]["count"] == 2 and summary["cpu_runner"]["batchsize"] == 2
+        assert summary["cpu_runner"]["options"]["device"] == [0, 1]
+        assert len(list((tmp_path / "out" / "r" / f"device{device}_{index}").glob("*_0.bin"))) == 4
+    assert "[INFO] summary throughput:" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------------ the hand-over

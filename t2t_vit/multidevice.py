@@ -1,0 +1,122 @@
+"""``--device 0,1`` on the CPU, as today's ais_bench does it on a card: one process per device.
+
+Each device's process gets its share of the threads and runs every input, or, with ``--divide_input``, its
+share of them (contiguous, in input order, the first ``len % devices`` devices one more each). Results go to
+``<output>/<output_dirname>/device<N>_<i>/`` and summaries to ``<output>/<output_dirname>/device<N>_<i>_summary.json``
+(``i`` is the device's position in the list), the layout ``T2T_ViT_postprocess.py`` reads. Afterwards the lines
+ais_bench prints: ``i:<i> device_<N> throughput:<x> start_time:<t0> end_time:<t1>`` per device and ``summary
+throughput:<sum>`` (a sum of per-device compute rates, not a wall-clock rate: the card's figure, never one chip's).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from t2t_vit.runner import RunnerError
+
+
+@dataclass
+class DeviceRun:
+    """What one device's process did."""
+
+    index: int
+    device: int
+    inputs: int
+    throughput: float
+    start: float
+    end: float
+    lines: list[str]
+    result_dir: str | None
+    summary_path: str | None
+
+
+def split_inputs(files: Sequence[Path], jobs: int) -> list[list[Path]]:
+    """Contiguous shares in input order, the first ``len(files) % jobs`` one file longer."""
+    size, extra = divmod(len(files), jobs)
+    shares, start = [], 0
+    for job in range(jobs):
+        end = start + size + (1 if job < extra else 0)
+        shares.append(list(files[start:end]))
+        start = end
+    return shares
+
+
+def thread_shares(threads: int, jobs: int) -> list[int]:
+    """The threads of each device's process: an even share, at least one each."""
+    size, extra = divmod(threads, jobs)
+    return [max(1, size + (1 if job < extra else 0)) for job in range(jobs)]
+
+
+def _child(queue, index: int, device: int, kwargs: dict[str, Any], display_all_summary: bool) -> None:
+    from t2t_vit import ToolkitError
+    from t2t_vit.runner import run_inference
+
+    try:
+        start = time.time()
+        result = run_inference(**kwargs)
+        queue.put((index, DeviceRun(index, device, len(result.filesinfo), result.throughput, start, time.time(),
+                                    result.performance_lines(display_all_summary),
+                                    None if result.result_dir is None else str(result.result_dir),
+                                    None if result.summary_path is None else str(result.summary_path))))
+    except ToolkitError as error:
+        queue.put((index, f"device {device}: {error}"))
+    except BaseException as error:  # noqa: BLE001 - a bug: its text goes to the parent, which fails the run
+        queue.put((index, f"device {device}: {type(error).__name__}: {error}"))
+
+
+def run_devices(devices: Sequence[int], divide: bool, inputs: Sequence[str] | None, output: str | None,
+                output_dirname: str | None, threads: int | None, run_kwargs: dict[str, Any],
+                display_all_summary: bool = False) -> list[DeviceRun]:
+    """Run ``run_inference(**run_kwargs)`` once per device, in parallel processes; return their runs in device order.
+
+    Raises:
+        RunnerError: a device's run failed (its one line), or --divide_input has fewer inputs than devices.
+    """
+    from t2t_vit.runner import list_input_files
+
+    files = list_input_files(inputs) if inputs else []
+    jobs = len(devices)
+    if divide and files and len(files) < jobs:
+        raise RunnerError(f"--divide_input: {len(files)} inputs for {jobs} devices; give at least one input a device")
+    shares = split_inputs(files, jobs) if divide and files else [files] * jobs
+    per_device = thread_shares(threads or len(os.sched_getaffinity(0)), jobs)
+    parent = None
+    if output is not None:
+        parent = str(Path(output) / (output_dirname or time.strftime("%Y_%m_%d-%H_%M_%S")))
+        Path(parent).mkdir(parents=True, exist_ok=True)
+    context = multiprocessing.get_context("fork")  # nothing heavy is loaded yet: each child opens its own backend
+    queue = context.Queue()
+    processes = []
+    for index, device in enumerate(devices):
+        kwargs = {**run_kwargs, "inputs": [str(path) for path in shares[index]] or None, "output": parent,
+                  "output_dirname": f"device{device}_{index}" if parent else None, "threads": per_device[index]}
+        process = context.Process(target=_child, args=(queue, index, device, kwargs, display_all_summary))
+        process.start()
+        processes.append(process)
+    outcomes: dict[int, Any] = {}
+    try:
+        while len(outcomes) < jobs:
+            index, outcome = queue.get()
+            outcomes[index] = outcome
+    finally:
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.terminate()
+    failures = [outcome for _, outcome in sorted(outcomes.items()) if isinstance(outcome, str)]
+    if failures:
+        raise RunnerError("; ".join(failures))
+    return [outcomes[index] for index in range(jobs)]
+
+
+def summary_lines(runs: Sequence[DeviceRun]) -> list[str]:
+    """ais_bench's closing lines of a multi-device run."""
+    lines = [f"i:{run.index} device_{run.device} throughput:{run.throughput} start_time:{run.start} "
+             f"end_time:{run.end}" for run in runs]
+    lines.append(f"[INFO] summary throughput:{sum(run.throughput for run in runs)}")
+    return lines
