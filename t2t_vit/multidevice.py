@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue as queue_module
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,15 @@ def run_devices(devices: Sequence[int], divide: bool, inputs: Sequence[str] | No
     outcomes: dict[int, Any] = {}
     try:
         while len(outcomes) < jobs:
-            index, outcome = queue.get()
+            try:
+                index, outcome = queue.get(timeout=1.0)
+            except queue_module.Empty:  # a process that ended without a word (killed, out of memory) ends the run
+                for index, process in enumerate(processes):
+                    if index not in outcomes and process.exitcode is not None and queue.empty():
+                        code = process.exitcode
+                        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+                        outcomes[index] = f"device {devices[index]}: its process ended with {how} before it reported"
+                continue
             outcomes[index] = outcome
     finally:
         for process in processes:

@@ -98,3 +98,22 @@ def test_divide_input_with_fewer_inputs_than_devices_is_one_line(bins, tmp_path,
                                "--no-progress", "-q"]) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--divide_input: 1 inputs for 3 devices" in error, error
+
+
+def test_a_device_process_that_dies_ends_the_run_in_one_line_not_a_hang(tmp_path, monkeypatch, capsys):
+    import os
+
+    from t2t_vit import multidevice
+    from test_runner import tiny_model
+
+    def killed(queue, index, device, kwargs, display_all_summary):
+        if device == 1:
+            os._exit(9)  # as the OOM killer leaves it: no word on the queue
+        queue.put((index, multidevice.DeviceRun(index, device, 0, 1.0, 0.0, 0.0, [], None, None)))
+
+    monkeypatch.setattr(multidevice, "_child", killed)  # the forked children run it
+    model = tiny_model(tmp_path / "tiny.onnx")
+    assert T2T_ViT_infer.main(["--model", str(model), "--device", "0,1", "--backend", "onnxruntime",
+                               "--no-progress", "-q"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "device 1: its process ended with exit code 9 before it reported" in error, error
