@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import subprocess
 import sys
 
@@ -107,10 +108,14 @@ def main(argv: list[str] | None = None) -> int:
                                   f"for your CANN version, or give the .onnx model to run on the CPU")
             return subprocess.run(ais_bench_command(argv)).returncode
         log = logging.getLogger("T2T_ViT_infer")
+        inputs = args.input.split(",") if args.input else None
+        if inputs and os.path.isfile(args.model):  # bins the model does not take: refused before anything is said
+            from t2t_vit.runner import check_inputs_match, list_input_files
+
+            check_inputs_match(args.model, list_input_files(inputs))
         args.backend = choose_backend(args.backend, args.precision)
         for warning in npu_only_warnings(vars(args)):
             log.warning("%s", warning)
-        inputs = args.input.split(",") if args.input else None
         common = dict(model=args.model, outfmt=args.outfmt, batchsize=args.dymBatch or args.batchsize, loop=args.loop,
                       warmup_count=args.warmup_count, backend_name=args.backend, argv=[sys.argv[0], *argv],
                       streams=args.streams, micro_batch=args.micro_batch, pure_data_type=args.pure_data_type,
