@@ -204,7 +204,7 @@ def chip_checks(environ: dict[str, str] | None = None) -> tuple[list[dict[str, s
 # ---------------------------------------------------------------------------------------------------- disk
 
 def disk_checks(data_dir: str | None, work_dir: str, img_size: int) -> list[dict[str, str]]:
-    from t2t_vit.preprocess import nearest_existing
+    from t2t_vit.preprocess import _size, nearest_existing
     from t2t_vit.sources import SourceError, images_of, open_source
 
     where = nearest_existing(Path(work_dir))
@@ -224,10 +224,6 @@ def disk_checks(data_dir: str | None, work_dir: str, img_size: int) -> list[dict
     if free < float32:
         return [row("disk", found, "warn", "enough for uint8 bins (the default) only")]
     return [row("disk", found)]
-
-
-def _size(count: int) -> str:
-    return f"{count / 1e9:.2f} GB" if count >= 1e8 else f"{count / 1e6:.1f} MB"
 
 
 def runtime_checks() -> list[dict[str, str]]:
