@@ -109,11 +109,15 @@ def main(argv: list[str] | None = None) -> int:
             return subprocess.run(ais_bench_command(argv)).returncode
         log = logging.getLogger("T2T_ViT_infer")
         inputs = args.input.split(",") if args.input else None
-        if inputs and os.path.isfile(args.model):  # bins the model does not take: refused before anything is said
-            from t2t_vit.runner import check_inputs_match, list_input_files
+        several = isinstance(args.device, list) and len(args.device) > 1
+        if several:  # chosen once, here (one run chooses its runtime after checking its bins against the model)
+            if inputs and os.path.isfile(args.model):  # bins the model does not take: refused before anything else
+                from t2t_vit.runner import check_inputs_match, list_input_files
 
-            check_inputs_match(args.model, list_input_files(inputs))
-        args.backend = choose_backend(args.backend, args.precision)
+                check_inputs_match(args.model, list_input_files(inputs))
+            args.backend = choose_backend(args.backend, args.precision)
+        elif args.backend is not None:
+            choose_backend(args.backend, args.precision)  # a runtime asked for but not installed: said first
         for warning in npu_only_warnings(vars(args)):
             log.warning("%s", warning)
         common = dict(model=args.model, outfmt=args.outfmt, batchsize=args.dymBatch or args.batchsize, loop=args.loop,
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                       output_batchsize_axis=args.output_batchsize_axis, debug=args.debug, options=vars(args),
                       precision=args.precision, keep_dtype=args.keep_dtype, accumulate=args.npu_accumulate,
                       resume=args.resume)
-        if isinstance(args.device, list) and len(args.device) > 1:
+        if several:
             from t2t_vit.multidevice import run_devices, summary_lines
 
             runs = run_devices(args.device, args.divide_input, inputs, args.output, args.output_dirname,

@@ -20,6 +20,12 @@ bins; a transformer-token variant has one form, WORK/t2t_vit_t_14[_uint8].onnx);
 WORK/acc_bs<N>.json); the throughput per batch size from pure inference (WORK/perf/bs<N>_summary.json). The tables go to stdout,
 WORK/eval_summary.json and WORK/eval_summary.png.
 
+With --device 0,1 every pass uses each listed chip (one ais_bench for today's, which splits the bins with
+--divide_input; one per chip, each with its share, for older ones), or on the CPU one process per device; results go
+to WORK/result/bs<N>/device<N>_<i>/, and throughput is per device and per card (their sum). WORK/om/T2T_ViT_dyn.om
+(T2T_ViT_atc.sh --dynamic-batch) serves every batch size with --dymBatch N; a batch size that is not one of its
+gears is refused before anything runs. With --om-dir or --device, T2T_ViT_doctor.py's host checks run first.
+
 On the CPU the logits do not depend on the batch size, so accuracy is measured once (at the largest
 batch size, or --accuracy-batch N; --accuracy-all runs every batch size). With ais_bench installed and
 WORK/om/T2T_ViT_bs<N>.om built by T2T_ViT_atc.sh from WORK's sum export (with --aipp for uint8 bins),
@@ -43,6 +49,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -128,7 +135,7 @@ def stamp_mismatch(recorded: dict[str, Any] | None, key: dict[str, Any]) -> str:
     return f"made with another {', '.join(changed)}" if changed else ""
 
 
-_KEY_WORDS = {"variant": "variant", "model_sha256": "model file (its SHA-256 differs)", "bins": "set of bins, labels or data source",
+_KEY_WORDS = {"devices": "--device list", "variant": "variant", "model_sha256": "model file (its SHA-256 differs)", "bins": "set of bins, labels or data source",
               "runner": "runner", "batch": "batch size", "loop": "--loop", "threads": "--threads",
               "machine": "machine", "kind": "kind of pass", "keep_dtype_sha256": "keep_dtype.cfg"}
 
@@ -160,6 +167,13 @@ class JobOptions:
     allow_constant: bool = False  # score result sets that are mostly constant or one same vector (t2t_vit.metrics)
     model: str | None = None  # --model: the variant the checkpoint must be (the demo's variant)
     spec: Any = None  # the variant (t2t_vit.variants.VariantSpec), read from the checkpoint by check_inputs
+    devices: list[int] | None = None  # --device: the chips (or, on the CPU, device processes) every pass uses
+    multi_device: str | None = None  # how the installed ais_bench runs a device list (t2t_vit.doctor)
+
+    @property
+    def device_list(self) -> list[int] | None:
+        """The devices of a multi-device run (two or more), else None."""
+        return list(self.devices) if self.devices and len(self.devices) > 1 else None
 
 
 @dataclass
@@ -334,23 +348,59 @@ def write_keep_dtype_cfg(sum_onnx: Path, cfg_path: Path) -> None:
     print(f"wrote {cfg_path}: {describe(subgraphs)}")
 
 
+DYNAMIC_OM = "T2T_ViT_dyn.om"  # T2T_ViT_atc.sh --dynamic-batch: one .om for every gear
+
+
+def dynamic_gears(om_dir: Path) -> list[int] | None:
+    """The gears of the dynamic-batch .om in ``om_dir`` (its build record's ``dynamic_batch_sizes``), or None when
+    there is none."""
+    om = om_dir / DYNAMIC_OM
+    if not om.is_file():
+        return None
+    record = read_json(om_dir / f"{DYNAMIC_OM}.json")
+    gears = (record or {}).get("dynamic_batch_sizes")
+    if not gears:
+        raise JobError(f"{om} has no build record listing its gears ({DYNAMIC_OM}.json from T2T_ViT_atc.sh "
+                       f"--dynamic-batch), so nothing shows which batch sizes it takes; rebuild it, or remove it")
+    return [int(gear) for gear in gears]
+
+
+def check_gears(om_dir: Path, batch_sizes: list[int], rebuild_hint: str = "") -> list[int] | None:
+    """Refuse, before anything runs, batch sizes that the dynamic-batch .om in ``om_dir`` has no gear for."""
+    gears = dynamic_gears(om_dir)
+    if gears is None:
+        return None
+    outside = [batch for batch in batch_sizes if batch not in gears]
+    if outside:
+        inside = [batch for batch in batch_sizes if batch in gears]
+        listed = " ".join(map(str, gears))
+        raise JobError(f"{om_dir / DYNAMIC_OM} was built for the batch sizes {listed}; batch size "
+                       f"{', '.join(map(str, outside))} is not one of its gears: give --batch-sizes "
+                       f"'{' '.join(map(str, inside)) or listed}', or rebuild it with T2T_ViT_atc.sh --dynamic-batch "
+                       f"--batch-sizes '{' '.join(map(str, sorted(set(gears) | set(outside))))}'{rebuild_hint}")
+    return gears
+
+
 def om_for_batch(om_dir: Path, batch: int, sum_onnx_sha: str, keep_dtype_sha: str, digest: Digests,
                  dtype: str = "float32", sum_onnx: Path | None = None, keep_dtype: Path | None = None,
                  img_size: int = 224) -> Path | None:
-    """The .om to run at ``batch`` on the NPU, or None when there is none (the CPU runner is used).
+    """The .om to run at ``batch`` on the NPU, or None when there is none (the CPU runner is used): the
+    dynamic-batch T2T_ViT_dyn.om when it is there (``batch`` must be one of its gears), else T2T_ViT_bs<N>.om.
 
     An .om is used only when the record T2T_ViT_atc.sh wrote beside it says it was built from this
     sum export and keep_dtype.cfg for bins of ``dtype`` (uint8: with --aipp), and the .om is the file
     that was built then.
     """
-    om = om_dir / f"T2T_ViT_bs{batch}.om"
+    gears = check_gears(om_dir, [batch])
+    om = om_dir / (DYNAMIC_OM if gears else f"T2T_ViT_bs{batch}.om")
     if not om.is_file():
         return None
-    record = read_json(om_dir / f"T2T_ViT_bs{batch}.om.json")
+    record = read_json(om_dir / f"{om.name}.json")
+    sizes = f"--dynamic-batch --batch-sizes '{' '.join(map(str, gears))}'" if gears else f"--batch-sizes {batch}"
     rebuild = (f"rebuild it: bash T2T_ViT_atc.sh --onnx {sum_onnx or '<WORK>/t2t_vit_14_sum.onnx'} --keep-dtype "
                f"{keep_dtype or '<WORK>/t2t_vit_14_keep_dtype.cfg'} "
-               f"--out-dir {om_dir} --batch-sizes {batch}{' --aipp' if dtype == 'uint8' else ''} (or remove it to "
-               f"run this batch size on the CPU)")
+               f"--out-dir {om_dir} {sizes}{' --aipp' if dtype == 'uint8' else ''} (or remove it to "
+               f"run {'these batch sizes' if gears else 'this batch size'} on the CPU)")
     if record is None:
         raise JobError(f"{om} has no build record ({om.name}.json from T2T_ViT_atc.sh), so nothing shows which "
                        f"model it holds; {rebuild}")
@@ -394,7 +444,7 @@ def plan_passes(options: JobOptions, models: dict[int, tuple[Path, str]], bins_d
     for batch in accuracy_batches:
         model, runner = models[batch]
         key = {"kind": "accuracy", "variant": options.spec.name, "model_sha256": digest(model), "runner": runner,
-               "batch": batch, "bins": bins}
+               "batch": batch, "bins": bins, "devices": stamp_devices(options, runner)}
         accuracy.append(Pass("accuracy", batch, model, runner, key, work / "result" / f"bs{batch}{STAMP_SUFFIX}",
                              image_count))
     if emulate is not None:  # once: on the CPU the logits do not depend on the batch size
@@ -409,7 +459,8 @@ def plan_passes(options: JobOptions, models: dict[int, tuple[Path, str]], bins_d
         model, runner = models[batch]
         key = {"kind": "throughput", "variant": options.spec.name, "model_sha256": digest(model), "runner": runner,
                "batch": batch,
-               "loop": options.loop, "threads": options.threads, "machine": machine_id}
+               "loop": options.loop, "threads": options.threads, "machine": machine_id,
+               "devices": stamp_devices(options, runner)}
         throughput.append(Pass("throughput", batch, model, runner, key, work / "perf" / f"bs{batch}{STAMP_SUFFIX}",
                                batch * (options.loop + warmup)))
     for item in accuracy + throughput:
@@ -419,16 +470,26 @@ def plan_passes(options: JobOptions, models: dict[int, tuple[Path, str]], bins_d
     return accuracy, throughput
 
 
+def stamp_devices(options: JobOptions, runner: str) -> list[int] | None:
+    """The devices a pass's stamp records: None for one device (the CPU, or chip 0 on the NPU), else the list."""
+    devices = options.device_list or (options.devices if runner == "ais_bench" and options.devices != [0] else None)
+    return list(devices) if devices else None
+
+
 def run_pass(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -> dict[str, Any]:
     """Run one pass, then stamp it; returns its summary JSON. Its stamp and summary are removed first. A CPU
     accuracy pass resumes (the runner keeps what an interrupted run of the same pass wrote whole); any other
-    pass starts from an empty folder."""
+    pass starts from an empty folder. With several devices every device writes its own folder in
+    ``<folder>/<dirname>/`` (ais_bench's ``device<N>_<i>/``) and the pass's summary gathers theirs."""
     folder = options.work_dir / item.folder
     result_dir, summary_path = folder / item.dirname, folder / f"{item.dirname}_summary.json"
     resume = item.runner != "ais_bench" and item.kind != "throughput"
+    devices = options.device_list
     remove_if_present(item.stamp)  # an interrupted redo never leaves a valid-looking stamp
     if not resume:
         shutil.rmtree(result_dir, ignore_errors=True)
+    else:
+        clear_other_layout(result_dir, devices)
     remove_if_present(summary_path)
     folder.mkdir(parents=True, exist_ok=True)
     loop, warmup = (options.loop, 1) if item.kind == "throughput" else (1, 1)  # warm, so the estimate is fair
@@ -436,43 +497,171 @@ def run_pass(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -
     arguments = ["--model", str(item.model), *(["--input", inputs[0]] if inputs else []),
                  "--output", str(folder), "--output_dirname", item.dirname, "--outfmt", "BIN", "--batchsize",
                  str(item.batch), "--loop", str(loop), "--warmup_count", str(warmup)]
+    wall = None
     if item.runner == "ais_bench":
-        command = [sys.executable, "-m", "ais_bench", *arguments]
-        print(" ".join(command), flush=True)
-        if subprocess.run(command).returncode != 0:
-            raise JobError(f"ais_bench failed on {item.model} at batch {item.batch} (its messages are above)")
+        run_ais_bench(item, options, arguments, bins_dir if inputs else None, folder)
     else:
-        run_on_cpu(item, options, arguments, state, resume)
+        wall = run_on_cpu(item, options, arguments, state, resume)
     state.images_inferred += item.images
+    from t2t_vit.provenance import now, write_json
+
+    if devices:
+        write_json(summary_path, device_summary(result_dir, devices, wall, item.runner))
     summary = read_json(summary_path)
     if summary is None:
         raise JobError(f"{item.runner} wrote no summary {summary_path}")
-    from t2t_vit.provenance import now, write_json
-
     item.ran = True
     write_json(item.stamp, {**item.key, "date": now()})  # the date is not part of the key: it marks reused figures
     return summary
 
 
-def run_on_cpu(item: Pass, options: JobOptions, arguments: list[str], state: JobState, resume: bool) -> None:
-    """One pass in this process, as `T2T_ViT_infer.py <the same arguments> --backend B [--resume]` would run it."""
-    from t2t_vit.runner import run_inference
+_DEVICE_ENTRY = re.compile(r"^device\d+(?:_\d+)?(?:_summary\.json|_resume\.json)?$")  # a device's folder or files
+
+
+def clear_other_layout(result_dir: Path, devices: list[int] | None) -> None:
+    """Before a resumed pass: remove what a pass of the other layout left (one device's results at the top of
+    ``result_dir``, or device folders and files, or another device list's), which would be read with this pass's."""
+    if not result_dir.is_dir():
+        return
+    keep = {name + suffix for name in device_folders(devices or []) for suffix in ("", "_summary.json", "_resume.json")}
+    for entry in os.scandir(result_dir):
+        device_entry = bool(_DEVICE_ENTRY.match(entry.name))
+        if (devices and not device_entry and entry.is_file()) or (device_entry and entry.name not in keep):
+            shutil.rmtree(entry.path) if entry.is_dir() else os.unlink(entry.path)
+
+
+def device_folders(devices: list[int]) -> list[str]:
+    """ais_bench's folder of each device of a list (today's layout; the job lays older ones out the same)."""
+    return [f"device{device}_{index}" for index, device in enumerate(devices)]
+
+
+def device_summary(result_dir: Path, devices: list[int], wall: float | None, runner: str) -> dict[str, Any]:
+    """The pass's summary from its devices': ``throughput`` the card's figure (the sum of each device's compute
+    rate, as ais_bench's ``summary throughput``), ``per_device`` each one's, ``wall_images_per_s`` the
+    devices together per wall-clock second where it was measured (the CPU runner; None for ais_bench)."""
+    per_device, means = [], []
+    for name, device in zip(device_folders(devices), devices):
+        path = result_dir / f"{name}_summary.json"
+        summary = read_json(path)
+        if summary is None or "throughput" not in summary:
+            raise JobError(f"{runner} wrote no summary {path} for device {device}")
+        per_device.append({"device": device, "images_per_s": float(summary["throughput"])})
+        means.append(float(summary["NPU_compute_time"]["mean"]))
+    return {"throughput": sum(entry["images_per_s"] for entry in per_device), "per_device": per_device,
+            "NPU_compute_time": {"mean": sum(means) / len(means)}, "wall_images_per_s": wall, "devices": devices,
+            "note": "throughput: the card's figure, the sum of each device's 1000 x batch / mean compute time (as "
+                    "ais_bench's summary throughput); one chip's figure is in per_device"}
+
+
+def run_ais_bench(item: Pass, options: JobOptions, arguments: list[str], bins_dir: Path | None,
+                  folder: Path) -> None:
+    """Run a pass through ais_bench: one process for one device or for an ais_bench that splits a device list
+    itself (--divide_input); else one ais_bench per chip, each with its share of the bins and its own folder."""
+    processes: list[subprocess.Popen] = []
+    failed = []
+    try:
+        commands = ais_bench_commands(item, options, arguments, bins_dir, folder)
+        for command in commands:
+            print(" ".join(command), flush=True)
+            processes.append(subprocess.Popen(command))
+        for command, process in zip(commands, processes):
+            if process.wait() != 0:
+                failed.append(command[command.index("--device") + 1] if "--device" in command else "0")
+    finally:
+        for process in processes:  # interrupted, or a command that would not start: no chip is left running
+            if process.poll() is None:
+                process.terminate()
+                process.wait()
+        shutil.rmtree(folder / f".{item.dirname}_inputs", ignore_errors=True)
+    if failed:
+        where = f" (device {', '.join(failed)})" if len(commands) > 1 else ""
+        raise JobError(f"ais_bench failed on {item.model} at batch {item.batch}{where} (its messages are above)")
+
+
+def ais_bench_commands(item: Pass, options: JobOptions, arguments: list[str], bins_dir: Path | None,
+                       folder: Path) -> list[list[str]]:
+    """The ais_bench command lines of a pass. A dynamic-batch .om gets the gear (--dymBatch). A device list goes
+    whole to an ais_bench with --divide_input (it splits the inputs into device<N>_<i>/); an older one, which runs
+    every input on every chip into one folder or splits into device<N>/, gets one command per chip instead: the
+    chip's share of the bins (links in a folder beside the results) and --output_dirname device<N>_<i> in the
+    pass's folder, the layout today's ais_bench writes."""
+    base = [sys.executable, "-m", "ais_bench"]
+    gear = ["--dymBatch", str(item.batch)] if item.model.name == DYNAMIC_OM else []
+    devices = options.device_list
+    if devices is None:
+        one = options.devices[0] if options.devices else 0
+        return [[*base, *arguments, *gear, *(["--device", str(one)] if one else [])]]
+    if options.multi_device == "divide_input":
+        divide = ["--divide_input", "true"] if bins_dir is not None else []
+        return [[*base, *arguments, *gear, "--device", ",".join(map(str, devices)), *divide]]
+    given = dict(zip(arguments[::2], arguments[1::2]))
+    files = sorted(bins_dir.glob("*.bin")) if bins_dir is not None else []
+    if bins_dir is not None and len(files) < len(devices):
+        raise JobError(f"{len(files)} bins for {len(devices)} devices: give at least one image a device")
+    from t2t_vit.multidevice import split_inputs
+
+    shares = split_inputs(files, len(devices)) if files else [[]] * len(devices)
+    commands = []
+    for name, device, share in zip(device_folders(devices), devices, shares):
+        inputs = []
+        if share:
+            share_dir = folder / f".{item.dirname}_inputs" / name
+            share_dir.mkdir(parents=True, exist_ok=True)
+            for path in share:
+                (share_dir / path.name).symlink_to(path.resolve())
+            inputs = ["--input", str(share_dir)]
+        rest = [value for pair in given.items() if pair[0] not in ("--model", "--input", "--output", "--output_dirname")
+                for value in pair]
+        commands.append([*base, "--model", given["--model"], *inputs, "--output", str(folder / item.dirname),
+                         "--output_dirname", name, *rest, *gear, "--device", str(device)])
+    return commands
+
+
+def run_on_cpu(item: Pass, options: JobOptions, arguments: list[str], state: JobState, resume: bool) -> float | None:
+    """One pass in this process, as `T2T_ViT_infer.py <the same arguments> --backend B [--resume]` would run it;
+    with several devices, one process per device as `... --device 0,1 --divide_input true` runs it (returns the
+    devices' images per wall-clock second together; else None)."""
+    from t2t_vit.runner import RunnerError, run_inference
 
     emulation = item.kind == "emulation"
     precision = ["--precision", "npu-fp16", "--keep-dtype", str(item.keep_dtype)] if emulation else []
     argv = ["T2T_ViT_infer.py", *arguments, "--backend", item.runner, *precision, *(["--resume"] if resume else [])]
     given = dict(zip(arguments[::2], arguments[1::2]))
-    result = run_inference(given["--model"], [given["--input"]] if "--input" in given else None, given["--output"],
-                           given["--output_dirname"], "BIN", item.batch, int(given["--loop"]),
-                           int(given["--warmup_count"]), item.runner, options.threads, progress=options.progress,
-                           on_progress=state.on_progress, argv=argv,
-                           options={"job": "T2T_ViT_eval.sh", "kind": item.kind, "batch": item.batch,
-                                    "threads": options.threads},
-                           precision="npu-fp16" if emulation else "fp32",
-                           keep_dtype=str(item.keep_dtype) if emulation else None, resume=resume)
+    run = dict(model=given["--model"], outfmt="BIN", batchsize=item.batch, loop=int(given["--loop"]),
+               warmup_count=int(given["--warmup_count"]), backend_name=item.runner,
+               options={"job": "T2T_ViT_eval.sh", "kind": item.kind, "batch": item.batch, "threads": options.threads,
+                        "devices": options.device_list},
+               precision="npu-fp16" if emulation else "fp32", keep_dtype=str(item.keep_dtype) if emulation else None,
+               resume=resume)
+    inputs = [given["--input"]] if "--input" in given else None
+    devices = options.device_list
+    if devices:
+        from t2t_vit.multidevice import run_devices, wall_rate
+
+        divide = ["--divide_input", "true"] if inputs else []
+        argv += ["--device", ",".join(map(str, devices)), *divide]
+        try:
+            runs = run_devices(devices, bool(inputs), inputs, given["--output"], given["--output_dirname"],
+                               options.threads, {**run, "argv": argv, "progress": False}, start_method="spawn")
+        except RunnerError as error:
+            raise JobError(f"{item.kind} at batch {item.batch} on devices {','.join(map(str, devices))}: {error}") \
+                from error
+        wall = wall_rate(runs)
+        for device_run in runs:
+            images = device_run.inputs if inputs else device_run.timed_samples
+            print(f"device {device_run.device}: {images} images, {device_run.throughput:.1f} "
+                  f"images/s ({Path(device_run.result_dir).name if device_run.result_dir else 'no output'})")
+        print(f"{item.kind} at batch {item.batch} on {len(devices)} devices: {sum(r.throughput for r in runs):.1f} "
+              f"images/s summed over the devices (ais_bench's summary throughput), {wall or 0:.1f} images/s of wall "
+              f"clock together")
+        return wall
+    result = run_inference(inputs=inputs, output=given["--output"], output_dirname=given["--output_dirname"],
+                           threads=options.threads, progress=options.progress, on_progress=state.on_progress,
+                           argv=argv, **run)
     runner = (read_json(result.summary_path) or {}).get("cpu_runner", {})
     computed = runner.get("resume", {}).get("computed_samples", item.images)
     print(pass_summary(item, result.compute_ms, result.throughput, computed))
+    return None
 
 
 def pass_summary(item: Pass, compute_ms: list[float], throughput: float, computed: int) -> str:
@@ -619,7 +808,11 @@ def run_job(options: JobOptions) -> dict[str, Any]:
 
         options.spec = options.spec or by_name(options.model or "t2t_vit_14")
         check_demo_room(options.work_dir)
+    if options.devices or options.om_dir is not None:
+        check_host(options)
     discovery = None if options.demo else check_inputs(options)  # a refused input leaves no work dir behind
+    if importlib.util.find_spec("ais_bench") is not None:  # a batch size the dynamic .om lacks: refused now
+        check_gears(JobPaths.of(options).om_dir, options.batch_sizes)
     with exclusive_lock(options.work_dir, "--work-dir"):
         if options.demo:
             (options.work_dir / DEMO_MARKER).write_text(
@@ -638,6 +831,37 @@ def run_job(options: JobOptions) -> dict[str, Any]:
         state.timed(f"export {options.spec.name} ({forms})", lambda: export_all(options, paths, digest))
         models = choose_runners(options, paths, digest)
         return run_passes(options, paths, models, state, digest)
+
+
+def check_host(options: JobOptions) -> None:
+    """With --om-dir or --device: T2T_ViT_doctor.py's checks first, its table printed. A blocker stops the job
+    before anything is made, except on a host without CANN given only --device, which runs on the CPU, one process
+    per device. The devices must be chips npu-smi lists; the installed ais_bench's multi-device behaviour is kept
+    for the passes."""
+    from t2t_vit import doctor
+
+    print("== host check (T2T_ViT_doctor.py)")
+    report = doctor.diagnose(None, str(options.work_dir))
+    print("\n".join(doctor.table(report["checks"])))
+    options.multi_device = (report.get("ais_bench") or {}).get("multi_device")
+    devices = ",".join(map(str, options.devices or [0]))
+    if not report["ready"]:
+        blocker = report["first_blocker"]
+        if not report["cann"] and options.om_dir is None:
+            print(f"no CANN here: the NPU flow cannot run on this host; --device {devices} runs on the CPU, one "
+                  f"process per device with its share of the cores, as ais_bench runs one per chip")
+            return
+        asked = " and ".join(flag for flag, given in (("--om-dir", options.om_dir is not None),
+                                                      ("--device", bool(options.devices))) if given)
+        raise JobError(f"the NPU flow cannot run here: {blocker['check']}: {blocker['found']}; fix: {blocker['fix']} "
+                       f"(T2T_ViT_doctor.py shows every check; leave out {asked} to run on the CPU)")
+    chips = [chip["device"] for chip in report["chips"]]
+    missing = [device for device in options.devices or [] if device not in chips]
+    if missing:
+        raise JobError(f"--device {devices}: npu-smi lists no chip with logical id {', '.join(map(str, missing))} "
+                       f"(the chips here: --device {','.join(map(str, chips))})")
+    print(f"the NPU flow can run: --soc-version {report['soc_version']}, chips {','.join(map(str, chips))}; this run "
+          f"uses --device {devices}")
 
 
 def export_all(options: JobOptions, paths: JobPaths, digest: Digests) -> None:
@@ -721,6 +945,9 @@ def build_summary(options: JobOptions, models: dict[int, tuple[Path, str]], accu
                      "compute_ms_mean": perf[batch]["NPU_compute_time"]["mean"], "runner": runner,
                      "model": str(model), "accuracy_reused_from": accuracy_reused.get(measured_at),
                      "throughput_reused_from": throughput_reused.get(batch)})
+        if perf[batch].get("per_device"):  # the card: images_per_s is the sum of the devices' figures
+            rows[-1].update(per_device=perf[batch]["per_device"],
+                            wall_images_per_s=perf[batch].get("wall_images_per_s"))
     if options.accuracy_all:
         accuracy_note = "accuracy measured at every batch size"
     elif cpu_pass is not None:
@@ -736,6 +963,7 @@ def build_summary(options: JobOptions, models: dict[int, tuple[Path, str]], accu
             "checkpoint_sha256": digest(options.pth_path) if digest is not None else None,
             "data_dir": str(options.data_dir), "data_coverage": manifest.get("coverage", ""),
             "demo": options.demo, "note": DEMO_NOTE if options.demo else "",
+            "devices": options.device_list,
             "stage_seconds": stage_seconds, "date": now(), "machine": machine(), "versions": versions()}
 
 
@@ -802,6 +1030,15 @@ def _batch_sizes(text: str) -> list[int]:
     return list(dict.fromkeys(sizes))
 
 
+def _devices(text: str) -> list[int]:
+    parts = [part.strip() for part in text.split(",")]
+    if not parts or not all(part.isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a list of device ids (e.g. --device 0,1)")
+    if len(set(parts)) != len(parts):
+        raise argparse.ArgumentTypeError(f"'{text}' names a device twice")
+    return [int(part) for part in parts]
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
@@ -809,7 +1046,6 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from t2t_vit.backends import BACKENDS, DEFAULT_BACKEND
     from t2t_vit.variants import NAMES
 
     parser = cli.make_parser(__doc__)
@@ -832,8 +1068,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--work-dir", type=Path, default=Path("work"), metavar="DIR",
                      help="where every file goes (default: work)")
     run.add_argument("--om-dir", type=Path, metavar="DIR",
-                     help="offline models T2T_ViT_bs<N>.om for ais_bench (default: WORK/om for T2T-ViT-14, "
-                          "WORK/om_<variant> for the others)")
+                     help="offline models for ais_bench: T2T_ViT_dyn.om (T2T_ViT_atc.sh --dynamic-batch, one for every "
+                          "gear, run with --dymBatch N) or T2T_ViT_bs<N>.om; given, the host check runs first "
+                          "(default: WORK/om for T2T-ViT-14, WORK/om_<variant> for the others)")
+    run.add_argument("--device", type=_devices, metavar="0,1",
+                     help="the chips every pass uses (npu-smi's logical ids; an Atlas 300I Duo has two): one process "
+                          "per chip, each image scored once; on the CPU, one process per device with its share of the "
+                          "cores. Throughput is then per chip and per card (their sum). Runs the host check first "
+                          "(default: one device, 0)")
     run.add_argument("--accuracy-batch", type=_positive, metavar="N",
                      help="CPU: the batch size of the one accuracy pass (default: the largest of --batch-sizes)")
     run.add_argument("--accuracy-all", action="store_true",
@@ -855,14 +1097,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="leave undecodable images out (listed in the bins' manifest) instead of stopping")
     run.add_argument("--workers", type=int, metavar="N",
                      help="preprocess processes, 0 = in this process (default: the usable cores)")
+    add_cpu_arguments(parser)
+    cli.add_verbosity(parser)
+    return parser
+
+
+def add_cpu_arguments(parser: argparse.ArgumentParser) -> None:
+    from t2t_vit.backends import BACKENDS, DEFAULT_BACKEND
+
     cpu = parser.add_argument_group("CPU runner")
     cpu.add_argument("--backend", choices=BACKENDS,
                      help=f"CPU runtime (default: {DEFAULT_BACKEND}; onnxruntime on aarch64 or where only it is "
                           f"installed)")
     cpu.add_argument("--threads", type=_positive, metavar="N", help="runtime threads (default: the usable cores)")
     cpu.add_argument("--no-progress", action="store_true", help="no progress bars or progress lines")
-    cli.add_verbosity(parser)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -888,7 +1136,7 @@ def main(argv: list[str] | None = None) -> int:
                          accuracy_all=args.accuracy_all, skip_bad=args.skip_bad, workers=args.workers,
                          threads=args.threads, progress=False if args.no_progress else None,
                          emulate_npu=args.emulate_npu, dtype=args.dtype, allow_constant=args.allow_constant,
-                         model=args.model)
+                         model=args.model, devices=args.device)
     if args.demo:
         from t2t_vit.variants import by_name
 

@@ -4,7 +4,9 @@ It presents what :func:`t2t_vit.evaljob.build_summary` measured, and imports not
 
 ``eval_summary.json`` holds ``rows`` (one per batch size: ``batch_size``, ``top1``, ``top5``, ``count``,
 ``accuracy_batch_size`` (the batch size the accuracy was measured at), ``images_per_s``,
-``compute_ms_mean``, ``runner``, ``accuracy_reused_from`` and ``throughput_reused_from``: the date of the earlier run
+``compute_ms_mean``, ``runner``, with --device 0,1 ``per_device`` (``[{"device": N, "images_per_s": x}]``; then
+``images_per_s`` is the card's figure, their sum) and ``wall_images_per_s`` (null where not measured),
+``accuracy_reused_from`` and ``throughput_reused_from``: the date of the earlier run
 a figure was reused from, or null when this run measured it), ``accuracy_note``, ``npu_emulation`` (with --emulate-npu), ``bins_dtype``,
 ``cpu_onnx``, ``model`` (the variant: ``model`` its name, ``tokens_type``, ``embed_dim``, ``depth``, ``img_size``),
 ``checkpoint`` and ``checkpoint_sha256``, ``data_coverage`` (what part of the labelled images the data
@@ -58,12 +60,36 @@ def markdown_tables(summary: dict[str, Any]) -> str:
                           f"kept: " + (f"the first non-finite value comes from {origin['node']} ({origin['op_type']})"
                                        + (f": {'; '.join(origin['inputs'])}" if origin["inputs"] else "")
                                        if origin else "every emulated value stays finite")]
-    lines += ["", "| batch size | images/s | ms per batch | runner | measured |", "|---|---|---|---|---|"]
-    lines += [f"| {r['batch_size']} | {r['images_per_s']:.1f} | {r['compute_ms_mean']:.1f} | {r['runner']} | "
-              f"{when(r.get('throughput_reused_from'))} |" for r in rows]
+    if any(r.get("per_device") for r in rows):
+        lines += ["", *device_table(rows)]
+    else:
+        lines += ["", "| batch size | images/s | ms per batch | runner | measured |", "|---|---|---|---|---|"]
+        lines += [f"| {r['batch_size']} | {r['images_per_s']:.1f} | {r['compute_ms_mean']:.1f} | {r['runner']} | "
+                  f"{when(r.get('throughput_reused_from'))} |" for r in rows]
     lines += ["", "images/s: pure inference (no file reading or writing), 1000 x batch size / mean time of one batch, "
                   "as ais_bench computes it"]
     return "\n".join(lines)
+
+
+def device_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The throughput of a multi-device run: each chip's figure (what a per-chip table such as the seed's FPS
+    compares with) and the card's, their sum (ais_bench's summary throughput), with the wall-clock rate beside."""
+    devices = [entry["device"] for entry in rows[0]["per_device"]]
+    heads = " | ".join(f"device {device} images/s (one chip)" for device in devices)
+    lines = [f"| batch size | {heads} | card images/s (sum of {len(devices)}) | wall-clock images/s together | "
+             f"ms per batch (per chip) | runner | measured |", "|---" * (len(devices) + 6) + "|"]
+    for r in rows:
+        figures = {entry["device"]: entry["images_per_s"] for entry in r.get("per_device") or []}
+        cells = " | ".join(f"{figures[device]:.1f}" if device in figures else "-" for device in devices)
+        wall = r.get("wall_images_per_s")
+        lines.append(f"| {r['batch_size']} | {cells} | {r['images_per_s']:.1f} | "
+                     f"{'not measured' if wall is None else f'{wall:.1f}'} | {r['compute_ms_mean']:.1f} | {r['runner']} "
+                     f"| {when(r.get('throughput_reused_from'))} |")
+    lines += ["", f"card images/s: the sum of each device's rate over {len(devices)} devices, as ais_bench's summary "
+                  f"throughput; compare one chip's column, not the card's, with a per-chip table (the seed's FPS is per "
+                  f"chip). Wall-clock: every timed image over the span of all devices' timed runs (measured by the CPU "
+                  f"runner; ais_bench reports none)"]
+    return lines
 
 
 def stage_table(stage_seconds: dict[str, float]) -> str:
@@ -84,7 +110,14 @@ def figure_of(rows: list[dict[str, Any]], title: str) -> Any:
 
     sizes = [row["batch_size"] for row in rows]
     figure, (speed, accuracy) = plt.subplots(1, 2, figsize=(10, 4))
-    speed.plot(sizes, [row["images_per_s"] for row in rows], marker="o")
+    multi = bool(rows[0].get("per_device"))
+    speed.plot(sizes, [row["images_per_s"] for row in rows], marker="o",
+               label=f"card (sum of {len(rows[0]['per_device'])} devices)" if multi else None)
+    if multi:
+        for index, entry in enumerate(rows[0]["per_device"]):
+            speed.plot(sizes, [row["per_device"][index]["images_per_s"] for row in rows], marker=".", linestyle="--",
+                       label=f"device {entry['device']} (one chip)")
+        speed.legend(loc="lower right")
     speed.set_xscale("log", base=2)
     speed.set_xticks(sizes, [str(size) for size in sizes])
     speed.set_ylim(bottom=0)  # from zero, so run-to-run noise does not look like a trend

@@ -34,6 +34,8 @@ class DeviceRun:
     lines: list[str]
     result_dir: str | None
     summary_path: str | None
+    timed_span: tuple[float, float] | None = None  # epoch seconds of its timed runs (t2t_vit.runner.RunResult)
+    timed_samples: int = 0
 
 
 def split_inputs(files: Sequence[Path], jobs: int) -> list[list[Path]]:
@@ -63,7 +65,8 @@ def _child(queue, index: int, device: int, kwargs: dict[str, Any], display_all_s
         queue.put((index, DeviceRun(index, device, len(result.filesinfo), result.throughput, start, time.time(),
                                     result.performance_lines(display_all_summary),
                                     None if result.result_dir is None else str(result.result_dir),
-                                    None if result.summary_path is None else str(result.summary_path))))
+                                    None if result.summary_path is None else str(result.summary_path),
+                                    result.timed_span, result.timed_samples)))
     except ToolkitError as error:
         queue.put((index, f"device {device}: {error}"))
     except BaseException as error:  # noqa: BLE001 - a bug: its text goes to the parent, which fails the run
@@ -72,8 +75,10 @@ def _child(queue, index: int, device: int, kwargs: dict[str, Any], display_all_s
 
 def run_devices(devices: Sequence[int], divide: bool, inputs: Sequence[str] | None, output: str | None,
                 output_dirname: str | None, threads: int | None, run_kwargs: dict[str, Any],
-                display_all_summary: bool = False) -> list[DeviceRun]:
+                display_all_summary: bool = False, start_method: str = "fork") -> list[DeviceRun]:
     """Run ``run_inference(**run_kwargs)`` once per device, in parallel processes; return their runs in device order.
+    ``start_method`` "spawn" starts each from a fresh interpreter (for a parent that has loaded a runtime or
+    torch, whose threads a fork would not carry over).
 
     Raises:
         RunnerError: a device's run failed (its one line), or --divide_input has fewer inputs than devices.
@@ -90,7 +95,7 @@ def run_devices(devices: Sequence[int], divide: bool, inputs: Sequence[str] | No
     if output is not None:
         parent = str(Path(output) / (output_dirname or time.strftime("%Y_%m_%d-%H_%M_%S")))
         Path(parent).mkdir(parents=True, exist_ok=True)
-    context = multiprocessing.get_context("fork")  # nothing heavy is loaded yet: each child opens its own backend
+    context = multiprocessing.get_context(start_method)  # each child opens its own backend
     queue = context.Queue()
     processes = []
     for index, device in enumerate(devices):
@@ -121,6 +126,16 @@ def run_devices(devices: Sequence[int], divide: bool, inputs: Sequence[str] | No
     if failures:
         raise RunnerError("; ".join(failures))
     return [outcomes[index] for index in range(jobs)]
+
+
+def wall_rate(runs: Sequence[DeviceRun]) -> float | None:
+    """Images per wall-clock second of the devices together: every timed sample over the span from the first
+    device's timed start to the last one's end (None when a run has no timed span)."""
+    spans = [run.timed_span for run in runs]
+    if not runs or any(span is None for span in spans):
+        return None
+    seconds = max(end for _, end in spans) - min(start for start, _ in spans)
+    return sum(run.timed_samples for run in runs) / seconds if seconds > 0 else None
 
 
 def summary_lines(runs: Sequence[DeviceRun]) -> list[str]:

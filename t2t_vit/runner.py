@@ -293,6 +293,8 @@ class RunResult:
     filesinfo: dict[int, dict[str, list[str]]] = field(default_factory=dict)
     result_dir: Path | None = None
     summary_path: Path | None = None
+    timed_span: tuple[float, float] | None = None  # epoch seconds of the timed runs' start and end
+    timed_samples: int = 0  # samples the timed runs inferred (padding excluded; loop times each group)
 
     @property
     def throughput(self) -> float:
@@ -535,10 +537,6 @@ class RunOptions:
                               "--output_dirname")
         if not Path(self.model).is_file():
             raise RunnerError(f"--model {self.model} does not exist")
-        if self.backend_name is None:
-            from t2t_vit.backends import choose_backend
-
-            self.backend_name = choose_backend(None, self.precision)
 
 
 @dataclass
@@ -583,7 +581,11 @@ def run_inference(*args: Any, **kwargs: Any) -> RunResult:
     opts = RunOptions(*args, **kwargs)
     opts.check()
     files = list_input_files(opts.inputs) if opts.inputs else []
-    check_inputs_match(opts.model, files)
+    check_inputs_match(opts.model, files)  # bins the model does not take: refused before the runtime is chosen
+    if opts.backend_name is None:
+        from t2t_vit.backends import choose_backend
+
+        opts.backend_name = choose_backend(None, opts.precision)
     backend, plan = open_backend(opts, files)
     result = RunResult(batch=plan.batch, compute_ms=[], streams=backend.streams, micro_batch=plan.micro,
                        result_dir=plan.result_dir, summary_path=plan.summary_path)
@@ -730,7 +732,7 @@ def run_groups(opts: RunOptions, plan: RunPlan, backend: Backend, result: RunRes
 
     finished, done_samples = [], 0
     with bar:
-        phase_start = time.perf_counter()
+        phase_start, epoch_start = time.perf_counter(), time.time()
         for run_index, (outputs, started, done) in enumerate(pipeline_batches(backend, batches(), plan.batch,
                                                                               plan.micro)):
             result.request_ms.append(1000 * (done - started))
@@ -750,6 +752,7 @@ def run_groups(opts: RunOptions, plan: RunPlan, backend: Backend, result: RunRes
                 result.d2h_ms.append(1000 * (time.perf_counter() - started))
         result.compute_ms = (result.request_ms if backend.streams == 1 and plan.micro == plan.batch
                              else per_batch_times(result.request_ms, completion_intervals(phase_start, finished)))
+        result.timed_span, result.timed_samples = (epoch_start, time.time()), done_samples
 
 
 def write_group(opts: RunOptions, plan: RunPlan, group_index: int, outputs: list[np.ndarray],
@@ -795,6 +798,8 @@ def summary_of(opts: RunOptions, plan: RunPlan, backend: Backend, result: RunRes
             "keep_dtype": opts.keep_dtype,
             "npu_accumulate": opts.accumulate,
             "resume": {"asked": opts.resume, "reused_outputs": reused, "computed_samples": computed * opts.loop},
+            "timed_span": list(result.timed_span) if result.timed_span else None,
+            "timed_samples": result.timed_samples,
             "options": opts.options or {},
             "versions": versions(),
             "latency_note": "CPU runner: H2D_latency = reading and assembling a batch's input files, "
