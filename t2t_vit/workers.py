@@ -26,6 +26,7 @@ _LIKELY = {signal.SIGKILL: "out of memory?", signal.SIGSEGV: "a crash in native 
            signal.SIGBUS: "a crash in native code (or a file truncated under it)", signal.SIGABRT: "an abort in native code",
            signal.SIGTERM: "stopped by another process"}
 _PARENT_POLL_S = 0.2
+_EXIT_WAIT_S = 10.0  # once every result is in, how long a worker may take to exit before it is killed
 
 
 class WorkerDied(ToolkitError):
@@ -84,6 +85,21 @@ def _dead_worker(processes: Iterable[Any], wait_s: float = 2.0) -> int | None:
         time.sleep(0.02)
 
 
+def _finish(executor: concurrent.futures.ProcessPoolExecutor, processes: Iterable[Any]) -> None:
+    """Every result is in: let the workers exit, and kill one still there after ``_EXIT_WAIT_S`` (a worker forked
+    from a parent with threads can deadlock on its way out, seen under qemu: waiting for it hung the stage forever
+    with its work done)."""
+    processes = list(processes)
+    executor.shutdown(wait=False)  # tells the workers to exit
+    deadline = time.monotonic() + _EXIT_WAIT_S
+    while any(process.is_alive() for process in processes) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    executor.shutdown(wait=True)
+
+
 def _stop(executor: concurrent.futures.ProcessPoolExecutor, processes: Iterable[Any]) -> None:
     """Stop every worker now (the tasks still queued are dropped)."""
     for process in processes:
@@ -140,4 +156,4 @@ def guarded_map(func: Callable[[Any], Any], tasks: Iterable[Any], workers: int, 
             future.cancel()
         _stop(executor, processes.values())
         raise
-    executor.shutdown(wait=True)
+    _finish(executor, processes.values())

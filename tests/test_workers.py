@@ -38,6 +38,19 @@ def _pid(_task: int) -> int:
     return os.getpid()
 
 
+def _hang_on_exit() -> None:
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, time.sleep, args=(3600,), exitpriority=10)  # stuck on its way out
+
+
+def test_a_worker_stuck_on_its_way_out_does_not_hold_the_results():
+    started = time.monotonic()
+    assert sorted(guarded_map(_square, range(20), 2, "test", initializer=_hang_on_exit)) == [
+        task * task for task in range(20)]
+    assert time.monotonic() - started < 30  # killed after _EXIT_WAIT_S; waiting for it used to hang forever
+
+
 def test_every_task_once_in_the_workers():
     assert sorted(guarded_map(_square, range(50), 2, "test", chunk_size=3)) == [task * task for task in range(50)]
     assert len(set(guarded_map(_pid, range(40), 2, "test")) - {os.getpid()}) == 2  # two worker processes
