@@ -365,7 +365,7 @@ def dynamic_gears(om_dir: Path) -> list[int] | None:
     return [int(gear) for gear in gears]
 
 
-def check_gears(om_dir: Path, batch_sizes: list[int], rebuild_hint: str = "") -> list[int] | None:
+def check_gears(om_dir: Path, batch_sizes: list[int]) -> list[int] | None:
     """Refuse, before anything runs, batch sizes that the dynamic-batch .om in ``om_dir`` has no gear for."""
     gears = dynamic_gears(om_dir)
     if gears is None:
@@ -377,7 +377,7 @@ def check_gears(om_dir: Path, batch_sizes: list[int], rebuild_hint: str = "") ->
         raise JobError(f"{om_dir / DYNAMIC_OM} was built for the batch sizes {listed}; batch size "
                        f"{', '.join(map(str, outside))} is not one of its gears: give --batch-sizes "
                        f"'{' '.join(map(str, inside)) or listed}', or rebuild it with T2T_ViT_atc.sh --dynamic-batch "
-                       f"--batch-sizes '{' '.join(map(str, sorted(set(gears) | set(outside))))}'{rebuild_hint}")
+                       f"--batch-sizes '{' '.join(map(str, sorted(set(gears) | set(outside))))}'")
     return gears
 
 
@@ -594,13 +594,16 @@ def ais_bench_commands(item: Pass, options: JobOptions, arguments: list[str], bi
     if options.multi_device == "divide_input":
         divide = ["--divide_input", "true"] if bins_dir is not None else []
         return [[*base, *arguments, *gear, "--device", ",".join(map(str, devices)), *divide]]
-    given = dict(zip(arguments[::2], arguments[1::2]))
-    files = sorted(bins_dir.glob("*.bin")) if bins_dir is not None else []
+    from t2t_vit.multidevice import split_inputs
+    from t2t_vit.runner import list_input_files
+
+    files = list_input_files([str(bins_dir)]) if bins_dir is not None else []  # in the order the CPU runner splits
     if bins_dir is not None and len(files) < len(devices):
         raise JobError(f"{len(files)} bins for {len(devices)} devices: give at least one image a device")
-    from t2t_vit.multidevice import split_inputs
-
     shares = split_inputs(files, len(devices)) if files else [[]] * len(devices)
+    given = dict(zip(arguments[::2], arguments[1::2]))
+    rest = [value for pair in given.items() if pair[0] not in ("--model", "--input", "--output", "--output_dirname")
+            for value in pair]
     commands = []
     for name, device, share in zip(device_folders(devices), devices, shares):
         inputs = []
@@ -610,8 +613,6 @@ def ais_bench_commands(item: Pass, options: JobOptions, arguments: list[str], bi
             for path in share:
                 (share_dir / path.name).symlink_to(path.resolve())
             inputs = ["--input", str(share_dir)]
-        rest = [value for pair in given.items() if pair[0] not in ("--model", "--input", "--output", "--output_dirname")
-                for value in pair]
         commands.append([*base, "--model", given["--model"], *inputs, "--output", str(folder / item.dirname),
                          "--output_dirname", name, *rest, *gear, "--device", str(device)])
     return commands
