@@ -136,7 +136,7 @@ def test_the_ascend_flow_runs_without_onnxruntime_or_openvino(tmp_path, checkpoi
         (tools / name).write_text(text)
         (tools / name).chmod(0o755)
     atc_env = {**env, "PATH": f"{tools}:{os.environ['PATH']}", "ATC_LOG": str(tmp_path / "atc.log"),
-               "ATC_NAMING": "plain"}
+               "ATC_NAMING": "plain", "PYTHON": sys.executable}  # this host's Python, not a .venv beside the script
     result = subprocess.run(["bash", str(REPO_ROOT / "T2T_ViT_atc.sh"), "--onnx", "sum.onnx", "--batch-sizes", "4",
                              "--out-dir", "om"], env=atc_env, cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
