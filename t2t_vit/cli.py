@@ -91,7 +91,7 @@ def run(action: Callable[[], int | None], args: argparse.Namespace) -> int:
               f"run again; what was written whole is kept", file=sys.stderr)
         return EXIT_ERROR
     except ImportError as error:
-        message = architecture_limit(error)
+        message = architecture_limit(error) or missing_package(error)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
@@ -100,6 +100,22 @@ def run(action: Callable[[], int | None], args: argparse.Namespace) -> int:
         print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0 if status is None else status
+
+
+# What the host line installs (requirements-host.txt), by the module name an import uses
+REQUIRED_PACKAGES = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "onnx": "onnx", "timm": "timm",
+                     "PIL": "Pillow", "tqdm": "tqdm", "onnxruntime": "onnxruntime"}
+
+
+def missing_package(error: ImportError) -> str | None:
+    """One line for a required package this Python lacks (a shell script run with a Python the toolkit was not
+    installed into); None for any other import error."""
+    name = (getattr(error, "name", None) or "").split(".")[0]
+    if not isinstance(error, ModuleNotFoundError) or name not in REQUIRED_PACKAGES:
+        return None
+    return (f"this Python ({sys.executable}) has no {REQUIRED_PACKAGES[name]}: install the toolkit's packages into "
+            f"it (pip install -r requirements-host.txt on an Ascend host, -r requirements.txt elsewhere), or run the "
+            f"scripts with the Python that has them (PYTHON=/path/to/python bash T2T_ViT_*.sh)")
 
 
 def architecture_limit(error: ImportError) -> str | None:

@@ -193,3 +193,23 @@ def test_the_main_job_report_without_matplotlib(tmp_path, monkeypatch, capsys):
     evalreport.write_report(tmp_path, summary)
     assert "no eval_summary.png: matplotlib is not installed here (pip install matplotlib)" in capsys.readouterr().out
     assert (tmp_path / evalreport.SUMMARY_JSON).is_file() and not (tmp_path / evalreport.SUMMARY_PNG).exists()
+
+
+def test_a_python_without_a_required_package_is_told_how_to_install_it(tmp_path, monkeypatch, capsys):
+    """A shell script run with a Python the toolkit was not installed into (T2T_ViT_atc.sh with the system
+    python3) gets one line naming the package and the install line, not a traceback."""
+    from test_atc import write_tiny_onnx
+    from t2t_vit import aipp
+
+    write_tiny_onnx(tmp_path / "model.onnx", 224)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now fails as in a Python without it
+    assert aipp.main(["--onnx", str(tmp_path / "model.onnx"), "--shape"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: this Python ({sys.executable}) has no onnx: "), err
+    assert "pip install -r requirements-host.txt" in err and "PYTHON=" in err
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    from t2t_vit import cli
+    import argparse
+
+    assert cli.run(lambda: exec("from PIL import Image"), argparse.Namespace()) == 1
+    assert "has no Pillow:" in capsys.readouterr().err
