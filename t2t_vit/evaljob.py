@@ -499,7 +499,9 @@ def run_pass(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -
                  str(item.batch), "--loop", str(loop), "--warmup_count", str(warmup)]
     wall = None
     if item.runner == "ais_bench":
-        run_ais_bench(item, options, arguments, bins_dir if inputs else None, folder)
+        printed = run_ais_bench(item, options, arguments, bins_dir if inputs else None, folder)
+        if devices and printed:
+            wall = ais_bench_wall_rate(printed, result_dir, devices, item.batch * loop if inputs is None else None)
     else:
         wall = run_on_cpu(item, options, arguments, state, resume)
     state.images_inferred += item.images
@@ -538,7 +540,8 @@ def device_folders(devices: list[int]) -> list[str]:
 def device_summary(result_dir: Path, devices: list[int], wall: float | None, runner: str) -> dict[str, Any]:
     """The pass's summary from its devices': ``throughput`` the card's figure (the sum of each device's compute
     rate, as ais_bench's ``summary throughput``), ``per_device`` each one's, ``wall_images_per_s`` the
-    devices together per wall-clock second where it was measured (the CPU runner; None for ais_bench)."""
+    devices together per wall-clock second where it was measured (the CPU runner, and today's ais_bench from the
+    times it prints; None for an older ais_bench run one per chip)."""
     per_device, means = [], []
     for name, device in zip(device_folders(devices), devices):
         path = result_dir / f"{name}_summary.json"
@@ -554,16 +557,21 @@ def device_summary(result_dir: Path, devices: list[int], wall: float | None, run
 
 
 def run_ais_bench(item: Pass, options: JobOptions, arguments: list[str], bins_dir: Path | None,
-                  folder: Path) -> None:
+                  folder: Path) -> str | None:
     """Run a pass through ais_bench: one process for one device or for an ais_bench that splits a device list
-    itself (--divide_input); else one ais_bench per chip, each with its share of the bins and its own folder."""
+    itself (--divide_input); else one ais_bench per chip, each with its share of the bins and its own folder.
+    Returns what a single ais_bench printed (passed through as it came), None for one per chip."""
     processes: list[subprocess.Popen] = []
-    failed = []
+    failed, printed = [], None
     try:
         commands = ais_bench_commands(item, options, arguments, bins_dir, folder)
+        capture = len(commands) == 1
         for command in commands:
             print(" ".join(command), flush=True)
-            processes.append(subprocess.Popen(command))
+            pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE) if capture else {}
+            processes.append(subprocess.Popen(command, **pipes))
+        if capture:
+            printed = pass_through(processes[0])
         for command, process in zip(commands, processes):
             if process.wait() != 0:
                 failed.append(command[command.index("--device") + 1] if "--device" in command else "0")
@@ -576,6 +584,48 @@ def run_ais_bench(item: Pass, options: JobOptions, arguments: list[str], bins_di
     if failed:
         where = f" (device {', '.join(failed)})" if len(commands) > 1 else ""
         raise JobError(f"ais_bench failed on {item.model} at batch {item.batch}{where} (its messages are above)")
+    return printed
+
+
+def pass_through(process: subprocess.Popen) -> str:
+    """Copy a process's stdout and stderr to ours as they come (progress bars included), and return both."""
+    import threading
+
+    captured: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+
+    def copy(name: str) -> None:
+        source = getattr(process, name)
+        sink = getattr(sys, name)
+        while True:
+            chunk = os.read(source.fileno(), 1 << 16)
+            if not chunk:
+                break
+            captured[name].extend(chunk)
+            if hasattr(sink, "buffer"):
+                sink.flush()
+                sink.buffer.write(chunk)
+                sink.buffer.flush()
+            else:
+                sink.write(chunk.decode(errors="replace"))
+
+    threads = [threading.Thread(target=copy, args=(name,), daemon=True) for name in captured]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return "".join(text.decode(errors="replace") for text in captured.values())
+
+
+def ais_bench_wall_rate(printed: str, result_dir: Path, devices: list[int], pure_samples: int | None) -> float | None:
+    """The devices' images per wall-clock second together, from the ``start_time``/``end_time`` that today's
+    ais_bench prints for each device (its timed runs, after warm-up). Each device's images: ``pure_samples``
+    (batch x loop) in pure inference, else the outputs in its folder. None where the lines are missing."""
+    from t2t_vit.multidevice import wall_rate_of_lines
+
+    samples = {device: pure_samples if pure_samples is not None else
+               sum(1 for _ in (result_dir / name).glob("*_0.bin"))
+               for name, device in zip(device_folders(devices), devices)}
+    return wall_rate_of_lines(printed.splitlines(), samples)
 
 
 def ais_bench_commands(item: Pass, options: JobOptions, arguments: list[str], bins_dir: Path | None,

@@ -87,8 +87,8 @@ def device_table(rows: list[dict[str, Any]]) -> list[str]:
                      f"| {when(r.get('throughput_reused_from'))} |")
     lines += ["", f"card images/s: the sum of each device's rate over {len(devices)} devices, as ais_bench's summary "
                   f"throughput; compare one chip's column, not the card's, with a per-chip table (the seed's FPS is per "
-                  f"chip). Wall-clock: every timed image over the span of all devices' timed runs (measured by the CPU "
-                  f"runner; ais_bench reports none)"]
+                  f"chip). Wall-clock: every timed image over the span of all devices' timed runs (the CPU runner's, or the "
+                  f"start and end times today's ais_bench prints; an older ais_bench run one per chip prints none)"]
     return lines
 
 

@@ -6,6 +6,8 @@ share of them (contiguous, in input order, the first ``len % devices`` devices o
 (``i`` is the device's position in the list), the layout ``T2T_ViT_postprocess.py`` reads. Afterwards the lines
 ais_bench prints: ``i:<i> device_<N> throughput:<x> start_time:<t0> end_time:<t1>`` per device and ``summary
 throughput:<sum>`` (a sum of per-device compute rates, not a wall-clock rate: the card's figure, never one chip's).
+As in ais_bench, ``start_time`` and ``end_time`` bound each device's timed runs (after its warm-up), so the devices'
+images per wall-clock second together follow from those lines alone: ``wall_rate_of_lines`` reads them from either.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue as queue_module
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from t2t_vit.runner import RunnerError
 
@@ -134,13 +137,46 @@ def wall_rate(runs: Sequence[DeviceRun]) -> float | None:
     spans = [run.timed_span for run in runs]
     if not runs or any(span is None for span in spans):
         return None
+    return rate_over_spans(spans, [run.timed_samples for run in runs])
+
+
+def rate_over_spans(spans: Sequence[tuple[float, float]], samples: Sequence[int]) -> float | None:
+    """``sum(samples)`` over the seconds from the earliest start to the latest end (None for no time at all)."""
     seconds = max(end for _, end in spans) - min(start for start, _ in spans)
-    return sum(run.timed_samples for run in runs) / seconds if seconds > 0 else None
+    return sum(samples) / seconds if seconds > 0 else None
+
+
+_DEVICE_LINE = re.compile(r"\bi:(?P<index>\d+) device_(?P<device>\d+) throughput:\S+ "
+                          r"start_time:(?P<start>[0-9.eE+-]+) end_time:(?P<end>[0-9.eE+-]+)")
+
+
+def device_spans(lines: Iterable[str]) -> dict[int, tuple[float, float]]:
+    """Each device's ``(start_time, end_time)`` from the closing lines of a multi-device run (ais_bench's
+    ``i:<i> device_<N> throughput:<x> start_time:<t0> end_time:<t1>``, with or without its ``[INFO]`` prefix),
+    keyed by device id."""
+    spans = {}
+    for line in lines:
+        match = _DEVICE_LINE.search(line)
+        if match:
+            spans[int(match["device"])] = (float(match["start"]), float(match["end"]))
+    return spans
+
+
+def wall_rate_of_lines(lines: Iterable[str], samples: Mapping[int, int]) -> float | None:
+    """The devices' images per wall-clock second together, from a multi-device run's closing lines and each
+    device's timed samples (device id -> images); None unless every device of ``samples`` printed its line."""
+    spans = device_spans(lines)
+    if not samples or any(device not in spans for device in samples):
+        return None
+    return rate_over_spans([spans[device] for device in samples], list(samples.values()))
 
 
 def summary_lines(runs: Sequence[DeviceRun]) -> list[str]:
-    """ais_bench's closing lines of a multi-device run."""
-    lines = [f"i:{run.index} device_{run.device} throughput:{run.throughput} start_time:{run.start} "
-             f"end_time:{run.end}" for run in runs]
+    """ais_bench's closing lines of a multi-device run; start and end bound the timed runs, as ais_bench's do
+    (the whole process where a run timed nothing)."""
+    lines = []
+    for run in runs:
+        start, end = run.timed_span or (run.start, run.end)
+        lines.append(f"i:{run.index} device_{run.device} throughput:{run.throughput} start_time:{start} end_time:{end}")
     lines.append(f"[INFO] summary throughput:{sum(run.throughput for run in runs)}")
     return lines

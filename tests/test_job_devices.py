@@ -18,7 +18,7 @@ from conftest import REPO_ROOT
 from test_atc import NPU_SMI_DUO
 from test_doctor import NUMPY_FITS_CANN
 from t2t_vit.evaljob import (DYNAMIC_OM, Digests, JobError, JobOptions, Pass, _devices, ais_bench_commands,
-                             check_gears, clear_other_layout, device_summary)
+                             check_gears, clear_other_layout, device_summary, pass_through)
 from t2t_vit.metrics import device_layout, evaluate
 
 DEMO = ("--demo", "--demo-images", "5", "--loop", "1")
@@ -73,6 +73,9 @@ ERA_AIS_BENCH = textwrap.dedent('''
         for i, (device, share) in enumerate(zip(devices, shares() if divide else [files] * len(devices))):
             write(os.path.join(top, f"device{device}_{i}"), share, os.path.join(top, f"device{device}_{i}_summary.json"),
                   device)
+            # its closing lines: each device's timed runs from 1000.0 + 0.1 i to 1001.0 + 0.1 i
+            print(f"[INFO] i:{i} device_{device} throughput:{1000.0 * batch / (5.0 + device)} "
+                  f"start_time:{1000.0 + 0.1 * i} end_time:{1001.0 + 0.1 * i}")
 ''')
 
 
@@ -199,7 +202,11 @@ def test_both_chips_of_a_duo_whichever_ais_bench_is_installed(one_device, tmp_pa
     (row,) = json.loads((work / "eval_summary.json").read_text())["rows"]
     assert row["runner"] == "ais_bench" and (row["top1"], row["count"]) == (scored["top1"], IMAGES)
     assert row["per_device"] == [{"device": 0, "images_per_s": 800.0}, {"device": 1, "images_per_s": 4000 / 6}]
-    assert row["images_per_s"] == pytest.approx(800.0 + 4000 / 6) and row["wall_images_per_s"] is None
+    assert row["images_per_s"] == pytest.approx(800.0 + 4000 / 6)
+    # the chips together per wall-clock second, where ais_bench prints their times (today's, one command): the
+    # throughput pass's 2 x batch 4 x --loop 1 images from the first start (1000.0) to the last end (1001.1)
+    assert row["wall_images_per_s"] == (pytest.approx(8 / 1.1) if era == "today" else None)
+    assert ("i:1 device_1 throughput:" in result.stdout) == (era == "today")  # ais_bench's lines reach the user
     assert "| check | found | status | fix |" in result.stdout and "the NPU flow can run: --soc-version Ascend310P3" \
         in result.stdout
 
@@ -311,6 +318,18 @@ def test_the_card_figure_is_the_sum_of_the_devices(tmp_path):
     (tmp_path / "device1_1_summary.json").unlink()
     with pytest.raises(JobError, match="wrote no summary .*device1_1_summary.json for device 1"):
         device_summary(tmp_path, [0, 1], None, "ais_bench")
+
+
+def test_what_ais_bench_prints_reaches_the_user_as_it_came_and_is_kept(capfd):
+    script = ("import sys; sys.stdout.write('bar 1/2\\rbar 2/2\\n[INFO] i:0 device_0'); sys.stdout.flush(); "
+              "sys.stderr.write('[ERROR] a warning\\n'); sys.stdout.write(' start_time:1 end_time:2\\n')")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    printed = pass_through(process)
+    assert process.wait() == 0
+    out, err = capfd.readouterr()
+    assert out == "bar 1/2\rbar 2/2\n[INFO] i:0 device_0 start_time:1 end_time:2\n"  # a progress bar's \r kept
+    assert err == "[ERROR] a warning\n"
+    assert "[INFO] i:0 device_0 start_time:1 end_time:2\n" in printed and "[ERROR] a warning\n" in printed
 
 
 def test_a_resumed_pass_drops_what_the_other_layout_left(tmp_path):

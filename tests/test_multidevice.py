@@ -11,7 +11,7 @@ import T2T_ViT_infer
 import T2T_ViT_postprocess
 from conftest import reference_transform
 from t2t_vit.data import write_labels
-from t2t_vit.multidevice import split_inputs, thread_shares
+from t2t_vit.multidevice import device_spans, split_inputs, thread_shares, wall_rate_of_lines
 
 
 def test_shares_are_contiguous_and_the_first_devices_get_the_remainder():
@@ -61,10 +61,28 @@ def test_two_devices_with_divide_input_score_every_image_once_with_one_devices_l
     assert summary["cpu_runner"]["threads"] == 1  # each device its share of the 2 cores
     assert "i:0 device_0 throughput:" in out and "i:1 device_1 throughput:" in out
     assert "[INFO] summary throughput:" in out
+    # As ais_bench's, the printed start_time/end_time bound each device's timed runs (its summary's timed_span),
+    # so the devices' wall-clock rate follows from the printed lines alone
+    spans = {device: json.loads((two / f"device{device}_{device}_summary.json").read_text())["cpu_runner"]["timed_span"]
+             for device in (0, 1)}
+    assert device_spans(out.splitlines()) == {device: tuple(span) for device, span in spans.items()}  # repr: exact
+    seconds = max(span[1] for span in spans.values()) - min(span[0] for span in spans.values())
+    assert wall_rate_of_lines(out.splitlines(), {0: 5, 1: 4}) == pytest.approx(9 / seconds)
     assert T2T_ViT_postprocess.main(["--result-dir", str(two), "--gt-path", str(labels), "--results-file",
                                      str(tmp_path / "acc.json"), "-q"]) == 0
     scored = json.loads((tmp_path / "acc.json").read_text())
     assert scored["count"] == len(names) and scored["layout"] == "split"
+
+
+def test_the_wall_clock_rate_comes_from_the_closing_lines_of_either_form():
+    lines = ["[INFO] multidevice run end qsize:4 result:1",
+             "[INFO] i:0 device_3 throughput:281.38 start_time:1676875630.5 end_time:1676875632.5",  # ais_bench's logger
+             "i:1 device_5 throughput:276.54 start_time:1676875630.0 end_time:1676875632.0",  # its print, and ours
+             "[INFO] summary throughput:557.93"]
+    assert device_spans(lines) == {3: (1676875630.5, 1676875632.5), 5: (1676875630.0, 1676875632.0)}
+    assert wall_rate_of_lines(lines, {3: 10, 5: 15}) == pytest.approx(25 / 2.5)  # the first start to the last end
+    assert wall_rate_of_lines(lines, {3: 10, 5: 15, 7: 1}) is None  # a device that printed no line: not measured
+    assert wall_rate_of_lines(lines[:1], {0: 1}) is None and wall_rate_of_lines(lines, {}) is None
 
 
 def test_two_devices_without_divide_input_each_run_every_input(bins, tmp_path, capsys):
