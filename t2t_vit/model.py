@@ -29,7 +29,7 @@ from timm.models import build_model_with_cfg, register_model
 from torch import nn
 
 from t2t_vit.config import MODEL_NAME, NUM_CLASSES, model_data_config
-from t2t_vit.variants import BY_NAME, PERFORMER_FORMS, SOFTMAX_FORM, VARIANTS, VariantSpec
+from t2t_vit.variants import BY_NAME, KNOWN, PERFORMER_FORMS, SOFTMAX_FORM, VariantSpec
 
 DEFAULT_PERFORMER = "sum"
 
@@ -43,7 +43,7 @@ default_cfgs = {
         "first_conv": "tokens_to_token.soft_split0",
         "classifier": "head",
     }
-    for spec in VARIANTS
+    for spec in KNOWN
 }
 
 
@@ -307,7 +307,7 @@ def _register(spec: VariantSpec):
     return register_model(build)
 
 
-BUILDERS = {spec.name: _register(spec) for spec in VARIANTS}
+BUILDERS = {spec.name: _register(spec) for spec in KNOWN}
 t2t_vit_14 = BUILDERS[MODEL_NAME]
 
 

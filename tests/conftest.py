@@ -6,15 +6,36 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
-from t2t_vit.model import create_model, scaled_random_state_dict
+# The test-only variants (t2t_vit_test, t2t_vit_t_test: one block, 64 wide) exist for this process and the scripts it
+# starts: set before the first import of the package, which reads it once.
+os.environ["T2T_VIT_TEST_VARIANTS"] = "1"
+
+import torch  # noqa: E402
+
+from t2t_vit.model import create_model, scaled_random_state_dict  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_ENV = "T2T_VIT_UPSTREAM"
 
 
 OPTIONAL_PACKAGES = ("scipy", "matplotlib", "openvino")  # not in the host line: a minimal Ascend host may lack them
+
+
+WORKERS = 2  # the machines this is run on have 2 cores; -n N (N > 0) or -n 0 (serially) overrides it
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """Run on WORKERS processes where pytest-xdist is installed and no -n was given: most of the suite's time is one
+    core's (imports, scripts started as processes), so two workers take about 0.6 of the time on 2 cores. Each test
+    file stays on one worker (--dist loadfile), so module fixtures are made once. Without pytest-xdist the suite runs
+    serially, as it is."""
+    if (config.pluginmanager.hasplugin("xdist") and config.getoption("numprocesses", None) is None
+            and not hasattr(config, "workerinput") and not config.getoption("collectonly")):
+        config.option.numprocesses = WORKERS
+        if config.getoption("dist") == "no":
+            config.option.dist = "loadfile"
 
 
 def pytest_configure(config):
@@ -63,6 +84,60 @@ def checkpoint_path(tmp_path_factory, reference_weights) -> Path:
     torch.save({"state_dict": reference_weights, "state_dict_ema": reference_weights, "epoch": 309,
                 "arch": "t2t_vit_14", "args": argparse.Namespace(model="t2t_vit_14")}, path)
     return path
+
+
+# The fast tier's model: the test-only performer variant (one block, 64 wide), built from the same code as the
+# published ones. Where a check is about the model's size (T2T-ViT-14's shapes, every variant against PyTorch and
+# upstream), it runs in the slow tier on the published variants instead.
+TINY = "t2t_vit_test"
+
+
+@pytest.fixture(scope="session")
+def tiny_weights() -> dict[str, torch.Tensor]:
+    return scaled_random_state_dict(create_model("einsum", TINY), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_weights):
+    model = create_model("einsum", TINY)
+    model.load_state_dict(tiny_weights)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_weights) -> Path:
+    """The tiny model's checkpoint in the published layout (EMA and plain weights equal, args as a Namespace)."""
+    import argparse
+
+    path = tmp_path_factory.mktemp("tiny_checkpoint") / f"{TINY}.pth.tar"
+    torch.save({"state_dict": tiny_weights, "state_dict_ema": tiny_weights, "epoch": 309, "arch": TINY,
+                "args": argparse.Namespace(model=TINY)}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tmp_path_factory, tiny_weights):
+    """The tiny model's exports (sum and matmul, opset 11; einsum, opset 12), verified at batch 1."""
+    from t2t_vit.export import export_onnx
+    from t2t_vit.variants import BY_NAME
+
+    folder = tmp_path_factory.mktemp("tiny_exports")
+    paths = {}
+    for performer, opset in (("sum", 11), ("matmul", 11), ("einsum", 12)):
+        model = create_model(performer, TINY)
+        model.load_state_dict(tiny_weights)
+        paths[performer] = folder / f"{TINY}_{performer}.onnx"
+        export_onnx(model, paths[performer], opset=opset, data_config=BY_NAME[TINY].data_config(),
+                    verify_batch_sizes=(1,))
+    return paths
+
+
+@pytest.fixture(params=[pytest.param("tiny_exports", id=TINY),
+                        pytest.param("exported_onnx", id="t2t_vit_14", marks=pytest.mark.slow)])
+def exports_by_size(request):
+    """The exports of the tiny model (fast tier) and of T2T-ViT-14 (slow tier), for the checks that hold for both:
+    the tokens-to-token module, where the performers are, is the same in both."""
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,10 @@ command, and on x86 with the rest of the suite, against the same records made on
 are 100-350x slower, so two images (an ordinary one and a grayscale one) read from the official tar with the
 devkit, exports verified at batch 1, and batch 2. Beside T2T-ViT-14, one other performer variant (``t2t_vit_7``)
 and one transformer-token variant (``t2t_vit_t_14``): their export, keep set and fp16 emulation on the float32 bins.
+
+The smoke subset (``pytest -m smoke``, what CI runs on aarch64 in a few minutes) takes every stage once on the two
+test-only variants of one block (``t2t_vit_test``, performer; ``t2t_vit_t_test``, transformer tokens): the bins from
+the tar, the export, the keep set, the runner in f32 and in the fp16 emulation, and the main job with postprocess.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ EMULATION_TOLERANCE = 2e-2  # fp16 rounding amplifies those differences; the top
 
 
 VARIANTS = ("t2t_vit_7", "t2t_vit_t_14")  # the other variants the subset runs
+SMALL = ("t2t_vit_test", "t2t_vit_t_test")  # the smoke subset's: one block, 64 wide (test-only, see conftest)
 
 
 def fixed_checkpoint(path: Path, name: str = "t2t_vit_14") -> Path:
@@ -173,7 +178,7 @@ def measure(root: Path) -> dict[str, np.ndarray]:
                                 str(root / "keep_dtype.cfg"))
     figures["keep_dtype"] = np.array(names)
     figures["keep_dtype_ops"] = np.array(op_types(paths["sum"], names))
-    for name in VARIANTS:
+    for name in VARIANTS + SMALL:
         figures.update(variant_figures(paths, name, root / name))
     return figures
 
@@ -189,6 +194,7 @@ def records():
         return {key: data[key] for key in data.files}
 
 
+@pytest.mark.smoke
 def test_bins_read_from_the_tar_are_x86s_bytes(built):
     recorded = json.loads((REPO_ROOT / "tests" / "data" / "bin_sha256.json").read_text())
     for dtype in ("uint8", "float32"):
@@ -235,7 +241,7 @@ def test_the_npu_emulation_gives_x86s_logits(built, records, tmp_path):
     assert (np.argmax(logits, axis=1) == np.argmax(records["npu_fp16"], axis=1)).all()
 
 
-@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("name", [*VARIANTS, *(pytest.param(name, marks=pytest.mark.smoke) for name in SMALL)])
 def test_another_variant_gives_x86s_logits_keep_set_and_fp16(built, records, name, tmp_path):
     """t2t_vit_7 (performer, 256 wide) and t2t_vit_t_14 (softmax tokens-to-token): the export's logits, gen_cfg's
     keep set (the same ops; the same names where the exporter names by scope) and the fp16 emulation under it."""
@@ -279,6 +285,34 @@ def test_the_main_job_and_postprocess_on_the_official_pair(built, records, tmp_p
     assert json.loads((tmp_path / "acc.json").read_text())["top1"] == row["top1"]
 
 
+@pytest.mark.smoke
+def test_the_main_job_and_postprocess_on_a_small_variant(built, records, tmp_path):
+    """The main job on the tar + devkit with the small performer variant (its own exports: uint8 bins, batch 2):
+    the logits of the smoke subset's export on x86, the same top-1 as postprocess on its result files."""
+    from t2t_vit.data import read_labels
+
+    name = SMALL[0]
+    work = tmp_path / "work"
+    checkpoint = fixed_checkpoint(tmp_path / f"{name}.pth.tar", name)
+    env = {**os.environ, "PYTHON": sys.executable}
+    result = subprocess.run(["bash", str(REPO_ROOT / "T2T_ViT_eval.sh"), "--work-dir", str(work), "--pth-path",
+                             str(checkpoint), "--data-dir", str(built["tar"]), "--devkit", str(built["devkit"]),
+                             "--batch-sizes", "2", "--loop", "1", "--no-progress"],
+                            env=env, capture_output=True, text=True, timeout=3600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    row = json.loads((work / "eval_summary.json").read_text())["rows"][0]
+    labels = read_labels(work / "label.npy")
+    names = labels["name"].tolist()
+    logits = {built["stems"][stem]: np.fromfile(work / "result" / "bs2" / f"{stem}_0.bin", np.float32) for stem in names}
+    np.testing.assert_allclose(np.stack([logits[stem] for stem in IMAGES]), records[name], rtol=0, atol=LOGIT_TOLERANCE)
+    import T2T_ViT_postprocess
+
+    assert T2T_ViT_postprocess.main(["--result-dir", str(work / "result" / "bs2"), "--gt-path", str(work / "label.npy"),
+                                     "--results-file", str(tmp_path / "acc.json"), "-q"]) == 0
+    assert row["count"] == 2 and json.loads((tmp_path / "acc.json").read_text())["top1"] == row["top1"]
+
+
+@pytest.mark.smoke
 def test_the_default_runtime_says_what_it_runs(caplog, monkeypatch):
     import logging
     import platform
@@ -292,6 +326,7 @@ def test_the_default_runtime_says_what_it_runs(caplog, monkeypatch):
     assert choose_backend(None, "npu-fp16") == "onnxruntime"
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("error, expected", [
     ("/lib64/libc.so.6: version `GLIBC_2.28' not found (required by /venv/torch/lib/libtorch_cpu.so)",
      r"error: a package's binary \(/venv/torch/lib/libtorch_cpu\.so\) needs glibc 2\.28, and this host has .*"

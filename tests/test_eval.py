@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import AIS_BENCH, REPO_ROOT
+from conftest import AIS_BENCH, REPO_ROOT, TINY
 from t2t_vit.backends import choose_backend
 from t2t_vit.checkpoint import load_checkpoint
 from t2t_vit.data import read_bin
@@ -22,9 +22,10 @@ from t2t_vit.export import read_metadata
 from t2t_vit.version_bridge import installed
 from t2t_vit.metrics import evaluate
 
-pytestmark = pytest.mark.slow
-
-DEMO = ("--demo", "--demo-images", "5", "--batch-sizes", "1 4", "--loop", "1")
+# The main job on the tiny test variant: what is checked here (files, tables, reuse, refusals) does not depend on
+# the model's size; every published variant's run is in test_family.py (slow tier).
+MODEL = TINY
+DEMO = ("--demo", "--demo-images", "5", "--batch-sizes", "1 4", "--loop", "1", "--model", MODEL)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BINS = "prep_bins_uint8"  # the job's default: uint8 bins
 RUNNER = choose_backend(None)  # the job's default CPU runtime here: OpenVINO, or onnxruntime where it is absent
@@ -63,7 +64,7 @@ def pytorch_logits(checkpoint, bins_dir, names):
 def create_model_with(checkpoint):
     from t2t_vit.model import create_model
 
-    model = create_model("einsum")
+    model = create_model("einsum", MODEL)
     load_checkpoint(model, checkpoint)
     return model
 
@@ -127,8 +128,8 @@ def test_tables_json_and_plot(demo_run):
         assert row["accuracy_reused_from"] is None and row["throughput_reused_from"] is None
     top1, top5 = summary["rows"][0]["top1"], summary["rows"][0]["top5"]
     assert f"| batch 4, {RUNNER} | 1, 4 | {top1:.3f} | {top5:.3f} | 5 | this run |" in out  # one accuracy pass
-    assert f"checkpoint {work / 'random_t2t_vit_14.pth.tar'} (sha256 {summary['checkpoint_sha256']})" in out
-    assert summary["checkpoint_sha256"] == Digests()(work / "random_t2t_vit_14.pth.tar")
+    assert f"checkpoint {work / f'random_{MODEL}.pth.tar'} (sha256 {summary['checkpoint_sha256']})" in out
+    assert summary["checkpoint_sha256"] == Digests()(work / f"random_{MODEL}.pth.tar")
     assert "5 images in 1 batch(es) of 4" not in out and "5 images in 2 batch(es) of 4" in out
     assert "the last batch was padded with 3 copies" in out  # why the pass's images/s differs from the model's
     assert "throughput at batch 1: " in out and "1000*batchsize" not in out  # the job's words, not ais_bench's
@@ -140,7 +141,7 @@ def test_tables_json_and_plot(demo_run):
         assert (work / "eval_summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     else:  # optional on a host: the tables and the JSON hold the same figures
         assert "no eval_summary.png: matplotlib is not installed here" in out and not (work / "eval_summary.png").exists()
-    assert (work / "t2t_vit_14_keep_dtype.cfg").read_text().count("\n") == 76  # the NPU's files are made too
+    assert (work / f"{MODEL}_keep_dtype.cfg").read_text().count("\n") == 76  # the NPU's files are made too
 
 
 def test_one_accuracy_pass_stage_times_and_estimate(demo_run):
@@ -160,13 +161,13 @@ def test_one_accuracy_pass_stage_times_and_estimate(demo_run):
 def test_results_equal_pytorch(demo_run):
     work, _ = demo_run
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
-    expected = pytorch_logits(work / "random_t2t_vit_14.pth.tar", work / BINS, names)
+    expected = pytorch_logits(work / f"random_{MODEL}.pth.tar", work / BINS, names)
     np.testing.assert_allclose(result_logits(work / "result" / "bs4", names), expected, rtol=0, atol=1e-4)
 
 
 def test_rerun_reuses_what_is_done(demo_run):
     work, _ = demo_run
-    kept = [work / "t2t_vit_14_sum.onnx", work / "t2t_vit_14_matmul_uint8.onnx", work / "result" / "bs4_summary.json",
+    kept = [work / f"{MODEL}_sum.onnx", work / f"{MODEL}_matmul_uint8.onnx", work / "result" / "bs4_summary.json",
             work / "perf" / "bs1_summary.json", work / BINS / "demo_0000.bin"]
     before = mtimes(kept)
     result = run_eval(work, *DEMO)
@@ -193,15 +194,16 @@ def test_accuracy_all_agrees_with_the_one_pass(demo_run):
     assert [row["accuracy_batch_size"] for row in rows] == [4, 4]
 
 
+@pytest.mark.slow  # three and two main-job runs
 def test_a_swapped_checkpoint_a_corrupt_one_and_a_changed_data_dir(demo_run, tmp_path):
     source, _ = demo_run
     work = tmp_path / "work"
     shutil.copytree(source, work, symlinks=True)
-    checkpoint, data = work / "random_t2t_vit_14.pth.tar", work / "val"
+    checkpoint, data = work / f"random_{MODEL}.pth.tar", work / "val"
     common = ("--pth-path", str(checkpoint), "--data-dir", str(data), "--batch-sizes", "1 4", "--loop", "1")
     # Another checkpoint under the same name, with an older time (as cp -p or tar x leave it).
     old_time = checkpoint.stat().st_mtime - 86400
-    make_checkpoint(checkpoint, seed=1)
+    make_checkpoint(checkpoint, seed=1, model=MODEL)
     os.utime(checkpoint, (old_time, old_time))
     result = run_eval(work, *common, "--threads", "1", "--workers", "1")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -222,7 +224,7 @@ def test_a_swapped_checkpoint_a_corrupt_one_and_a_changed_data_dir(demo_run, tmp
     assert {path: path.stat().st_mtime_ns for path in work.rglob("*") if path != checkpoint} == before
     assert json.loads((work / "eval_summary.json").read_text())["checkpoint_sha256"] != Digests()(checkpoint)
     # A changed data dir: its bins and every pass over them are made again.
-    make_checkpoint(checkpoint, seed=1)
+    make_checkpoint(checkpoint, seed=1, model=MODEL)
     other = tmp_path / "other"
     make_images(other, 3, seed=7)
     result = run_eval(work, "--pth-path", str(checkpoint), "--data-dir", str(other), "--batch-sizes", "1 4",
@@ -235,15 +237,16 @@ def test_a_swapped_checkpoint_a_corrupt_one_and_a_changed_data_dir(demo_run, tmp
     assert [row["count"] for row in summary["rows"]] == [3, 3] and summary["data_dir"] == str(other)
 
 
+@pytest.mark.slow  # three and two main-job runs
 def test_skip_bad_is_passed_through(tmp_path):
     data = tmp_path / "val"
     make_images(data, 2)
     (data / "n01440764" / "broken.JPEG").write_bytes(b"not a jpeg")
-    checkpoint = make_checkpoint(tmp_path / "ck.pth.tar")
+    checkpoint = make_checkpoint(tmp_path / "ck.pth.tar", model=MODEL)
     args = ("--pth-path", str(checkpoint), "--data-dir", str(data), "--batch-sizes", "2", "--loop", "1")
     result = run_eval(tmp_path / "work", *args)
     assert result.returncode == 1 and "--skip-bad" in result.stderr
-    assert not (tmp_path / "work" / "t2t_vit_14_sum.onnx").exists()  # it stopped at the failed stage
+    assert not (tmp_path / "work" / f"{MODEL}_sum.onnx").exists()  # it stopped at the failed stage
     result = run_eval(tmp_path / "work", *args, "--skip-bad")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "work" / "eval_summary.json").read_text())["rows"][0]["count"] == 2
@@ -338,12 +341,12 @@ def test_on_the_ascend_host_each_om_runs_through_ais_bench(demo_run, tmp_path):
     (package / "__init__.py").write_text("")
     (package / "__main__.py").write_text(AIS_BENCH)
     digest = Digests()
-    om_dir = work / "om"
+    om_dir = work / f"om_{MODEL}"  # a variant's own (T2T-ViT-14's is om/)
     om_dir.mkdir()
     om = om_dir / "T2T_ViT_bs4.om"
     om.write_bytes(b"an offline model")
     (om_dir / "T2T_ViT_bs4.om.json").write_text(json.dumps({
-        "onnx_sha256": digest(work / "t2t_vit_14_sum.onnx"), "keep_dtype_sha256": digest(work / "t2t_vit_14_keep_dtype.cfg"),
+        "onnx_sha256": digest(work / f"{MODEL}_sum.onnx"), "keep_dtype_sha256": digest(work / f"{MODEL}_keep_dtype.cfg"),
         "om_sha256": digest(om), "input_dtype": "uint8"}))
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(tmp_path / "site"),
            "AIS_BENCH_LOG": str(tmp_path / "ais_bench.log")}
@@ -372,8 +375,8 @@ def test_emulate_npu_adds_the_fp16_pass_and_its_comparison(demo_run):
     assert npu["batch_size"] == 4 and npu["count"] == 5 and npu["nonfinite"] == 0
     assert npu["keep_dtype_nodes"] == 76 and "nan_origin_nothing_kept" in npu  # demo weights: maybe no NaN at all
     assert "with nothing kept (ATC without --keep_dtype): " in result.stdout
-    assert "t2t_vit_14_keep_dtype.cfg keeps 76 nodes in fp32. With nothing kept: " in result.stdout
-    assert read_metadata(work / "t2t_vit_14_sum_uint8.onnx")["input_dtype"] == "uint8"  # it reads the uint8 bins
+    assert f"{MODEL}_keep_dtype.cfg keeps 76 nodes in fp32. With nothing kept: " in result.stdout
+    assert read_metadata(work / f"{MODEL}_sum_uint8.onnx")["input_dtype"] == "uint8"  # it reads the uint8 bins
     assert 0 < npu["max_abs_diff"] < 0.05 and npu["top1_flips"] == 0  # it rounds, and stays close
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
     logits = result_logits(work / "result" / "npu_fp16_bs4", names)
@@ -385,16 +388,16 @@ def test_emulate_npu_adds_the_fp16_pass_and_its_comparison(demo_run):
 def test_float32_bins_give_the_uint8_runs_results(demo_run, tmp_path):
     source, _ = demo_run
     work = tmp_path / "work"
-    checkpoint, data = source / "random_t2t_vit_14.pth.tar", source / "val"
+    checkpoint, data = source / f"random_{MODEL}.pth.tar", source / "val"
     result = run_eval(work, "--pth-path", str(checkpoint), "--data-dir", str(data), "--batch-sizes", "4", "--loop",
                       "1", "--dtype", "float32")
     assert result.returncode == 0, result.stderr[-3000:]
     bins = sorted((work / "prep_bins").glob("*.bin"))
     assert len(bins) == 5 and all(path.stat().st_size == 602_112 for path in bins)
     assert all(path.stat().st_size == 150_528 for path in (source / BINS).glob("*.bin"))
-    assert not (work / BINS).exists() and (work / "t2t_vit_14_matmul.onnx").is_file()
+    assert not (work / BINS).exists() and (work / f"{MODEL}_matmul.onnx").is_file()
     summary = json.loads((work / "eval_summary.json").read_text())
-    assert summary["bins_dtype"] == "float32" and summary["cpu_onnx"].endswith("t2t_vit_14_matmul.onnx")
+    assert summary["bins_dtype"] == "float32" and summary["cpu_onnx"].endswith(f"{MODEL}_matmul.onnx")
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
     np.testing.assert_allclose(result_logits(work / "result" / "bs4", names),
                                result_logits(source / "result" / "bs4", names), rtol=0, atol=1e-5)

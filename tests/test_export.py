@@ -16,7 +16,7 @@ from t2t_vit.files import sha256_file
 from t2t_vit.config import data_config_hash, resolve_data_config
 from t2t_vit.model import create_model
 
-pytestmark = pytest.mark.slow
+from conftest import TINY
 
 
 def _export(tmp_path_factory, checkpoint_path, performer, opset):
@@ -27,14 +27,31 @@ def _export(tmp_path_factory, checkpoint_path, performer, opset):
     return out
 
 
+# The export contract on the tiny model (fast tier) and on T2T-ViT-14 itself (slow tier): (checkpoint fixture,
+# reference model fixture)
+MODELS = [pytest.param(("tiny_checkpoint", "tiny_model"), id=TINY),
+          pytest.param(("checkpoint_path", "reference_model"), id="t2t_vit_14", marks=pytest.mark.slow)]
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def model_fixtures(request):
+    return request.param
+
+
 @pytest.fixture(scope="module", params=[("sum", 11), ("matmul", 11), ("einsum", 12)], ids=lambda p: p[0])
-def exported(request, tmp_path_factory, checkpoint_path):
+def exported(request, tmp_path_factory, model_fixtures):
     performer, opset = request.param
-    return performer, opset, _export(tmp_path_factory, checkpoint_path, performer, opset)
+    checkpoint = request.getfixturevalue(model_fixtures[0])
+    return performer, opset, _export(tmp_path_factory, checkpoint, performer, opset), checkpoint
+
+
+@pytest.fixture(scope="module")
+def exported_reference(request, model_fixtures):
+    return request.getfixturevalue(model_fixtures[1])
 
 
 def test_interface_opset_and_ops(exported):
-    performer, opset, path = exported
+    performer, opset, path, _ = exported
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     assert [i.name for i in proto.graph.input] == ["image"]
@@ -53,9 +70,10 @@ def test_interface_opset_and_ops(exported):
 
 
 @pytest.mark.parametrize("batch", [1, 3], ids=lambda b: f"N{b}")
-def test_onnxruntime_agrees_with_pytorch(exported, batch, reference_model):
+def test_onnxruntime_agrees_with_pytorch(exported, batch, exported_reference):
     # The reference is the einsum PyTorch model; fp32 reordering stays below 1e-5 on logits of ~4.
-    _, _, path = exported
+    _, _, path, _ = exported
+    reference_model = exported_reference
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     images = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(100 + batch))
     with torch.no_grad():
@@ -65,8 +83,8 @@ def test_onnxruntime_agrees_with_pytorch(exported, batch, reference_model):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-4)
 
 
-def test_metadata_records_provenance(exported, checkpoint_path):
-    performer, opset, path = exported
+def test_metadata_records_provenance(exported):
+    performer, opset, path, checkpoint_path = exported
     metadata = read_metadata(path)
     assert metadata["performer"] == performer and metadata["opset"] == str(opset)
     assert metadata["data_config_hash"] == data_config_hash(resolve_data_config())
@@ -74,7 +92,8 @@ def test_metadata_records_provenance(exported, checkpoint_path):
     assert metadata["checkpoint_sha256"] == sha256_file(checkpoint_path)  # what the main job's reuse is keyed on
 
 
-def test_einsum_below_opset_12_stops_before_exporting(tmp_path, checkpoint_path, capsys):
+def test_einsum_below_opset_12_stops_before_exporting(tmp_path, tiny_checkpoint, capsys):
+    checkpoint_path = tiny_checkpoint
     out = tmp_path / "e.onnx"
     status = T2T_ViT_pth2onnx.main(["--pth-path", str(checkpoint_path), "--onnx-path", str(out),
                                     "--performer", "einsum"])
@@ -85,18 +104,18 @@ def test_einsum_below_opset_12_stops_before_exporting(tmp_path, checkpoint_path,
     assert not out.exists()
 
 
-def test_failed_verification_leaves_nothing(tmp_path, reference_weights):
-    model = create_model("sum")
-    model.load_state_dict(reference_weights)
+def test_failed_verification_leaves_nothing(tmp_path, tiny_weights):
+    model = create_model("sum", TINY)
+    model.load_state_dict(tiny_weights)
     out = tmp_path / "model.onnx"
     with pytest.raises(ExportError, match="differs from PyTorch"):
         export_onnx(model, out, tolerance=0.0)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_existing_file_survives_a_failed_export(tmp_path, reference_weights):
-    model = create_model("sum")
-    model.load_state_dict(reference_weights)
+def test_existing_file_survives_a_failed_export(tmp_path, tiny_weights):
+    model = create_model("sum", TINY)
+    model.load_state_dict(tiny_weights)
     out = tmp_path / "model.onnx"
     out.write_bytes(b"previous")
     with pytest.raises(ExportError):
@@ -105,7 +124,8 @@ def test_existing_file_survives_a_failed_export(tmp_path, reference_weights):
 
 
 @pytest.mark.parametrize("case", ["missing_key", "foreign_global", "missing_file", "directory", "truncated"])
-def test_script_refuses_bad_checkpoints(case, tmp_path, reference_weights, checkpoint_path, capsys):
+def test_script_refuses_bad_checkpoints(case, tmp_path, tiny_weights, tiny_checkpoint, capsys):
+    reference_weights, checkpoint_path = tiny_weights, tiny_checkpoint
     ckpt = tmp_path / "bad.pth"
     if case == "missing_key":
         weights = dict(reference_weights)
@@ -139,7 +159,8 @@ def test_bad_flags_exit_with_usage(tmp_path, capsys):
         T2T_ViT_pth2onnx.main(["--pth-path", "a", "--onnx-path", "b", "--performer", "conv"])
 
 
-def test_opset_out_of_range(tmp_path, checkpoint_path, capsys):
+def test_opset_out_of_range(tmp_path, tiny_checkpoint, capsys):
+    checkpoint_path = tiny_checkpoint
     status = T2T_ViT_pth2onnx.main(["--pth-path", str(checkpoint_path), "--onnx-path", str(tmp_path / "x.onnx"),
                                     "--opset", "9"])
     assert status == 1 and "opset 9 is out of range" in capsys.readouterr().err

@@ -107,8 +107,8 @@ def test_explain_rows_say_who_causes_and_who_inherits():
     assert rows["after"]["OwnNonFinite"] == 0  # its own rounding is harmless: it inherits the infinity
 
 
-@pytest.mark.slow
-def test_explain_on_the_model_names_the_performer_normalisation(exported_onnx, sample_images, tmp_path, capsys):
+def test_explain_on_the_model_names_the_performer_normalisation(exports_by_size, sample_images, tmp_path, capsys):
+    exported_onnx = exports_by_size  # tiny (fast tier), T2T-ViT-14 (slow tier)
     """The tests' scaled weights make the performer's features underflow fp16 (as upstream's initialisation with
     kqv x4 does): with nothing kept, the first non-finite value is the division by D + eps, found independently by
     gen_cfg's structural rule (the Div that ends the first performer subgraph)."""

@@ -75,8 +75,8 @@ def test_shipped_bins_are_the_recorded_bytes(tmp_path):
         assert len(made) == 26 and made == recorded[dtype], dtype
 
 
-@pytest.mark.slow
-def test_what_goes_to_atc_is_opset_11_with_an_ir_onnx_1_12_reads(exported_onnx, tmp_path):
+def test_what_goes_to_atc_is_opset_11_with_an_ir_onnx_1_12_reads(exports_by_size, tmp_path):
+    exported_onnx = exports_by_size  # tiny (fast tier), T2T-ViT-14 (slow tier)
     from t2t_vit.npu_precision import emulate_force_fp16
 
     sum_export = onnx.load(str(exported_onnx["sum"]))
@@ -111,7 +111,8 @@ def _script(env, cwd, *command):
 
 
 @pytest.mark.slow
-def test_the_ascend_flow_runs_without_onnxruntime_or_openvino(tmp_path, checkpoint_path):
+def test_the_ascend_flow_runs_without_onnxruntime_or_openvino(tmp_path, tiny_checkpoint):
+    checkpoint_path = tiny_checkpoint  # the flow, not the model's size, is what is tested here
     from test_atc import ATC, NPU_SMI
 
     env = _host_env(tmp_path)

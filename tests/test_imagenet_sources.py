@@ -357,13 +357,13 @@ def test_tar_members_keep_their_names_and_order(layouts):
 
 @pytest.mark.slow
 @pytest.mark.needs("scipy")
-def test_the_main_job_on_the_official_pair_scores_as_on_the_folder(sample_images, tmp_path, checkpoint_path):
+def test_the_main_job_on_the_official_pair_scores_as_on_the_folder(sample_images, tmp_path, tiny_checkpoint):
     """T2T_ViT_eval.sh --data-dir ILSVRC2012_img_val.tar --devkit ILSVRC2012_devkit_t12.tar.gz: the same logits and
     scores as on val/<synset>/; a changed ground truth is never reused stale."""
     from test_eval import run_eval
 
     layouts = make_layouts(tmp_path / "imagenet", sample_images[:6])
-    work, common = tmp_path / "work", ("--pth-path", str(checkpoint_path), "--batch-sizes", "2", "--loop", "1")
+    work, common = tmp_path / "work", ("--pth-path", str(tiny_checkpoint), "--batch-sizes", "2", "--loop", "1")
 
     def job(*data_args):
         result = run_eval(work, *common, *data_args)

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, TINY
 from test_atc import NPU_SMI_DUO
 from test_doctor import NUMPY_FITS_CANN
 from t2t_vit.evaljob import (DYNAMIC_OM, Digests, JobError, JobOptions, Pass, _devices, ais_bench_commands,
                              check_gears, clear_other_layout, device_summary, pass_through)
 from t2t_vit.metrics import device_layout, evaluate
 
-DEMO = ("--demo", "--demo-images", "5", "--loop", "1")
+DEMO = ("--demo", "--demo-images", "5", "--loop", "1", "--model", TINY)  # the test-only variant: the size is no matter
 IMAGES = 5
 
 # ais_bench of each era (FACTS 12): "early" runs every input on every device into one folder; "mid" always splits
@@ -108,7 +108,6 @@ def logits_in(folder):
     return {path.name: np.fromfile(path, np.float32) for path in Path(folder).glob("*_0.bin")}
 
 
-@pytest.mark.slow
 def test_two_cpu_devices_score_each_image_once_with_the_logits_of_one(one_device, tmp_path):
     work = copy_of(one_device, tmp_path)
     result = run_eval(work, *DEMO, "--batch-sizes", "4", "--device", "0,1")
@@ -160,17 +159,16 @@ def fake_host(tmp_path, era):
 def built_om(work, name, **record):
     """An .om with the build record T2T_ViT_atc.sh writes, for the work dir's sum export and keep_dtype.cfg."""
     digest = Digests()
-    om_dir = work / "om"
+    om_dir = work / f"om_{TINY}"  # a variant's own (T2T-ViT-14's is om/)
     om_dir.mkdir(exist_ok=True)
     om = om_dir / name
     om.write_bytes(b"an offline model")
     (om_dir / f"{name}.json").write_text(json.dumps({
-        "onnx_sha256": digest(work / "t2t_vit_14_sum.onnx"), "keep_dtype_sha256": digest(work / "t2t_vit_14_keep_dtype.cfg"),
+        "onnx_sha256": digest(work / f"{TINY}_sum.onnx"), "keep_dtype_sha256": digest(work / f"{TINY}_keep_dtype.cfg"),
         "om_sha256": digest(om), "input_dtype": "uint8", "input_shape": "3,224,224", **record}))
     return om
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("era", ["early", "mid", "today"])
 def test_both_chips_of_a_duo_whichever_ais_bench_is_installed(one_device, tmp_path, era):
     work = copy_of(one_device, tmp_path)
@@ -211,7 +209,6 @@ def test_both_chips_of_a_duo_whichever_ais_bench_is_installed(one_device, tmp_pa
         in result.stdout
 
 
-@pytest.mark.slow
 def test_a_chip_the_host_lacks_is_refused_before_anything_runs(one_device, tmp_path):
     work = copy_of(one_device, tmp_path)
     result = run_eval(work, *DEMO, "--batch-sizes", "4", "--device", "0,2", env=fake_host(tmp_path, "today"))
@@ -224,7 +221,6 @@ def test_a_chip_the_host_lacks_is_refused_before_anything_runs(one_device, tmp_p
     assert not (tmp_path / "ais_bench.log").exists()
 
 
-@pytest.mark.slow
 def test_one_dynamic_batch_om_runs_every_batch_size_at_its_gear(one_device, tmp_path):
     work = copy_of(one_device, tmp_path)
     om = built_om(work, DYNAMIC_OM, batch_size=None, dynamic_batch_sizes=[1, 4])
@@ -240,7 +236,7 @@ def test_one_dynamic_batch_om_runs_every_batch_size_at_its_gear(one_device, tmp_
     (work / "eval_summary.json").unlink()
     refused = run_eval(work, *DEMO, "--batch-sizes", "1 8", env=env)
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
-    assert f"{work / 'om' / DYNAMIC_OM} was built for the batch sizes 1 4; batch size 8 is not one of its gears" \
+    assert f"{work / f'om_{TINY}' / DYNAMIC_OM} was built for the batch sizes 1 4; batch size 8 is not one of its gears" \
         in refused.stderr
     assert "== preprocess" not in refused.stdout and not (tmp_path / "ais_bench.log").exists()
 

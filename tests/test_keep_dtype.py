@@ -11,8 +11,6 @@ from onnx import TensorProto, helper
 import gen_cfg
 from t2t_vit.keep_dtype import KeepDtypeError, find_performer_subgraphs, keep_dtype_nodes
 
-pytestmark = pytest.mark.slow
-
 
 def _scope_nodes(path):
     """What computes the performer kernel, from the exporter's node-name scopes (module .../kernel); None where the
@@ -48,7 +46,8 @@ def _kernel_alone_op_types(performer, tmp_path):
 
 
 @pytest.mark.parametrize("performer", ["sum"])
-def test_node_set_is_exactly_the_performer_kernels(exported_onnx, performer, tmp_path, capsys):
+def test_node_set_is_exactly_the_performer_kernels(exports_by_size, performer, tmp_path, capsys):
+    exported_onnx = exports_by_size
     cfg = tmp_path / "keep_dtype.cfg"
     assert gen_cfg.main([str(exported_onnx[performer]), str(cfg), "-q"]) == 0
     names = cfg.read_text().splitlines()
@@ -83,7 +82,8 @@ def graph_producer(path, tensor):
 @pytest.mark.parametrize("performer, pattern", [
     ("einsum", "computes the performer with Einsum"),
     ("matmul", r"computes the performer with MatMul .*unverified on the NPU.*--performer sum")])
-def test_einsum_and_matmul_exports_are_refused_without_writing(exported_onnx, tmp_path, capsys, performer, pattern):
+def test_einsum_and_matmul_exports_are_refused_without_writing(exports_by_size, tmp_path, capsys, performer, pattern):
+    exported_onnx = exports_by_size
     import re
 
     cfg = tmp_path / "keep_dtype.cfg"

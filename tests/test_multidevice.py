@@ -38,9 +38,9 @@ def _logits(folder, names):
     return np.stack([np.fromfile(folder / f"{name}_0.bin", dtype=np.float32) for name in names])
 
 
-@pytest.mark.slow
 def test_two_devices_with_divide_input_score_every_image_once_with_one_devices_logits(
-        bins, exported_onnx, tmp_path, capsys):
+        bins, exports_by_size, tmp_path, capsys):
+    exported_onnx = exports_by_size  # tiny (fast tier), T2T-ViT-14 (slow tier)
     folder, labels, names = bins
     model = str(exported_onnx["matmul"])
     common = ["--model", model, "--input", str(folder), "--output", str(tmp_path / "out"), "--batchsize", "4",

@@ -89,8 +89,8 @@ def test_unknown_names_in_the_keep_list_are_an_error_naming_them(tmp_path):
     assert read_keep_list(tmp_path / "k.cfg") == ["mul_node", "add_node"]
 
 
-@pytest.mark.slow
-def test_the_performer_breaks_in_fp16_and_the_keep_list_saves_it(exported_onnx, sample_images, tmp_path):
+def test_the_performer_breaks_in_fp16_and_the_keep_list_saves_it(exports_by_size, sample_images, tmp_path):
+    exported_onnx = exports_by_size  # tiny (fast tier), T2T-ViT-14 (slow tier)
     # The scaled random weights make the performer's exp features underflow fp16, as FACTS 4c measured.
     from t2t_vit.config import resolve_data_config
     from t2t_vit.data import EvalTransform, open_rgb
@@ -155,8 +155,8 @@ def test_runner_runs_the_emulation_on_onnxruntime(tmp_path):
         np.testing.assert_array_equal(got, f16(got))  # every logit is an fp16 value
 
 
-@pytest.mark.slow
-def test_minimize_writes_a_1_minimal_set_that_passes_its_criterion(exported_onnx, sample_images, tmp_path, capsys):
+def test_minimize_writes_a_1_minimal_set_that_passes_its_criterion(exports_by_size, sample_images, tmp_path, capsys):
+    exported_onnx = exports_by_size  # tiny (fast tier), T2T-ViT-14 (slow tier)
     import gen_cfg
     from t2t_vit.config import resolve_data_config
     from t2t_vit.data import EvalTransform, open_rgb

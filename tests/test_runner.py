@@ -450,9 +450,9 @@ def test_om_model_is_handed_to_ais_bench(tmp_path):
                          str(tmp_path / "bs8"), "--outfmt", "BIN", "--batchsize", "8"]  # in ais_bench's table order
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_real_export_outputs_equal_single_image_runs(exported_onnx, tmp_path, backend):
+def test_real_export_outputs_equal_single_image_runs(exports_by_size, tmp_path, backend):
+    exported_onnx = exports_by_size  # tiny (fast tier), T2T-ViT-14 (slow tier)
     data = write_samples(tmp_path / "bins", [f"ILSVRC2012_val_{i:08d}.bin" for i in range(1, 6)], (3, 224, 224))
     run_inference(str(exported_onnx["matmul"]), [str(tmp_path / "bins")], str(tmp_path / "out"), "bs4",
                   batchsize=4, backend_name=backend)

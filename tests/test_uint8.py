@@ -15,7 +15,7 @@ from PIL import Image
 import T2T_ViT_infer
 import T2T_ViT_preprocess
 import T2T_ViT_pth2onnx
-from conftest import BACKENDS, REPO_ROOT, SAMPLE_COUNT, make_val_tree
+from conftest import BACKENDS, REPO_ROOT, SAMPLE_COUNT, TINY, make_val_tree
 from t2t_vit.aipp import AippError, aipp_config_text, data_config_for_aipp, parse_aipp_config
 from t2t_vit.config import resolve_data_config
 from t2t_vit.data import read_bin
@@ -52,14 +52,15 @@ def bins(tmp_path_factory, sample_images):
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory, reference_weights):
-    """Float and uint8 exports of the sum and matmul forms of the reference weights."""
+def exports(tmp_path_factory, tiny_weights):
+    """Float and uint8 exports of the sum and matmul forms of the tiny model (the normalisation in front is the same
+    for every variant)."""
     folder = tmp_path_factory.mktemp("exports")
     paths = {}
     for performer in ("sum", "matmul"):
         for dtype in ("float32", "uint8"):
-            model = create_model(performer)
-            model.load_state_dict(reference_weights)
+            model = create_model(performer, TINY)
+            model.load_state_dict(tiny_weights)
             paths[performer, dtype] = folder / f"{performer}_{dtype}.onnx"
             report = export_onnx(model, paths[performer, dtype], data_config=resolve_data_config(),
                                  verify_batch_sizes=(2,), input_dtype=dtype)
@@ -182,7 +183,8 @@ def test_gen_cfg_minimize_takes_uint8_bins_for_the_float_export(bins, exports, t
     assert "are float32 bins" in capsys.readouterr().err
 
 
-def test_pth2onnx_input_dtype_uint8_is_verified_against_pytorch(checkpoint_path, reference_weights, tmp_path, capsys):
+def test_pth2onnx_input_dtype_uint8_is_verified_against_pytorch(tiny_checkpoint, tiny_weights, tmp_path, capsys):
+    checkpoint_path, reference_weights = tiny_checkpoint, tiny_weights
     out = tmp_path / "u8.onnx"
     assert T2T_ViT_pth2onnx.main(["--pth-path", str(checkpoint_path), "--onnx-path", str(out), "--input-dtype",
                                   "uint8", "--performer", "matmul", "-q"]) == 0
@@ -192,7 +194,7 @@ def test_pth2onnx_input_dtype_uint8_is_verified_against_pytorch(checkpoint_path,
     rng = np.random.default_rng(3)
     pixels = rng.integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     (logits,) = onnxruntime.InferenceSession(str(out)).run(None, {"image": pixels})
-    model = create_model("einsum")
+    model = create_model("einsum", TINY)
     model.load_state_dict(reference_weights)  # what checkpoint_path holds
     images = torch.from_numpy(np.concatenate([timm_normalise(pixels[i:i + 1]) for i in range(2)]))
     with torch.no_grad():

@@ -3,6 +3,8 @@ disagrees with --model."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -70,3 +72,32 @@ def test_pth2onnx_names_another_variant_in_one_line_and_writes_nothing(shapes, e
     error = capsys.readouterr().err
     assert error.startswith("error: ") and expected in error and error.count("\n") == 1, error
     assert sorted(path.name for path in tmp_path.iterdir()) == ["other.pth.tar"]
+
+
+def test_the_test_variants_exist_only_for_the_suite():
+    """The small variants of the fast tier are no published T2T-ViT: without the suite's variable a user's checkpoint
+    of their shape is refused as unpublished, and no listing names them."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+    from t2t_vit.variants import BY_NAME, TEST_VARIANTS, TEST_VARIANTS_ENV, VARIANTS, published_text
+
+    assert {spec.name for spec in TEST_VARIANTS} <= set(BY_NAME)  # here, the suite set the variable
+    assert not {spec.name for spec in TEST_VARIANTS} & {spec.name for spec in VARIANTS}
+    assert "test" not in published_text()
+    code = ("import torch\n"
+            "from t2t_vit import variants\n"
+            "from t2t_vit.model import create_model\n"
+            "assert 't2t_vit_test' not in variants.BY_NAME and 't2t_vit_test' not in variants.NAMES\n"
+            "spec = variants.TEST_VARIANTS[0]\n"
+            "from t2t_vit.model import T2TViT\n"
+            "weights = T2TViT(**spec.builder_args).state_dict()\n"
+            "try:\n"
+            "    variants.identify(weights)\n"
+            "except variants.VariantError as error:\n"
+            "    assert 'fits no published T2T-ViT: found 64 wide, 1 blocks' in str(error), error\n"
+            "    print('refused')\n")
+    env = {key: value for key, value in os.environ.items() if key != TEST_VARIANTS_ENV}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == "refused\n", result.stderr[-2000:]
