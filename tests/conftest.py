@@ -75,15 +75,36 @@ def reference_model(reference_weights):
     return model
 
 
-@pytest.fixture(scope="session")
-def checkpoint_path(tmp_path_factory, reference_weights) -> Path:
-    """A checkpoint in the published layout (EMA and plain weights equal, args as a Namespace)."""
+def save_published_layout(path: Path, weights: dict[str, torch.Tensor], name: str) -> Path:
+    """``weights`` saved as a checkpoint in the published layout (EMA and plain weights equal, args as a Namespace)."""
     import argparse
 
-    path = tmp_path_factory.mktemp("checkpoint") / "t2t_vit_14.pth.tar"
-    torch.save({"state_dict": reference_weights, "state_dict_ema": reference_weights, "epoch": 309,
-                "arch": "t2t_vit_14", "args": argparse.Namespace(model="t2t_vit_14")}, path)
+    torch.save({"state_dict": weights, "state_dict_ema": weights, "epoch": 309, "arch": name,
+                "args": argparse.Namespace(model=name)}, path)
     return path
+
+
+def export_every_form(folder: Path, weights: dict[str, torch.Tensor], name: str, prefix: str) -> dict[str, Path]:
+    """The exports of variant ``name`` with ``weights`` (sum and matmul, opset 11; einsum, opset 12), verified at
+    batch 1, as ``folder/<prefix>_<form>.onnx``."""
+    from t2t_vit.export import export_onnx
+    from t2t_vit.variants import BY_NAME
+
+    paths = {}
+    for performer, opset in (("sum", 11), ("matmul", 11), ("einsum", 12)):
+        model = create_model(performer, name)
+        model.load_state_dict(weights)
+        paths[performer] = folder / f"{prefix}_{performer}.onnx"
+        export_onnx(model, paths[performer], opset=opset, data_config=BY_NAME[name].data_config(),
+                    verify_batch_sizes=(1,))
+    return paths
+
+
+@pytest.fixture(scope="session")
+def checkpoint_path(tmp_path_factory, reference_weights) -> Path:
+    """T2T-ViT-14's checkpoint in the published layout."""
+    return save_published_layout(tmp_path_factory.mktemp("checkpoint") / "t2t_vit_14.pth.tar", reference_weights,
+                                 "t2t_vit_14")
 
 
 # The fast tier's model: the test-only performer variant (one block, 64 wide), built from the same code as the
@@ -106,30 +127,14 @@ def tiny_model(tiny_weights):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tiny_weights) -> Path:
-    """The tiny model's checkpoint in the published layout (EMA and plain weights equal, args as a Namespace)."""
-    import argparse
-
-    path = tmp_path_factory.mktemp("tiny_checkpoint") / f"{TINY}.pth.tar"
-    torch.save({"state_dict": tiny_weights, "state_dict_ema": tiny_weights, "epoch": 309, "arch": TINY,
-                "args": argparse.Namespace(model=TINY)}, path)
-    return path
+    """The tiny model's checkpoint in the published layout."""
+    return save_published_layout(tmp_path_factory.mktemp("tiny_checkpoint") / f"{TINY}.pth.tar", tiny_weights, TINY)
 
 
 @pytest.fixture(scope="session")
 def tiny_exports(tmp_path_factory, tiny_weights):
-    """The tiny model's exports (sum and matmul, opset 11; einsum, opset 12), verified at batch 1."""
-    from t2t_vit.export import export_onnx
-    from t2t_vit.variants import BY_NAME
-
-    folder = tmp_path_factory.mktemp("tiny_exports")
-    paths = {}
-    for performer, opset in (("sum", 11), ("matmul", 11), ("einsum", 12)):
-        model = create_model(performer, TINY)
-        model.load_state_dict(tiny_weights)
-        paths[performer] = folder / f"{TINY}_{performer}.onnx"
-        export_onnx(model, paths[performer], opset=opset, data_config=BY_NAME[TINY].data_config(),
-                    verify_batch_sizes=(1,))
-    return paths
+    """The tiny model's exports of every form."""
+    return export_every_form(tmp_path_factory.mktemp("tiny_exports"), tiny_weights, TINY, TINY)
 
 
 @pytest.fixture(params=[pytest.param("tiny_exports", id=TINY),
@@ -198,18 +203,8 @@ def reference_transform(path, data_config=None):
 
 @pytest.fixture(scope="session")
 def exported_onnx(tmp_path_factory, reference_weights):
-    """The T2T-ViT-14 exports (sum and matmul, opset 11; einsum, opset 12) of the reference weights."""
-    from t2t_vit.config import resolve_data_config
-    from t2t_vit.export import export_onnx
-
-    folder = tmp_path_factory.mktemp("exports")
-    paths = {}
-    for performer, opset in (("sum", 11), ("matmul", 11), ("einsum", 12)):
-        model = create_model(performer)
-        model.load_state_dict(reference_weights)
-        paths[performer] = folder / f"t2t_vit_{performer}.onnx"
-        export_onnx(model, paths[performer], opset=opset, data_config=resolve_data_config(), verify_batch_sizes=(1,))
-    return paths
+    """The T2T-ViT-14 exports of every form of the reference weights."""
+    return export_every_form(tmp_path_factory.mktemp("exports"), reference_weights, "t2t_vit_14", "t2t_vit")
 
 
 # A stand-in for `python3 -m ais_bench` on an Ascend host: it checks the command line with ais_bench's
