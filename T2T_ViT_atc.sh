@@ -7,11 +7,11 @@
 # Runs, per batch size:
 #   atc --framework=5 --model=ONNX --output=OUT_DIR/T2T_ViT_bs${bs} --input_format=NCHW
 #       --input_shape="image:${bs},3,S,S" --log=error --soc_version=SOC --keep_dtype=CFG
-# S is the ONNX's own input size (224; 384 for t2t_vit_14_384), read with python3 -m t2t_vit.aipp --shape.
+# S is the ONNX's own input size (224; 384 for t2t_vit_14_384), read with python3 -m t2t_vit.ascend.aipp --shape.
 # A keep_dtype.cfg without names (gen_cfg.py --minimize found fp16 holds) leaves --keep_dtype out.
 # With --aipp (for the uint8 bins of T2T_ViT_preprocess.py --dtype uint8) it first writes OUT_DIR/aipp.cfg,
 # static AIPP that normalises on the chip with the mean, std and crop size the ONNX records
-# (python3 -m t2t_vit.aipp, with .venv/bin/python beside this script or $PYTHON), and adds
+# (python3 -m t2t_vit.ascend.aipp, with .venv/bin/python beside this script or $PYTHON), and adds
 #       --insert_op_conf=OUT_DIR/aipp.cfg
 # to each command: the .om then takes uint8 (N,S,S,3). Give it the float sum export, never the uint8 one.
 # The soc version is "Ascend" + the Name column of `npu-smi info` (310P3 -> Ascend310P3) unless given.
@@ -29,8 +29,6 @@ onnx="" soc="" batch_sizes="1 4 8 16 32 64" keep_dtype="keep_dtype.cfg" out_dir=
 here=$(cd "$(dirname "$0")" && pwd)
 
 usage() { sed -n '2,/^set /p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; }
-sha256() { sha256sum "$1" | cut -d' ' -f1; }
-json_string() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
 die() { echo "error: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -66,7 +64,7 @@ command -v atc >/dev/null 2>&1 || die "atc not found on PATH: install the CANN t
 if [ -z "${PYTHON:-}" ]; then
   if [ -x "$here/.venv/bin/python" ]; then PYTHON="$here/.venv/bin/python"; else PYTHON=python3; fi
 fi
-shape=$(PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m t2t_vit.aipp --onnx "$onnx" --shape) \
+shape=$(PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m t2t_vit.ascend.aipp --onnx "$onnx" --shape) \
   || die "could not read the input shape of $onnx (see above)"
 keep_option=("--keep_dtype=$keep_dtype")
 if ! grep -q '[^[:space:]]' "$keep_dtype"; then
@@ -87,15 +85,17 @@ mkdir -p "$out_dir"
 aipp_cfg="" aipp_option=() input_dtype="float32"
 if [ "$aipp" = 1 ]; then
   aipp_cfg="$out_dir/aipp.cfg"
-  PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m t2t_vit.aipp --onnx "$onnx" --out "$aipp_cfg" \
+  PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m t2t_vit.ascend.aipp --onnx "$onnx" --out "$aipp_cfg" \
     || die "could not write $aipp_cfg (see above)"
   aipp_option=("--insert_op_conf=$aipp_cfg")
   input_dtype="uint8"
 fi
-# build OUTPUT BATCH_FIELD INPUT_BATCH [EXTRA ATC OPTION...]: one atc call and its record OUTPUT.om.json
+# build OUTPUT SIZE_FLAG SIZE INPUT_BATCH [EXTRA ATC OPTION...]: one atc call and its record OUTPUT.om.json, written
+# by the record's one writer, python -m t2t_vit.ascend.om_record (SIZE_FLAG SIZE: --batch-size N, or
+# --dynamic-batch-sizes N,N,...)
 build() {
-  local output="$1" batch_field="$2" input_batch="$3"
-  shift 3
+  local output="$1" size_flag="$2" size="$3" input_batch="$4"
+  shift 4
   rm -f "${output}.om.json"  # the record is written again only once this build succeeded
   atc --framework=5 --model="$onnx" --output="$output" --input_format=NCHW \
       --input_shape="image:${input_batch},${shape}" --log=error --soc_version="$soc" ${keep_option[@]+"${keep_option[@]}"} \
@@ -106,25 +106,21 @@ build() {
     ln -sf "$(basename "$found")" "${output}.om"
     echo "atc: $found linked as ${output}.om"
   fi
-  record="${output}.om.json"
-  if [ -n "$aipp_cfg" ]; then aipp_json="$(json_string "$aipp_cfg")" aipp_sha="\"$(sha256 "$aipp_cfg")\""
-  else aipp_json=null aipp_sha=null; fi
-  printf '{"onnx": %s, "onnx_sha256": "%s", "keep_dtype": %s, "keep_dtype_sha256": "%s", "aipp": %s, "aipp_sha256": %s, "input_dtype": "%s", "om_sha256": "%s", "soc_version": %s, %s, "input_shape": "%s"}\n' \
-    "$(json_string "$onnx")" "$(sha256 "$onnx")" "$(json_string "$keep_dtype")" "$(sha256 "$keep_dtype")" \
-    "$aipp_json" "$aipp_sha" "$input_dtype" "$(sha256 "${output}.om")" "$(json_string "$soc")" "$batch_field" "$shape" > "${record}.partial"
-  mv "${record}.partial" "$record"
+  PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m t2t_vit.ascend.om_record --om "${output}.om" \
+      --onnx "$onnx" --keep-dtype "$keep_dtype" ${aipp_cfg:+--aipp "$aipp_cfg"} --soc-version "$soc" \
+      --input-shape "$shape" "$size_flag" "$size" || die "could not write the build record ${output}.om.json (see above)"
 }
 
 if [ "$dynamic" = 1 ]; then
   output="$out_dir/T2T_ViT_dyn"
   echo "atc: batch sizes $gears -> ${output}.om, one dynamic-batch model (soc $soc)"
-  build "$output" "\"batch_size\": null, \"dynamic_batch_sizes\": [$gears]" -1 --dynamic_batch_size="$gears"
+  build "$output" --dynamic-batch-sizes "$gears" -1 --dynamic_batch_size="$gears"
   echo "built: ${output}.om (run it with ais_bench --dymBatch N, N one of $gears)"
   exit 0
 fi
 for bs in $batch_sizes; do
   output="$out_dir/T2T_ViT_bs${bs}"
   echo "atc: batch $bs -> ${output}.om (soc $soc)"
-  build "$output" "\"batch_size\": $bs" "$bs"
+  build "$output" --batch-size "$bs" "$bs"
 done
 echo "built: $(for bs in $batch_sizes; do printf '%s ' "$out_dir/T2T_ViT_bs${bs}.om"; done)"

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error(f"--img-size must be a multiple of 16 from 32 to 1024, got {args.img_size}")
 
     def action() -> int:
-        from t2t_vit.doctor import cpu_path_note, diagnose, table
+        from t2t_vit.ascend.doctor import cpu_path_note, diagnose, table
         from t2t_vit.provenance import provenance, write_json
 
         report = diagnose(args.data_dir, args.work_dir, args.img_size)

@@ -27,8 +27,8 @@ from t2t_vit import cli
 def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
     """The runner's parser; ``only_given`` leaves ais_bench options the command line does not give unset."""
     from t2t_vit.aisbench import add_ais_options
-    from t2t_vit.backends import BACKENDS, DEFAULT_BACKEND
-    from t2t_vit.npu_precision import PRECISIONS
+    from t2t_vit.runtime.backends import BACKENDS, DEFAULT_BACKEND
+    from t2t_vit.ascend.npu_precision import PRECISIONS
 
     parser = cli.make_parser(__doc__)
     add_ais_options(parser, only_given)
@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         import logging
 
         from t2t_vit.aisbench import npu_only_warnings
-        from t2t_vit.backends import choose_backend
-        from t2t_vit.runner import RunnerError, check_om_inputs, run_inference
+        from t2t_vit.runtime.backends import choose_backend
+        from t2t_vit.runtime.runner import RunnerError, check_om_inputs, run_inference
 
         if args.model.endswith(".om"):
             check_om_inputs(args.model, args.input.split(",") if args.input else None, args.dymBatch)
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         several = isinstance(args.device, list) and len(args.device) > 1
         if several:  # chosen once, here (one run chooses its runtime after checking its bins against the model)
             if inputs and os.path.isfile(args.model):  # bins the model does not take: refused before anything else
-                from t2t_vit.runner import check_inputs_match, list_input_files
+                from t2t_vit.runtime.runner import check_inputs_match, list_input_files
 
                 check_inputs_match(args.model, list_input_files(inputs))
             args.backend = choose_backend(args.backend, args.precision)
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                       precision=args.precision, keep_dtype=args.keep_dtype, accumulate=args.npu_accumulate,
                       resume=args.resume)
         if several:
-            from t2t_vit.multidevice import run_devices, summary_lines
+            from t2t_vit.runtime.multidevice import run_devices, summary_lines
 
             runs = run_devices(args.device, args.divide_input, inputs, args.output, args.output_dirname,
                                args.threads, {**common, "progress": False}, args.display_all_summary)

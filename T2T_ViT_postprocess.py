@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def action() -> None:
-        from t2t_vit import metrics
+        from t2t_vit.data import metrics
         from t2t_vit.provenance import provenance, write_json
 
         def evaluate(result_dir):
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 def score_copies(layout, result_dir, evaluate):
     """Device folders that each hold every image: each scored, its agreement with the first printed as a table.
     Returns the first device's figures (with ``layout`` and ``per_device``) and matched set."""
-    from t2t_vit import metrics
+    from t2t_vit.data import metrics
 
     results, matched, rows = metrics.evaluate_copies(layout, result_dir, evaluate)
     reference = rows[0]["device_folder"]

@@ -46,7 +46,7 @@ from t2t_vit import cli
 
 
 def build_parser():
-    from t2t_vit.preprocess import default_workers
+    from t2t_vit.data.preprocess import default_workers
 
     parser = cli.make_parser(__doc__)
     cli.add_data_arguments(parser)
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def action() -> None:
         from t2t_vit.config import resolve_data_config
-        from t2t_vit.preprocess import run_preprocess
+        from t2t_vit.data.preprocess import run_preprocess
 
         data_config = resolve_data_config({"crop_pct": args.crop_pct, "interpolation": args.interpolation},
                                           img_size=args.img_size)

@@ -32,10 +32,10 @@ from t2t_vit import cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from t2t_vit.checkpoint import WEIGHT_CHOICES
-    from t2t_vit.export import DEFAULT_OPSET, DEFAULT_TOLERANCE, INPUT_DTYPES, MAX_OPSET, MIN_OPSET
-    from t2t_vit.model import DEFAULT_PERFORMER, PERFORMER_FORMS
-    from t2t_vit.variants import NAMES
+    from t2t_vit.model.checkpoint import WEIGHT_CHOICES
+    from t2t_vit.model.export import DEFAULT_OPSET, DEFAULT_TOLERANCE, INPUT_DTYPES, MAX_OPSET, MIN_OPSET
+    from t2t_vit.model.network import DEFAULT_PERFORMER, PERFORMER_FORMS
+    from t2t_vit.model.variants import NAMES
 
     parser = cli.make_parser(__doc__)
     files = parser.add_argument_group("files")
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     def action() -> None:
         import logging
 
-        from t2t_vit.export import export_checkpoint
+        from t2t_vit.model.export import export_checkpoint
 
         if args.performer == "einsum":
             logging.getLogger("T2T_ViT_pth2onnx").warning(

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     check_arguments(parser, args)
 
     def action() -> None:
-        from t2t_vit.keep_dtype import describe, keep_dtype_nodes, write_keep_dtype
+        from t2t_vit.ascend.keep_dtype import describe, keep_dtype_nodes, write_keep_dtype
 
         if args.explain:
             explain(args)
@@ -103,7 +103,7 @@ def load_images(args):
     bins = sorted(Path(args.input).glob("*.bin"))[:args.images]
     if not bins:
         raise ToolkitError(f"--input {args.input} holds no .bin files")
-    from t2t_vit.fp16_diagnosis import images_for
+    from t2t_vit.ascend.fp16_diagnosis import images_for
 
     return images_for(args.onnx_path, bins)
 
@@ -113,10 +113,10 @@ def explain(args) -> None:
     import csv
     import io
 
-    from t2t_vit.export import load_onnx
+    from t2t_vit.model.export import load_onnx
     from t2t_vit.files import write_text_atomic
-    from t2t_vit.fp16_diagnosis import REPORT_COLUMNS, explain as run_explain, origin_text
-    from t2t_vit.npu_precision import read_keep_list
+    from t2t_vit.ascend.fp16_diagnosis import REPORT_COLUMNS, explain as run_explain, origin_text
+    from t2t_vit.ascend.npu_precision import read_keep_list
 
     images = load_images(args)
     entries = read_keep_list(args.keep_dtype)
@@ -146,9 +146,9 @@ def explain(args) -> None:
 
 def minimize(args, subgraphs) -> None:
     """Group-level search, then node by node; print both tables and the proof; write the 1-minimal set."""
-    from t2t_vit.export import load_onnx
+    from t2t_vit.model.export import load_onnx
     from t2t_vit.files import write_text_atomic
-    from t2t_vit.fp16_diagnosis import Criterion, KeepSetSearch, minimize_groups, minimize_nodes
+    from t2t_vit.ascend.fp16_diagnosis import Criterion, KeepSetSearch, minimize_groups, minimize_nodes
 
     images = load_images(args)
     criterion = Criterion(args.tolerance, args.agreement)

@@ -35,8 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from t2t_vit.backends import DEFAULT_BACKEND, default_streams, load_backend  # noqa: E402
-from t2t_vit.runner import default_micro_batch, pipeline_batches  # noqa: E402
+from t2t_vit.runtime.backends import DEFAULT_BACKEND, default_streams, load_backend  # noqa: E402
+from t2t_vit.runtime.runner import default_micro_batch, pipeline_batches  # noqa: E402
 
 CPU_FORM = "matmul"  # the export T2T_ViT_eval.sh gives the CPU runner
 BATCHES = (1, 8)
@@ -169,8 +169,8 @@ def run_stage_benchmarks(workers: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from t2t_vit.export import export_onnx
-    from t2t_vit.model import create_model
+    from t2t_vit.model.export import export_onnx
+    from t2t_vit.model.network import create_model
 
     parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     add_timing_arguments(parser)

@@ -29,11 +29,11 @@ BATCHES = (1, 8)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from t2t_vit.export import export_onnx
-    from t2t_vit.model import create_model, scaled_random_state_dict
-    from t2t_vit.multidevice import run_devices
-    from t2t_vit.runner import run_inference
-    from t2t_vit.variants import BY_NAME, NAMES
+    from t2t_vit.model.export import export_onnx
+    from t2t_vit.model.network import create_model, scaled_random_state_dict
+    from t2t_vit.runtime.multidevice import run_devices
+    from t2t_vit.runtime.runner import run_inference
+    from t2t_vit.model.variants import BY_NAME, NAMES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=NAMES, default="t2t_vit_14", metavar="NAME",

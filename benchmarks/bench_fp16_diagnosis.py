@@ -30,9 +30,9 @@ SHIPPED = REPO_ROOT / "tests" / "data" / "imagenet-sample"
 
 def prepare(scratch: Path, images: int) -> tuple[Path, Path]:
     from t2t_vit.config import resolve_data_config
-    from t2t_vit.data import EvalTransform, open_rgb
-    from t2t_vit.export import export_onnx
-    from t2t_vit.model import create_model, scaled_random_state_dict
+    from t2t_vit.data.dataset import EvalTransform, open_rgb
+    from t2t_vit.model.export import export_onnx
+    from t2t_vit.model.network import create_model, scaled_random_state_dict
 
     model = create_model("sum")
     model.load_state_dict(scaled_random_state_dict(create_model("einsum"), seed=0))

@@ -17,7 +17,7 @@ f32 on the same export, all three run with the runner's settings (one stream per
   least); the speed-up is over the f32 default.
 
 Without ``--pth-path`` the weights are random with unit-scale projections
-(``t2t_vit.model.scaled_random_state_dict``). Quantization error depends on the weights, so the
+(``t2t_vit.model.network.scaled_random_state_dict``). Quantization error depends on the weights, so the
 agreement figures then only show the method works end to end; the published checkpoint's must be
 measured with it.
 """
@@ -35,8 +35,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from t2t_vit.backends import DEFAULT_BACKEND, default_streams  # noqa: E402
-from t2t_vit.runner import default_micro_batch  # noqa: E402
+from t2t_vit.runtime.backends import DEFAULT_BACKEND, default_streams  # noqa: E402
+from t2t_vit.runtime.runner import default_micro_batch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_backends import RuntimePath, add_timing_arguments, images_per_s, window_batches  # noqa: E402
@@ -48,7 +48,7 @@ BATCHES = (1, 8)
 def load_images(data_dir: Path, limit: int | None) -> tuple[np.ndarray, list[str]]:
     """Every JPEG under ``data_dir`` (sorted), preprocessed as T2T_ViT_preprocess.py does."""
     from t2t_vit.config import resolve_data_config
-    from t2t_vit.data import EvalTransform, open_rgb
+    from t2t_vit.data.dataset import EvalTransform, open_rgb
 
     paths = sorted(path for path in data_dir.rglob("*") if path.suffix.lower() in (".jpeg", ".jpg", ".png"))
     if limit:
@@ -72,7 +72,7 @@ def run_all(path, images: np.ndarray, batch: int) -> np.ndarray:
 
 def agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
     """``other`` scored against the reference's top-1 classes, with the postprocess stage's tie rule."""
-    from t2t_vit.metrics import ranks
+    from t2t_vit.data.metrics import ranks
 
     top1 = reference.argmax(axis=1)
     rank = ranks(other, top1)  # classes scoring strictly above the reference's top-1; -1 if not finite
@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from t2t_vit.checkpoint import load_checkpoint
-    from t2t_vit.export import export_onnx
-    from t2t_vit.model import create_model, scaled_random_state_dict
+    from t2t_vit.model.checkpoint import load_checkpoint
+    from t2t_vit.model.export import export_onnx
+    from t2t_vit.model.network import create_model, scaled_random_state_dict
 
     parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     parser.add_argument("--pth-path", metavar="FILE", help="checkpoint (default: random unit-scale weights)")

@@ -40,7 +40,7 @@ DEFAULT_DATA = REPO_ROOT / "tests" / "data" / "imagenet-sample"  # shipped; ../s
 def load_images(data_dir: Path, count: int, img_size: int) -> np.ndarray:
     """The first ``count`` JPEGs under ``data_dir`` (sorted), as T2T_ViT_preprocess.py --img-size makes them."""
     from t2t_vit.config import resolve_data_config
-    from t2t_vit.data import EvalTransform, open_rgb
+    from t2t_vit.data.dataset import EvalTransform, open_rgb
 
     paths = sorted(path for path in data_dir.rglob("*") if path.suffix.lower() in (".jpeg", ".jpg", ".png"))[:count]
     if not paths:
@@ -51,8 +51,8 @@ def load_images(data_dir: Path, count: int, img_size: int) -> np.ndarray:
 
 def export_variant(spec, out: Path, checkpoint_dir: Path | None) -> str:
     """Write the variant's sum export to ``out``; return where its weights came from."""
-    from t2t_vit.export import export_checkpoint, export_onnx
-    from t2t_vit.model import create_model, scaled_random_state_dict
+    from t2t_vit.model.export import export_checkpoint, export_onnx
+    from t2t_vit.model.network import create_model, scaled_random_state_dict
 
     for name in spec.checkpoints if checkpoint_dir else ():
         path = checkpoint_dir / name
@@ -66,9 +66,9 @@ def export_variant(spec, out: Path, checkpoint_dir: Path | None) -> str:
 
 
 def measure(spec, images: np.ndarray, onnx_path: Path, threads: int | None) -> dict:
-    from t2t_vit.export import load_onnx
-    from t2t_vit.fp16_diagnosis import Criterion, KeepSetSearch, minimize_groups, minimize_nodes, nan_origin
-    from t2t_vit.keep_dtype import keep_dtype_nodes
+    from t2t_vit.model.export import load_onnx
+    from t2t_vit.ascend.fp16_diagnosis import Criterion, KeepSetSearch, minimize_groups, minimize_nodes, nan_origin
+    from t2t_vit.ascend.keep_dtype import keep_dtype_nodes
 
     proto = load_onnx(onnx_path)
     subgraphs = keep_dtype_nodes(onnx_path)
@@ -114,7 +114,7 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from t2t_vit.variants import BY_NAME, NAMES
+    from t2t_vit.model.variants import BY_NAME, NAMES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

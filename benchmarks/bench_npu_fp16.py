@@ -30,18 +30,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_backends import RuntimePath, add_timing_arguments, images_per_s, window_batches  # noqa: E402
 from bench_int8 import DEFAULT_DATA, load_images  # noqa: E402
-from t2t_vit.backends import default_streams  # noqa: E402
-from t2t_vit.runner import default_micro_batch  # noqa: E402
+from t2t_vit.runtime.backends import default_streams  # noqa: E402
+from t2t_vit.runtime.runner import default_micro_batch  # noqa: E402
 
 BATCHES = (1, 8)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from t2t_vit.checkpoint import load_checkpoint
+    from t2t_vit.model.checkpoint import load_checkpoint
     from t2t_vit.config import resolve_data_config
-    from t2t_vit.export import export_onnx
-    from t2t_vit.keep_dtype import keep_dtype_nodes, write_keep_dtype
-    from t2t_vit.model import create_model, scaled_random_state_dict
+    from t2t_vit.model.export import export_onnx
+    from t2t_vit.ascend.keep_dtype import keep_dtype_nodes, write_keep_dtype
+    from t2t_vit.model.network import create_model, scaled_random_state_dict
 
     parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     parser.add_argument("--pth-path", metavar="FILE", help="checkpoint (default: random unit-scale weights)")

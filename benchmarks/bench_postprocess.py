@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from t2t_vit import metrics  # noqa: E402
-from t2t_vit.data import write_labels  # noqa: E402
+from t2t_vit.data import metrics  # noqa: E402
+from t2t_vit.data.dataset import write_labels  # noqa: E402
 
 
 def plain_loop(result_dir: Path, gt_path: Path) -> tuple[float, float]:

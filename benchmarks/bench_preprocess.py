@@ -25,14 +25,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from t2t_vit.config import resolve_data_config  # noqa: E402
-from t2t_vit.preprocess import default_workers, run_preprocess  # noqa: E402
+from t2t_vit.data.preprocess import default_workers, run_preprocess  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[1] / "tests" / "data" / "imagenet-sample"
 
 
 def layout(source: Path, root: Path, copies: int = 1) -> Path:
     """val/<synset>/<file> symlinks for a folder of <synset>_*.JPEG files (or the folder itself if laid out)."""
-    from t2t_vit.demo import replicate_val_tree
+    from t2t_vit.job.demo import replicate_val_tree
 
     if any(path.is_dir() for path in source.iterdir()):
         return source
@@ -46,7 +46,7 @@ def reference_path(data_dir: Path, out_dir: Path, workers: int, data_config: dic
     import torch
     from PIL import Image
 
-    from t2t_vit.data import discover_images
+    from t2t_vit.data.dataset import discover_images
 
     items = discover_images(data_dir).items
     transform = timm.data.create_transform(**data_config)

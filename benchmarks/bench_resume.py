@@ -50,8 +50,8 @@ def make_bins(scratch: Path, images: int) -> Path:
 
 def export(scratch: Path) -> Path:
     from t2t_vit.config import resolve_data_config
-    from t2t_vit.export import export_onnx
-    from t2t_vit.model import create_model, scaled_random_state_dict
+    from t2t_vit.model.export import export_onnx
+    from t2t_vit.model.network import create_model, scaled_random_state_dict
 
     model = create_model("matmul")
     model.load_state_dict(scaled_random_state_dict(create_model("einsum"), seed=0))
@@ -89,7 +89,7 @@ def refusal_seconds(scratch: Path) -> float:
     work = scratch / "held"
     with exclusive_lock(work / "demo", "--work-dir"):  # the demo's own work dir
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "t2t_vit.evaljob", "--work-dir", str(work), "--demo"],
+        result = subprocess.run([sys.executable, "-m", "t2t_vit.job.evaljob", "--work-dir", str(work), "--demo"],
                                 capture_output=True, text=True, cwd=REPO_ROOT)
         seconds = time.perf_counter() - started
     if result.returncode != 1 or len(result.stderr.strip().splitlines()) != 1:

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from t2t_vit.config import resolve_data_config  # noqa: E402
-from t2t_vit.preprocess import default_workers, run_preprocess  # noqa: E402
+from t2t_vit.data.preprocess import default_workers, run_preprocess  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[1] / "tests" / "data" / "imagenet-sample"
 SOURCES = ("folder", "tar", "tar.gz")
@@ -33,7 +33,7 @@ SOURCES = ("folder", "tar", "tar.gz")
 
 def lay_out(images: list[Path], copies: int, root: Path) -> dict[str, Path]:
     """The flat folder, the .tar and the .tar.gz of the same images, and the label file they share."""
-    from t2t_vit.data import read_class_list
+    from t2t_vit.data.dataset import read_class_list
 
     synsets = read_class_list()
     flat = root / "val"

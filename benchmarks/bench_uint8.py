@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_backends import (RuntimePath, add_timing_arguments, images_per_s, matmul_ceiling,  # noqa: E402
                             window_batches)
 from bench_int8 import DEFAULT_DATA  # noqa: E402
-from t2t_vit.backends import DEFAULT_BACKEND, default_streams  # noqa: E402
-from t2t_vit.runner import default_micro_batch  # noqa: E402
+from t2t_vit.runtime.backends import DEFAULT_BACKEND, default_streams  # noqa: E402
+from t2t_vit.runtime.runner import default_micro_batch  # noqa: E402
 
 BATCHES = (1, 8)
 DTYPES = ("float32", "uint8")
@@ -38,7 +38,7 @@ DTYPES = ("float32", "uint8")
 def real_inputs(data_dir: Path, limit: int) -> dict[str, np.ndarray]:
     """The first ``limit`` JPEGs of ``data_dir`` as float32 bins and as uint8 bins would hold them."""
     from t2t_vit.config import resolve_data_config
-    from t2t_vit.data import EvalTransform, open_rgb
+    from t2t_vit.data.dataset import EvalTransform, open_rgb
 
     transform = EvalTransform(resolve_data_config())
     images = [open_rgb(path) for path in sorted(data_dir.glob("*.JPEG"))[:limit]]
@@ -47,8 +47,8 @@ def real_inputs(data_dir: Path, limit: int) -> dict[str, np.ndarray]:
 
 def main(argv: list[str] | None = None) -> int:
     from t2t_vit.config import resolve_data_config
-    from t2t_vit.export import export_onnx
-    from t2t_vit.model import create_model, scaled_random_state_dict
+    from t2t_vit.model.export import export_onnx
+    from t2t_vit.model.network import create_model, scaled_random_state_dict
 
     parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     add_timing_arguments(parser)

@@ -63,8 +63,8 @@ def export_variant(spec, folder: Path) -> Path:
     """The CPU export of ``spec`` with random weights (verified at batch 1, as every export is)."""
     import torch
 
-    from t2t_vit.export import export_onnx
-    from t2t_vit.model import create_model
+    from t2t_vit.model.export import export_onnx
+    from t2t_vit.model.network import create_model
 
     torch.manual_seed(0)
     model = create_model(spec.form(bench_backends.CPU_FORM), spec)
@@ -74,9 +74,9 @@ def export_variant(spec, folder: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from t2t_vit.backends import DEFAULT_BACKEND, default_streams
-    from t2t_vit.runner import default_micro_batch
-    from t2t_vit.variants import BY_NAME, NAMES
+    from t2t_vit.runtime.backends import DEFAULT_BACKEND, default_streams
+    from t2t_vit.runtime.runner import default_micro_batch
+    from t2t_vit.model.variants import BY_NAME, NAMES
 
     parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     bench_backends.add_timing_arguments(parser)

@@ -27,9 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_preprocess import SHIPPED, layout  # noqa: E402
-from t2t_vit import preprocess  # noqa: E402
+from t2t_vit.data import preprocess  # noqa: E402
 from t2t_vit.config import resolve_data_config  # noqa: E402
-from t2t_vit.data import discover_images  # noqa: E402
+from t2t_vit.data.dataset import discover_images  # noqa: E402
 from t2t_vit.workers import WorkerDied, guarded_map  # noqa: E402
 
 

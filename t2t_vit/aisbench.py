@@ -17,10 +17,43 @@ Each option says what the CPU runner does with it:
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 DEVICE_RANGE = (0, 255)
+
+
+# --------------------------------------------------------------------------- ais_bench's device folders
+
+_DEVICE_FOLDER = re.compile(r"^device(?P<device>\d+)(?:_(?P<index>\d+))?$")
+DEVICE_FILE_SUFFIXES = ("_summary.json", "_resume.json")  # what a run leaves beside each device's folder
+
+
+def device_folder(device: int, index: int) -> str:
+    """The folder today's ais_bench writes the results of the ``index``-th device of ``--device`` in."""
+    return f"device{device}_{index}"
+
+
+def device_folders(devices: list[int]) -> list[str]:
+    """The folder of each device of a list (the main job lays older ais_bench's results out the same)."""
+    return [device_folder(device, index) for index, device in enumerate(devices)]
+
+
+def parse_device_folder(name: str) -> tuple[int, int | None] | None:
+    """(device, index) of a device folder's name (``device3_1``; an older ais_bench's ``device3`` has no index),
+    or None when ``name`` is not one."""
+    match = _DEVICE_FOLDER.match(name)
+    return (int(match["device"]), None if match["index"] is None else int(match["index"])) if match else None
+
+
+def is_device_entry(name: str) -> bool:
+    """Whether ``name`` is a device's folder or one of the files a run leaves beside it."""
+    for suffix in DEVICE_FILE_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[:-len(suffix)]
+            break
+    return parse_device_folder(name) is not None
 
 
 # --------------------------------------------------------------------------- ais_bench's value parsers

@@ -13,7 +13,7 @@ os.environ["T2T_VIT_TEST_VARIANTS"] = "1"
 
 import torch  # noqa: E402
 
-from t2t_vit.model import create_model, scaled_random_state_dict  # noqa: E402
+from t2t_vit.model.network import create_model, scaled_random_state_dict  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_ENV = "T2T_VIT_UPSTREAM"
@@ -87,8 +87,8 @@ def save_published_layout(path: Path, weights: dict[str, torch.Tensor], name: st
 def export_every_form(folder: Path, weights: dict[str, torch.Tensor], name: str, prefix: str) -> dict[str, Path]:
     """The exports of variant ``name`` with ``weights`` (sum and matmul, opset 11; einsum, opset 12), verified at
     batch 1, as ``folder/<prefix>_<form>.onnx``."""
-    from t2t_vit.export import export_onnx
-    from t2t_vit.variants import BY_NAME
+    from t2t_vit.model.export import export_onnx
+    from t2t_vit.model.variants import BY_NAME
 
     paths = {}
     for performer, opset in (("sum", 11), ("matmul", 11), ("einsum", 12)):

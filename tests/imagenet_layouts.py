@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from t2t_vit.labels import read_class_list
+from t2t_vit.data.labels import read_class_list
 from t2t_vit.version_bridge import installed
 
 VAL_IMAGES = 50_000

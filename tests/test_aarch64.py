@@ -50,8 +50,8 @@ def fixed_checkpoint(path: Path, name: str = "t2t_vit_14") -> Path:
 
     import torch
 
-    from t2t_vit.model import create_model
-    from t2t_vit.variants import BY_NAME
+    from t2t_vit.model.network import create_model
+    from t2t_vit.model.variants import BY_NAME
 
     spec = BY_NAME[name]
     rng = np.random.RandomState(0)
@@ -77,8 +77,8 @@ class Built(dict):
     minute emulated), as the main job makes it: verified against PyTorch, at batch 1 only."""
 
     def __missing__(self, form: str) -> Path:
-        from t2t_vit import export
-        from t2t_vit.evaljob import Digests, export_form, export_path
+        from t2t_vit.model import export
+        from t2t_vit.job.evaljob import Digests, export_form, export_path
 
         performer, dtype = FORMS[form]
         path = export_path(self["work"], performer, dtype)
@@ -137,9 +137,9 @@ def op_types(onnx_path: Path, names: list[str]) -> list[str]:
 def variant_export(paths: Built, name: str) -> Path:
     """The main job's float32 export of another variant (its sum form; the transformer-token ones have one form)
     from fixed weights, verified at batch 1."""
-    from t2t_vit import export
-    from t2t_vit.evaljob import Digests, export_form, export_path
-    from t2t_vit.variants import BY_NAME
+    from t2t_vit.model import export
+    from t2t_vit.job.evaljob import Digests, export_form, export_path
+    from t2t_vit.model.variants import BY_NAME
 
     if name not in paths:
         spec = BY_NAME[name]
@@ -214,7 +214,7 @@ def test_openvino_runs_in_f32_and_gives_x86s_logits(built, records, tmp_path):
     """OpenVINO, optional on aarch64 (CI installs it there): its Arm plugin would pick f16 on CPUs that have it;
     the runner pins f32 and refuses any other precision."""
     pytest.importorskip("openvino", reason="OpenVINO is optional on aarch64 (pip install openvino); CI installs it")
-    from t2t_vit.backends import load_backend
+    from t2t_vit.runtime.backends import load_backend
 
     backend = load_backend("openvino", built["matmul"], threads=2, batch_size=2)
     assert str(backend.compiled.get_property("INFERENCE_PRECISION_HINT")) in ("f32", "<Type: 'float32'>")
@@ -261,7 +261,7 @@ def test_another_variant_gives_x86s_logits_keep_set_and_fp16(built, records, nam
 def test_the_main_job_and_postprocess_on_the_official_pair(built, records, tmp_path):
     """The main job on the tar + devkit (the exports above reused, as a re-run would): its scores are the
     postprocess stage's on x86's logits."""
-    from t2t_vit.data import read_labels
+    from t2t_vit.data.dataset import read_labels
 
     for form in ("sum", "matmul_uint8"):  # the job's own exports (uint8 bins), made by the tests above
         assert built[form].is_file()
@@ -289,7 +289,7 @@ def test_the_main_job_and_postprocess_on_the_official_pair(built, records, tmp_p
 def test_the_main_job_and_postprocess_on_a_small_variant(built, records, tmp_path):
     """The main job on the tar + devkit with the small performer variant (its own exports: uint8 bins, batch 2):
     the logits of the smoke subset's export on x86, the same top-1 as postprocess on its result files."""
-    from t2t_vit.data import read_labels
+    from t2t_vit.data.dataset import read_labels
 
     name = SMALL[0]
     work = tmp_path / "work"
@@ -317,7 +317,7 @@ def test_the_default_runtime_says_what_it_runs(caplog, monkeypatch):
     import logging
     import platform
 
-    from t2t_vit.backends import ARM_NOTE, choose_backend, on_arm
+    from t2t_vit.runtime.backends import ARM_NOTE, choose_backend, on_arm
 
     caplog.set_level(logging.INFO)
     if not on_arm():

@@ -170,7 +170,7 @@ def test_pure_inference_with_output_writes_what_ais_bench_writes(tmp_path, capsy
 
 
 def test_random_pure_data_is_random_bytes(tmp_path):
-    from t2t_vit.runner import pure_infer_data
+    from t2t_vit.runtime.runner import pure_infer_data
 
     zero = pure_infer_data((2, 3), np.dtype(np.float32), "zero")
     assert zero.dtype == np.float32 and not zero.any()
@@ -376,3 +376,13 @@ def test_a_dynamic_batch_om_goes_to_ais_bench_with_a_gear_and_every_device(stand
         result = infer(*args)
         assert result.returncode == 1 and expected in result.stderr and result.stderr.count("\n") == 1, result.stderr
         assert not (tmp_path / "r.json").exists()  # ais_bench never started
+
+
+def test_device_folder_names_have_one_writer_and_one_reader():
+    from t2t_vit.aisbench import device_folder, device_folders, is_device_entry, parse_device_folder
+
+    assert device_folders([3, 0]) == ["device3_0", "device0_1"] == [device_folder(3, 0), device_folder(0, 1)]
+    assert [parse_device_folder(name) for name in ("device3_0", "device12", "device_1", "result")] == \
+        [(3, 0), (12, None), None, None]
+    assert [is_device_entry(name) for name in ("device0_1", "device0_1_summary.json", "device0_1_resume.json",
+                                               "device0_1.json", "bs1_summary.json")] == [True, True, True, False, False]

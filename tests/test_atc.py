@@ -126,7 +126,7 @@ def test_clear_errors(workdir, args, tools, pattern):
 def test_each_om_gets_a_build_record_that_the_main_job_accepts(workdir):
     import json
 
-    from t2t_vit.evaljob import Digests, JobError, om_for_batch
+    from t2t_vit.job.evaljob import Digests, JobError, om_for_batch
 
     result = run(workdir, "--onnx", "model.onnx", "--batch-sizes", "1 8", "--out-dir", "om", naming="suffixed")
     assert result.returncode == 0, result.stderr
@@ -199,3 +199,21 @@ def test_dynamic_batch_refuses_a_single_gear_in_one_line(workdir, sizes):
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert "--dynamic-batch needs 2 to 100 batch sizes (ATC's --dynamic_batch_size gears), got 1" in result.stderr
     assert not (workdir / "atc.log").exists()
+
+
+def test_the_build_record_has_one_reader_for_every_era(tmp_path):
+    """Records written before a field existed read its default; a missing or broken record reads as none."""
+    from t2t_vit.ascend.om_record import main, read_record
+
+    om = tmp_path / "T2T_ViT_bs4.om"
+    om.write_bytes(b"om")
+    assert read_record(om) is None
+    (tmp_path / "T2T_ViT_bs4.om.json").write_text('{"onnx": "a.onnx", "batch_size": 4, "input_shape": "3,384,384"}')
+    record = read_record(om)
+    assert (record.input_dtype, record.input_side, record.batch_size, record.dynamic_batch_sizes) == \
+        ("float32", 384, 4, None)
+    (tmp_path / "T2T_ViT_bs4.om.json").write_text("{not json")
+    assert read_record(om) is None
+    assert main(["--om", str(om), "--onnx", str(tmp_path / "missing.onnx"), "--keep-dtype", str(om),
+                 "--soc-version", "Ascend310P3", "--input-shape", "3,224,224", "--batch-size", "4"]) == 1
+    assert read_record(om) is None  # nothing written on a refusal

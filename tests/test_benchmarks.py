@@ -52,7 +52,7 @@ def test_agreement_figures():
 
 
 def test_bench_uint8_feeds_the_same_images_in_both_dtypes(sample_images):
-    from t2t_vit.data import normalise
+    from t2t_vit.data.dataset import normalise
 
     inputs = load("bench_uint8").real_inputs(sample_images[0].parent, 3)
     assert inputs["uint8"].shape == (3, 224, 224, 3) and inputs["float32"].shape == (3, 3, 224, 224)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from t2t_vit.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, select_state_dict
-from t2t_vit.model import create_model
+from t2t_vit.model.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, select_state_dict
+from t2t_vit.model.network import create_model
 
 
 class NotAllowed:

@@ -8,8 +8,8 @@ from PIL import Image
 
 from conftest import make_val_tree, reference_transform
 from t2t_vit.config import resolve_data_config
-from t2t_vit.data import (DatasetError, EvalTransform, assign_names, discover_images, open_rgb, read_bin,
-                          read_class_list, read_labels, select_subset, write_bin, write_labels)
+from t2t_vit.data.dataset import DatasetError, EvalTransform, assign_names, discover_images, open_rgb, read_class_list, read_labels, select_subset, write_labels
+from t2t_vit.data.bins import read_bin, write_bin
 
 
 def test_shipped_class_list_is_the_sorted_imagenet_synsets():

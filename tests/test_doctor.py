@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from test_atc import NPU_SMI, NPU_SMI_DUO
-from t2t_vit.doctor import parse_npu_smi
+from t2t_vit.ascend.doctor import parse_npu_smi
 
 SCRIPT = REPO_ROOT / "T2T_ViT_doctor.py"
 # numpy 2 is a blocker below Python 3.13 (CANN's Python packages need numpy 1.x): the pinned set has it.

@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from conftest import AIS_BENCH, REPO_ROOT, TINY
-from t2t_vit.backends import choose_backend
-from t2t_vit.checkpoint import load_checkpoint
-from t2t_vit.data import read_bin
-from t2t_vit.demo import make_checkpoint, make_images
-from t2t_vit.evaljob import Digests, JobError, om_for_batch
-from t2t_vit.export import read_metadata
+from t2t_vit.runtime.backends import choose_backend
+from t2t_vit.model.checkpoint import load_checkpoint
+from t2t_vit.data.bins import read_bin
+from t2t_vit.job.demo import make_checkpoint, make_images
+from t2t_vit.job.evaljob import Digests, JobError, om_for_batch
+from t2t_vit.model.export import read_metadata
 from t2t_vit.version_bridge import installed
-from t2t_vit.metrics import evaluate
+from t2t_vit.data.metrics import evaluate
 
 # The main job on the tiny test variant: what is checked here (files, tables, reuse, refusals) does not depend on
 # the model's size; every published variant's run is in test_family.py (slow tier).
@@ -62,7 +62,7 @@ def pytorch_logits(checkpoint, bins_dir, names):
 
 
 def create_model_with(checkpoint):
-    from t2t_vit.model import create_model
+    from t2t_vit.model.network import create_model
 
     model = create_model("einsum", MODEL)
     load_checkpoint(model, checkpoint)
@@ -309,7 +309,7 @@ def test_an_om_runs_only_when_built_from_this_runs_export(tmp_path, case):
 
 @pytest.mark.needs("matplotlib")
 def test_the_plot_starts_images_per_s_at_zero():
-    from t2t_vit.evalreport import figure_of
+    from t2t_vit.job.report import figure_of
 
     rows = [{"batch_size": size, "images_per_s": speed, "top1": 80.0, "top5": 95.0, "count": 10,
              "accuracy_batch_size": 64, "runner": "openvino"} for size, speed in ((1, 13.1), (8, 13.4), (64, 13.2))]
@@ -320,7 +320,7 @@ def test_the_plot_starts_images_per_s_at_zero():
 @pytest.mark.needs("matplotlib")
 def test_the_accuracy_panel_shows_each_pass_once_and_labels_even_zero_bars():
     """One CPU pass stands for every batch size: one pair of bars, not six; a 0 % bar still says what it is."""
-    from t2t_vit.evalreport import figure_of
+    from t2t_vit.job.report import figure_of
 
     rows = [{"batch_size": size, "images_per_s": 5.0, "top1": 0.0, "top5": 0.0, "count": 16,
              "accuracy_batch_size": 64, "runner": "openvino"} for size in (1, 4, 64)]

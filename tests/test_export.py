@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import T2T_ViT_pth2onnx
-from t2t_vit.export import ExportError, export_onnx, read_metadata
+from t2t_vit.model.export import ExportError, export_onnx, read_metadata
 from t2t_vit.files import sha256_file
 from t2t_vit.config import data_config_hash, resolve_data_config
-from t2t_vit.model import create_model
+from t2t_vit.model.network import create_model
 
 from conftest import TINY
 

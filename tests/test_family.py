@@ -18,9 +18,9 @@ import T2T_ViT_infer
 import T2T_ViT_preprocess
 import T2T_ViT_pth2onnx
 from conftest import REPO_ROOT, make_val_tree, reference_transform
-from t2t_vit.export import export_onnx, load_onnx, read_metadata
-from t2t_vit.model import create_model, scaled_random_state_dict
-from t2t_vit.variants import BY_NAME, VARIANTS
+from t2t_vit.model.export import export_onnx, load_onnx, read_metadata
+from t2t_vit.model.network import create_model, scaled_random_state_dict
+from t2t_vit.model.variants import BY_NAME, VARIANTS
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 UPSTREAM_PARAMS = {"t2t_vit_7": 4.3, "t2t_vit_10": 5.9, "t2t_vit_12": 6.9, "t2t_vit_14": 21.5, "t2t_vit_19": 39.2,
                    "t2t_vit_24": 64.1, "t2t_vit_14_384": 21.7, "t2t_vit_t_14": 21.5, "t2t_vit_t_19": 39.2,
                    "t2t_vit_t_24": 64.1}
-SYNSETS = (REPO_ROOT / "t2t_vit" / "imagenet_synsets.txt").read_text().split()
+SYNSETS = (REPO_ROOT / "t2t_vit" / "data" / "imagenet_synsets.txt").read_text().split()
 
 
 def random_model(name, form="einsum", seed=0):
@@ -94,8 +94,8 @@ ACCEPTANCE = [("t2t_vit_7", "bare"), ("t2t_vit_19", "module"), ("t2t_vit_t_14", 
 def test_pth2onnx_reads_the_variant_and_gen_cfg_keeps_fp16_right(name, layout, tmp_path, capsys, sample_images):
     """No variant named: the ONNX takes (N,3,S,S) and gives the model's logits; the keep set gen_cfg writes keeps
     fp16 (force_fp16 + keep) finite with f32's top-1."""
-    from t2t_vit.fp16_diagnosis import Criterion, KeepSetSearch
-    from t2t_vit.npu_precision import read_keep_list
+    from t2t_vit.ascend.fp16_diagnosis import Criterion, KeepSetSearch
+    from t2t_vit.ascend.npu_precision import read_keep_list
     from t2t_vit.version_bridge import onnxruntime_session
 
     spec, model = BY_NAME[name], random_model(name)
@@ -121,7 +121,7 @@ def test_pth2onnx_reads_the_variant_and_gen_cfg_keeps_fp16_right(name, layout, t
 
 
 def test_the_transformer_tokens_keep_set_is_their_own_softmax_attention(tmp_path, capsys):
-    from t2t_vit.keep_dtype import find_performer_subgraphs, keep_dtype_nodes
+    from t2t_vit.ascend.keep_dtype import find_performer_subgraphs, keep_dtype_nodes
 
     export_onnx(random_model("t2t_vit_t_14", "sum"), tmp_path / "t.onnx", verify_batch_sizes=(1,))
     graph = load_onnx(tmp_path / "t.onnx").graph
@@ -168,7 +168,7 @@ def test_model_confirms_the_variant_and_refuses_another_in_one_line(name, other,
 def test_preprocess_at_384_equals_timm_and_384_bins_are_refused_by_a_224_model(dtype, tmp_path, sample_images,
                                                                                 exported_onnx):
     from t2t_vit.config import resolve_data_config
-    from t2t_vit.data import EvalTransform
+    from t2t_vit.data.dataset import EvalTransform
 
     val = make_val_tree(tmp_path / "val", sample_images[:6])
     out = tmp_path / "bins"
@@ -219,7 +219,7 @@ def fitted_checkpoint(name, val, path):
     true class second (top-5 right); the third its true class far below (both wrong). Returns (top-1, top-5) in %."""
     from PIL import Image
 
-    from t2t_vit.data import EvalTransform
+    from t2t_vit.data.dataset import EvalTransform
 
     spec, model = BY_NAME[name], random_model(name)
     transform = EvalTransform(spec.data_config())
@@ -299,7 +299,7 @@ def test_the_demo_takes_a_variant(tmp_path):
 def test_explain_works_on_another_variant(name, tmp_path, sample_images, capsys):
     """--explain on a performer variant names the first performer's normaliser as the NaN's origin (nothing kept);
     on a transformer-token variant every tensor stays finite, and the report still has a row per float node."""
-    from t2t_vit.keep_dtype import keep_dtype_nodes
+    from t2t_vit.ascend.keep_dtype import keep_dtype_nodes
 
     spec = BY_NAME[name]
     export_onnx(random_model(name, spec.form("sum")), tmp_path / "m.onnx", data_config=spec.data_config(),

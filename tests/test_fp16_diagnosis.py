@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from t2t_vit.fp16_diagnosis import (REPORT_COLUMNS, compare, explain, fp32_range, kl_divergence, nan_origin,
+from t2t_vit.ascend.fp16_diagnosis import (REPORT_COLUMNS, compare, explain, fp32_range, kl_divergence, nan_origin,
                                     origin_text)
 from t2t_vit.version_bridge import make_onnx_model
 
@@ -114,8 +114,8 @@ def test_explain_on_the_model_names_the_performer_normalisation(exports_by_size,
     gen_cfg's structural rule (the Div that ends the first performer subgraph)."""
     import gen_cfg
     from t2t_vit.config import resolve_data_config
-    from t2t_vit.data import EvalTransform, open_rgb
-    from t2t_vit.keep_dtype import keep_dtype_nodes
+    from t2t_vit.data.dataset import EvalTransform, open_rgb
+    from t2t_vit.ascend.keep_dtype import keep_dtype_nodes
 
     (tmp_path / "bins").mkdir()
     EvalTransform(resolve_data_config())(open_rgb(sample_images[0])).astype("<f4").tofile(tmp_path / "bins" / "a.bin")
@@ -156,10 +156,10 @@ def test_the_upstream_initialisation_with_kqv_times_4_breaks_at_the_first_normal
     import torch
 
     from t2t_vit.config import resolve_data_config
-    from t2t_vit.data import EvalTransform, open_rgb
-    from t2t_vit.export import export_onnx, load_onnx
-    from t2t_vit.keep_dtype import keep_dtype_nodes
-    from t2t_vit.model import create_model
+    from t2t_vit.data.dataset import EvalTransform, open_rgb
+    from t2t_vit.model.export import export_onnx, load_onnx
+    from t2t_vit.ascend.keep_dtype import keep_dtype_nodes
+    from t2t_vit.model.network import create_model
 
     torch.manual_seed(0)
     model = create_model("sum")

@@ -77,7 +77,7 @@ def test_shipped_bins_are_the_recorded_bytes(tmp_path):
 
 def test_what_goes_to_atc_is_opset_11_with_an_ir_onnx_1_12_reads(exports_by_size, tmp_path):
     exported_onnx = exports_by_size  # tiny (fast tier), T2T-ViT-14 (slow tier)
-    from t2t_vit.npu_precision import emulate_force_fp16
+    from t2t_vit.ascend.npu_precision import emulate_force_fp16
 
     sum_export = onnx.load(str(exported_onnx["sum"]))
     assert [(entry.domain, entry.version) for entry in sum_export.opset_import] == [("", 11)]
@@ -185,7 +185,7 @@ def test_an_explicit_backend_that_is_missing_is_named(tmp_path, monkeypatch, cap
 
 
 def test_the_main_job_report_without_matplotlib(tmp_path, monkeypatch, capsys):
-    from t2t_vit import evalreport
+    from t2t_vit.job import report as evalreport
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     summary = {"rows": [], "machine": {"cpu": "cpu", "cores": 2}, "demo": False, "note": "", "npu_emulation": None,
@@ -200,7 +200,7 @@ def test_a_python_without_a_required_package_is_told_how_to_install_it(tmp_path,
     """A shell script run with a Python the toolkit was not installed into (T2T_ViT_atc.sh with the system
     python3) gets one line naming the package and the install line, not a traceback."""
     from test_atc import write_tiny_onnx
-    from t2t_vit import aipp
+    from t2t_vit.ascend import aipp
 
     write_tiny_onnx(tmp_path / "model.onnx", 224)
     monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now fails as in a Python without it

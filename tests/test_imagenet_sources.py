@@ -20,7 +20,7 @@ import pytest
 import T2T_ViT_preprocess
 from conftest import REPO_ROOT
 from imagenet_layouts import VAL_IMAGES, ground_truth, leaf_order, make_layouts, meta_mat, write_devkit
-from t2t_vit.labels import read_class_list
+from t2t_vit.data.labels import read_class_list
 
 LAYOUTS = {  # id -> (--data-dir, label options), relative to the layouts' root (--devkit needs scipy)
     "official-tar+devkit-tgz": ("ILSVRC2012_img_val.tar", ["--devkit", "ILSVRC2012_devkit_t12.tar.gz"]),
@@ -75,7 +75,7 @@ def test_every_layout_gives_the_class_folders_bins_and_labels(layout, layouts, r
 @pytest.mark.needs("scipy")
 def test_labels_are_meta_mat_ids_not_id_minus_one(layouts):
     """The classic slip: ID - 1 taken as the class. ID 1 is the kit fox (n02119789), sorted index 278."""
-    from t2t_vit.labels import read_devkit
+    from t2t_vit.data.labels import read_devkit
 
     synsets = read_class_list()
     labels = read_devkit(layouts.root / "ILSVRC2012_devkit_t12.tar.gz", synsets).by_key
@@ -313,8 +313,8 @@ def test_without_scipy_the_devkit_error_names_it(layouts, monkeypatch, tmp_path,
 
 
 def test_a_full_val_set_without_50_of_each_class_is_warned_about(caplog):
-    from t2t_vit.data import Discovery, ImageItem, _report
-    from t2t_vit.sources import SourceFile
+    from t2t_vit.data.dataset import Discovery, ImageItem, _report
+    from t2t_vit.data.sources import SourceFile
 
     def discovery(labels):
         items = [ImageItem(SourceFile(f"{i}.JPEG", f"{i}.JPEG"), f"{i}.JPEG", str(i), label)
@@ -346,7 +346,7 @@ def test_a_changed_archive_redoes_its_bins(layouts, reference, tmp_path):
 
 
 def test_tar_members_keep_their_names_and_order(layouts):
-    from t2t_vit.sources import open_source
+    from t2t_vit.data.sources import open_source
 
     files = open_source(layouts.root / "ILSVRC2012_img_val.tar").files()
     with tarfile.open(layouts.root / "ILSVRC2012_img_val.tar") as tar:

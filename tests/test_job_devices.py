@@ -17,9 +17,9 @@ import pytest
 from conftest import REPO_ROOT, TINY
 from test_atc import NPU_SMI_DUO
 from test_doctor import NUMPY_FITS_CANN
-from t2t_vit.evaljob import (DYNAMIC_OM, Digests, JobError, JobOptions, Pass, _devices, ais_bench_commands,
+from t2t_vit.job.evaljob import (DYNAMIC_OM, Digests, JobError, JobOptions, Pass, _devices, ais_bench_commands,
                              check_gears, clear_other_layout, device_summary, pass_through)
-from t2t_vit.metrics import device_layout, evaluate
+from t2t_vit.data.metrics import device_layout, evaluate
 
 DEMO = ("--demo", "--demo-images", "5", "--loop", "1", "--model", TINY)  # the test-only variant: the size is no matter
 IMAGES = 5

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import gen_cfg
-from t2t_vit.keep_dtype import KeepDtypeError, find_performer_subgraphs, keep_dtype_nodes
+from t2t_vit.ascend.keep_dtype import KeepDtypeError, find_performer_subgraphs, keep_dtype_nodes
 
 
 def _scope_nodes(path):
@@ -27,7 +27,7 @@ def _kernel_alone_op_types(performer, tmp_path):
     every torch."""
     import torch
 
-    from t2t_vit.model import PerformerKernel
+    from t2t_vit.model.network import PerformerKernel
     from t2t_vit.version_bridge import export_onnx_torchscript
 
     class KernelAlone(torch.nn.Module):

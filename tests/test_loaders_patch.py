@@ -83,7 +83,7 @@ def _run_child(site, out, paths):
 
 def test_patched_loader_yields_normalised_batches_on_the_cpu(old_timm, tmp_path, sample_images):
     from t2t_vit.config import resolve_data_config
-    from t2t_vit.data import EvalTransform, open_rgb
+    from t2t_vit.data.dataset import EvalTransform, open_rgb
 
     site = _site(old_timm, tmp_path / "site", patched=True)
     paths = sample_images[:5]

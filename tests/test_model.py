@@ -10,7 +10,7 @@ import timm
 import torch
 
 from t2t_vit.config import data_config_hash, resolve_data_config
-from t2t_vit.model import PERFORMER_FORMS, PerformerKernel, T2TViT, create_model, sinusoid_position_table
+from t2t_vit.model.network import PERFORMER_FORMS, PerformerKernel, T2TViT, create_model, sinusoid_position_table
 
 # Shapes from the upstream definition (FACTS section 1); every key of the published checkpoint.
 EXPECTED_SHAPES = {

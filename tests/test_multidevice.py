@@ -10,8 +10,8 @@ import pytest
 import T2T_ViT_infer
 import T2T_ViT_postprocess
 from conftest import reference_transform
-from t2t_vit.data import write_labels
-from t2t_vit.multidevice import device_spans, split_inputs, thread_shares, wall_rate_of_lines
+from t2t_vit.data.dataset import write_labels
+from t2t_vit.runtime.multidevice import device_spans, split_inputs, thread_shares, wall_rate_of_lines
 
 
 def test_shares_are_contiguous_and_the_first_devices_get_the_remainder():
@@ -121,7 +121,7 @@ def test_divide_input_with_fewer_inputs_than_devices_is_one_line(bins, tmp_path,
 def test_a_device_process_that_dies_ends_the_run_in_one_line_not_a_hang(tmp_path, monkeypatch, capsys):
     import os
 
-    from t2t_vit import multidevice
+    from t2t_vit.runtime import multidevice
     from test_runner import tiny_model
 
     def killed(queue, index, device, kwargs, display_all_summary):

@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import T2T_ViT_infer
-from t2t_vit.npu_precision import PrecisionError, emulate_force_fp16, read_keep_list
+from t2t_vit.ascend.npu_precision import PrecisionError, emulate_force_fp16, read_keep_list
 
 # Values that fp16 cannot hold exactly (fp16 has an 11-bit significand), so a rounding always shows.
 X = np.array([[1.0001, 2.0003, 3.0007, 1e-8]], dtype=np.float32)
@@ -93,8 +93,8 @@ def test_the_performer_breaks_in_fp16_and_the_keep_list_saves_it(exports_by_size
     exported_onnx = exports_by_size  # tiny (fast tier), T2T-ViT-14 (slow tier)
     # The scaled random weights make the performer's exp features underflow fp16, as FACTS 4c measured.
     from t2t_vit.config import resolve_data_config
-    from t2t_vit.data import EvalTransform, open_rgb
-    from t2t_vit.keep_dtype import keep_dtype_nodes
+    from t2t_vit.data.dataset import EvalTransform, open_rgb
+    from t2t_vit.ascend.keep_dtype import keep_dtype_nodes
 
     transform = EvalTransform(resolve_data_config())
     images = np.concatenate([transform(open_rgb(path)) for path in sample_images])
@@ -159,9 +159,9 @@ def test_minimize_writes_a_1_minimal_set_that_passes_its_criterion(exports_by_si
     exported_onnx = exports_by_size  # tiny (fast tier), T2T-ViT-14 (slow tier)
     import gen_cfg
     from t2t_vit.config import resolve_data_config
-    from t2t_vit.data import EvalTransform, open_rgb
-    from t2t_vit.keep_dtype import keep_dtype_nodes
-    from t2t_vit.npu_precision import GROUPS, performer_groups
+    from t2t_vit.data.dataset import EvalTransform, open_rgb
+    from t2t_vit.ascend.keep_dtype import keep_dtype_nodes
+    from t2t_vit.ascend.npu_precision import GROUPS, performer_groups
 
     sum_onnx = exported_onnx["sum"]
     subgraphs = keep_dtype_nodes(sum_onnx)
@@ -249,7 +249,7 @@ def test_the_fp16_accumulation_bracket_adds_lane_by_lane_in_fp16():
     ({"keep_dtype": "k.cfg"}, r"^--keep-dtype goes with --precision npu-fp16"),
     ({"accumulate": "fp16"}, r"^--npu-accumulate goes with --precision npu-fp16$")])
 def test_the_library_refuses_emulation_options_without_the_emulation(tmp_path, options, pattern):
-    from t2t_vit.runner import RunnerError, run_inference
+    from t2t_vit.runtime.runner import RunnerError, run_inference
     from test_runner import tiny_model
 
     with pytest.raises(RunnerError, match=pattern):

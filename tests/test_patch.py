@@ -104,7 +104,7 @@ def test_patched_upstream_model_exports_at_opset_11_without_einsum(patched_tree,
                    cwd=REPO_ROOT)
     op_types = {node.op_type for node in onnx.load(str(out)).graph.node}
     assert "Einsum" not in op_types and "ReduceSum" in op_types
-    from t2t_vit.keep_dtype import keep_dtype_nodes
+    from t2t_vit.ascend.keep_dtype import keep_dtype_nodes
 
     subgraphs = keep_dtype_nodes(out)  # gen_cfg finds both performers of the patched upstream export too
     assert len(subgraphs) == 2 and all(subgraph.kind == "performer" for subgraph in subgraphs)

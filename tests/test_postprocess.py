@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import T2T_ViT_postprocess
-from t2t_vit import metrics
-from t2t_vit.data import write_labels
+from t2t_vit.data import metrics
+from t2t_vit.data.dataset import write_labels
 
 
 def reference_topk(logits: np.ndarray, labels: np.ndarray, k: int) -> float:

@@ -17,8 +17,8 @@ from PIL import Image
 
 import T2T_ViT_preprocess
 from conftest import REPO_ROOT, SAMPLE_COUNT, make_val_tree, reference_transform
-from t2t_vit.data import read_class_list
-from t2t_vit.demo import replicate_val_tree
+from t2t_vit.data.dataset import read_class_list
+from t2t_vit.job.demo import replicate_val_tree
 
 BIN_BYTES = 602_112
 
@@ -271,7 +271,7 @@ def test_a_killed_worker_ends_the_run_and_the_same_command_resumes(tmp_path, sam
 
 
 def test_ctrl_c_marks_the_manifest_interrupted(tmp_path, sample_images, monkeypatch, capsys):
-    import t2t_vit.preprocess as preprocess
+    import t2t_vit.data.preprocess as preprocess
 
     val = make_val_tree(tmp_path / "val", sample_images[:4])
     calls = []

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import T2T_ViT_infer
 from conftest import BACKENDS, REPO_ROOT
-from t2t_vit.runner import RunnerError, natural_key, run_inference
+from t2t_vit.runtime.runner import RunnerError, natural_key, run_inference
 
 SAMPLE = (3, 4, 4)
 
@@ -103,7 +103,7 @@ def test_ten_files_at_batch_4(tmp_path, capsys):
 
 
 def test_padding_repeats_the_groups_first_file(tmp_path, monkeypatch):
-    import t2t_vit.backends as backends
+    import t2t_vit.runtime.backends as backends
 
     model = tiny_model(tmp_path / "tiny.onnx")
     data = write_samples(tmp_path / "bins", [f"{i}.bin" for i in range(6)])
@@ -210,7 +210,7 @@ def test_bad_inputs_fail_before_any_output(tmp_path, capsys, case, pattern):
     elif case == "stray_text_npy":
         (folder / "notes.npy").write_text("run 3: bs8 looked slow\n")
     elif case == "stray_label_npy":
-        from t2t_vit.data import write_labels
+        from t2t_vit.data.dataset import write_labels
 
         write_labels(folder / "label.npy", ["a", "b"], [1, 2])
     assert infer("--model", model, "--input", target, "--output", tmp_path / "out", "--batchsize", 4) == 1
@@ -302,7 +302,7 @@ class RecordingBackend:
 
 @pytest.mark.parametrize("streams", [1, 2, 3])
 def test_pipeline_runs_streams_batches_at_once_and_keeps_the_order(streams):
-    from t2t_vit.runner import completion_intervals, pipeline
+    from t2t_vit.runtime.runner import completion_intervals, pipeline
 
     backend = RecordingBackend(streams)
     start = __import__("time").perf_counter()
@@ -315,7 +315,7 @@ def test_pipeline_runs_streams_batches_at_once_and_keeps_the_order(streams):
 
 
 def test_per_batch_times_keep_the_wall_time_and_each_batchs_spread():
-    from t2t_vit.runner import per_batch_times
+    from t2t_vit.runtime.runner import per_batch_times
 
     # two streams: batches of 100 ms finish in pairs, so completion intervals swing between ~0 and ~100 ms
     request_ms = [100.0, 101.0, 99.0, 100.0, 140.0, 100.0]
@@ -327,7 +327,7 @@ def test_per_batch_times_keep_the_wall_time_and_each_batchs_spread():
 
 
 def test_default_streams_never_exceed_the_batch_runs(tmp_path, caplog, monkeypatch):
-    import t2t_vit.runner as runner
+    import t2t_vit.runtime.runner as runner
 
     loads = []
     original_load = runner.load_backend
@@ -376,7 +376,7 @@ def test_default_micro_batch(tmp_path, batch, micro):
 
 
 def test_pipeline_batches_joins_the_pieces_in_order():
-    from t2t_vit.runner import pipeline_batches
+    from t2t_vit.runtime.runner import pipeline_batches
 
     backend = RecordingBackend(2)
     batches = [np.arange(start, start + 4, dtype=np.float32) for start in range(0, 20, 4)]

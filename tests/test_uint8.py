@@ -16,13 +16,13 @@ import T2T_ViT_infer
 import T2T_ViT_preprocess
 import T2T_ViT_pth2onnx
 from conftest import BACKENDS, REPO_ROOT, SAMPLE_COUNT, TINY, make_val_tree
-from t2t_vit.aipp import AippError, aipp_config_text, data_config_for_aipp, parse_aipp_config
+from t2t_vit.ascend.aipp import AippError, aipp_config_text, data_config_for_aipp, parse_aipp_config
 from t2t_vit.config import resolve_data_config
-from t2t_vit.data import read_bin
-from t2t_vit.export import export_onnx, read_metadata
+from t2t_vit.data.bins import read_bin
+from t2t_vit.model.export import export_onnx, read_metadata
 from t2t_vit.files import LOCK_NAME
-from t2t_vit.model import create_model
-from t2t_vit.runner import RunnerError, run_inference
+from t2t_vit.model.network import create_model
+from t2t_vit.runtime.runner import RunnerError, run_inference
 
 FLOAT_BYTES, UINT8_BYTES = 602_112, 150_528
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -239,7 +239,7 @@ def test_the_npu_emulation_of_the_uint8_export_rounds_the_normalised_input(bins,
 
 
 def test_the_emulated_graph_keeps_the_normalisation_in_fp32(exports):
-    from t2t_vit.npu_precision import emulate_force_fp16
+    from t2t_vit.ascend.npu_precision import emulate_force_fp16
 
     graph = emulate_force_fp16(onnx.load(str(exports["sum", "uint8"]))).graph
     names = [node.name for node in graph.node]

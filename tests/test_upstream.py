@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-import t2t_vit.model
-from t2t_vit.checkpoint import load_checkpoint
-from t2t_vit.export import export_onnx
-from t2t_vit.model import PERFORMER_FORMS, create_model
+import t2t_vit.model.network
+from t2t_vit.model.checkpoint import load_checkpoint
+from t2t_vit.model.export import export_onnx
+from t2t_vit.model.network import PERFORMER_FORMS, create_model
 from t2t_vit.version_bridge import onnxruntime_session
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def upstream_model(upstream_root):
             warnings.simplefilter("ignore")
             from models.t2t_vit import t2t_vit_14 as upstream_t2t_vit_14
             model = upstream_t2t_vit_14().eval()
-            register_model(t2t_vit.model.t2t_vit_14)  # upstream's import took over the timm name
+            register_model(t2t_vit.model.network.t2t_vit_14)  # upstream's import took over the timm name
     finally:
         sys.path.remove(str(upstream_root))
     torch.manual_seed(1)
@@ -107,7 +107,7 @@ def upstream_variant(upstream_root, name):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = getattr(importlib.import_module("models.t2t_vit"), builder)(**arguments).eval()
-            for ours in t2t_vit.model.BUILDERS.values():  # upstream's import took over the timm names
+            for ours in t2t_vit.model.network.BUILDERS.values():  # upstream's import took over the timm names
                 register_model(ours)
     finally:
         sys.path.remove(str(upstream_root))
@@ -116,8 +116,8 @@ def upstream_variant(upstream_root, name):
 
 @pytest.mark.parametrize("name", list(UPSTREAM_BUILDERS))
 def test_upstreams_own_models_are_told_apart_by_their_shapes(upstream_root, name):
-    """t2t_vit.variants's table against the state dicts of upstream's own builders (random weights)."""
-    from t2t_vit.variants import identify
+    """t2t_vit.model.variants's table against the state dicts of upstream's own builders (random weights)."""
+    from t2t_vit.model.variants import identify
 
     assert identify(upstream_variant(upstream_root, name).state_dict()).name == name
 
@@ -131,9 +131,9 @@ def test_every_variants_export_gives_upstreams_logits(upstream_root, name, tmp_p
     """pth2onnx with no variant named, on upstream's own model's weights: input (N,3,S,S), logits within 1e-4 of
     upstream's model; and every performer form of our PyTorch model agrees with upstream's too."""
     import T2T_ViT_pth2onnx
-    from t2t_vit.export import load_onnx, read_metadata
-    from t2t_vit.model import scaled_random_state_dict
-    from t2t_vit.variants import BY_NAME
+    from t2t_vit.model.export import load_onnx, read_metadata
+    from t2t_vit.model.network import scaled_random_state_dict
+    from t2t_vit.model.variants import BY_NAME
 
     spec = BY_NAME[name]
     upstream = upstream_variant(upstream_root, name)

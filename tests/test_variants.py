@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import T2T_ViT_pth2onnx
-from t2t_vit.variants import BY_NAME, VARIANTS, VariantError, describe_state_dict, identify
+from t2t_vit.model.variants import BY_NAME, VARIANTS, VariantError, describe_state_dict, identify
 
 
 def shaped_state_dict(tokens_type: str, embed_dim: int, depth: int, mlp_ratio: float, img_size: int,
@@ -81,17 +81,17 @@ def test_the_test_variants_exist_only_for_the_suite():
     import sys
 
     from conftest import REPO_ROOT
-    from t2t_vit.variants import BY_NAME, TEST_VARIANTS, TEST_VARIANTS_ENV, VARIANTS, published_text
+    from t2t_vit.model.variants import BY_NAME, TEST_VARIANTS, TEST_VARIANTS_ENV, VARIANTS, published_text
 
     assert {spec.name for spec in TEST_VARIANTS} <= set(BY_NAME)  # here, the suite set the variable
     assert not {spec.name for spec in TEST_VARIANTS} & {spec.name for spec in VARIANTS}
     assert "test" not in published_text()
     code = ("import torch\n"
-            "from t2t_vit import variants\n"
-            "from t2t_vit.model import create_model\n"
+            "from t2t_vit.model import variants\n"
+            "from t2t_vit.model.network import create_model\n"
             "assert 't2t_vit_test' not in variants.BY_NAME and 't2t_vit_test' not in variants.NAMES\n"
             "spec = variants.TEST_VARIANTS[0]\n"
-            "from t2t_vit.model import T2TViT\n"
+            "from t2t_vit.model.network import T2TViT\n"
             "weights = T2TViT(**spec.builder_args).state_dict()\n"
             "try:\n"
             "    variants.identify(weights)\n"

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 
 from conftest import REPO_ROOT
 from t2t_vit import version_bridge
-from t2t_vit.checkpoint import CheckpointError, read_checkpoint
+from t2t_vit.model.checkpoint import CheckpointError, read_checkpoint
 
 
 class Payload:

@@ -149,7 +149,7 @@ def _constant_only(nodes, initializers: set[str]) -> set[int]:
 
 def keep_dtype_nodes(onnx_path: str | os.PathLike) -> list[PerformerSubgraph]:
     """Load ``onnx_path`` and return its performer subgraphs; refuse graphs that ATC cannot keep in fp32."""
-    from t2t_vit.export import ModelFileError, load_onnx
+    from t2t_vit.model.export import ModelFileError, load_onnx
 
     try:
         model = load_onnx(onnx_path, "ONNX")

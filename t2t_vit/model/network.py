@@ -1,6 +1,6 @@
 """The published T2T-ViTs for inference, with state-dict layouts equal to upstream's checkpoints.
 
-Every variant of :data:`t2t_vit.variants.VARIANTS` is registered with timm under its name, so
+Every variant of :data:`t2t_vit.model.variants.VARIANTS` is registered with timm under its name, so
 ``timm.create_model("t2t_vit_7")`` builds it (``t2t_vit_14_384`` is T2T-ViT-14 at 384), and its pretrained
 config is the data config every stage reads its preprocessing from (:func:`t2t_vit.config.resolve_data_config`).
 
@@ -29,7 +29,7 @@ from timm.models import build_model_with_cfg, register_model
 from torch import nn
 
 from t2t_vit.config import MODEL_NAME, NUM_CLASSES, model_data_config
-from t2t_vit.variants import BY_NAME, KNOWN, PERFORMER_FORMS, SOFTMAX_FORM, VariantSpec
+from t2t_vit.model.variants import BY_NAME, KNOWN, PERFORMER_FORMS, SOFTMAX_FORM, VariantSpec
 
 DEFAULT_PERFORMER = "sum"
 
@@ -296,7 +296,7 @@ def _register(spec: VariantSpec):
     def build(pretrained: bool = False, **kwargs: Any) -> T2TViT:
         if pretrained:
             raise ValueError(f"{spec.name} has no downloadable weights: load the checkpoint with "
-                             f"t2t_vit.checkpoint.load_checkpoint")
+                             f"t2t_vit.model.checkpoint.load_checkpoint")
         model = build_model_with_cfg(T2TViT, spec.name, pretrained=False, **{**spec.builder_args, **kwargs})
         model.variant_name = spec.name  # what check_state_dict names when a checkpoint does not fit
         return model

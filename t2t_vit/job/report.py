@@ -1,6 +1,6 @@
 """The main job's closing report: accuracy and throughput per batch size, as Markdown, JSON and a plot.
 
-It presents what :func:`t2t_vit.evaljob.build_summary` measured, and imports nothing of the job.
+It presents what :func:`t2t_vit.job.evaljob.build_summary` measured, and imports nothing of the job.
 
 ``eval_summary.json`` holds ``rows`` (one per batch size: ``batch_size``, ``top1``, ``top5``, ``count``,
 ``accuracy_batch_size`` (the batch size the accuracy was measured at), ``images_per_s``,

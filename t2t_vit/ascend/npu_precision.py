@@ -140,7 +140,7 @@ class _Emulation:
         """Append ``node`` as force_fp16 runs it: kept as it is, or reading fp16 views and rounding its outputs."""
         from onnx import TensorProto
 
-        from t2t_vit.export import NORMALISE_PREFIX, NORMALISED_NAME
+        from t2t_vit.model.export import NORMALISE_PREFIX, NORMALISED_NAME
 
         if node.name.startswith(NORMALISE_PREFIX):  # the uint8 export's normalisation: AIPP, fp32 inside
             self.nodes.append(node)

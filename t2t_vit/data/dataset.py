@@ -31,16 +31,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from t2t_vit.labels import VAL_CLASSES, VAL_IMAGES, VAL_PER_CLASS, read_class_list, read_label_source
-from t2t_vit.sources import DatasetError, SourceFile, images_of, open_source
+from t2t_vit.data.labels import VAL_CLASSES, VAL_IMAGES, VAL_PER_CLASS, read_class_list, read_label_source
+from t2t_vit.data.sources import DatasetError, SourceFile, images_of, open_source
 
 __all__ = ["DatasetError", "read_class_list"]  # defined beside the readers; imported from here by their callers
 
 log = logging.getLogger(__name__)
-
-BIN_DTYPE = np.dtype("<f4")
-BIN_DTYPES = ("float32", "uint8")
-BIN_LAYOUTS = {"float32": "NCHW", "uint8": "NHWC"}
 
 
 @dataclass(frozen=True)
@@ -77,11 +73,11 @@ class Discovery:
 
 def discover_images(data_dir: str | os.PathLike, label_file: str | os.PathLike | None = None,
                     class_names: Sequence[str] | None = None, devkit: str | os.PathLike | None = None) -> Discovery:
-    """Find the images of a data source (a folder or a tar archive, :mod:`t2t_vit.sources`) and their labels.
+    """Find the images of a data source (a folder or a tar archive, :mod:`t2t_vit.data.sources`) and their labels.
 
     Labels come from the folder above each image, a class name (``DIR/<class>/<image>``, the ImageNet val
     layout; images may sit in sub-folders of the class folder; in an archive, the first folder of the member's
-    path that is a class), or from a label source (``label_file`` or ``devkit``, :mod:`t2t_vit.labels`), which
+    path that is a class), or from a label source (``label_file`` or ``devkit``, :mod:`t2t_vit.data.labels`), which
     names the images: images it does not cover are left out and reported, and labels of images that are absent
     are counted. Hidden files and files without an image extension are left out and reported in ``ignored``.
     Items come sorted by their path relative to the source. Reads only: nothing is written.
@@ -330,28 +326,6 @@ def open_rgb(path: str | os.PathLike):
 
 
 # ------------------------------------------------------------------------------------------- bins, labels
-
-def bin_size(shape: Sequence[int], dtype: str = "float32") -> int:
-    return int(np.prod(shape)) * np.dtype(dtype).itemsize
-
-
-def write_bin(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write an array raw, C order, atomically: float32 arrays little-endian, uint8 arrays as they are."""
-    from t2t_vit.files import atomic_output
-
-    dtype = np.dtype(np.uint8) if array.dtype == np.uint8 else BIN_DTYPE
-    with atomic_output(path) as temp_path:
-        np.ascontiguousarray(array, dtype=dtype).tofile(temp_path)
-
-
-def read_bin(path: str | os.PathLike, shape: Sequence[int], dtype: str = "float32") -> np.ndarray:
-    """Read a bin written by :func:`write_bin`; its size must match ``shape`` and ``dtype``."""
-    path = Path(path)
-    expected = bin_size(shape, dtype)
-    actual = path.stat().st_size
-    if actual != expected:
-        raise DatasetError(f"{path} has {actual} bytes, expected {expected} for {dtype} {tuple(shape)}")
-    return np.fromfile(path, dtype=BIN_DTYPE if dtype == "float32" else np.uint8).reshape(shape)
 
 
 def write_labels(path: str | os.PathLike, names: Iterable[str], labels: Iterable[int]) -> None:

@@ -1,6 +1,6 @@
 """Why each keep_dtype node is there: a per-node diagnosis of the NPU's fp16 on the CPU.
 
-:func:`explain` runs the fp32 graph and its force_fp16 + keep_dtype emulation (:mod:`t2t_vit.npu_precision`)
+:func:`explain` runs the fp32 graph and its force_fp16 + keep_dtype emulation (:mod:`t2t_vit.ascend.npu_precision`)
 on the same images and compares every node's output, one image at a time (an image's tensor is what one
 NPU dump holds). Per node, in graph order:
 
@@ -150,7 +150,7 @@ def graph_view(model, entries: Sequence[str]) -> GraphView:
     import onnx
     from onnx import TensorProto, numpy_helper
 
-    from t2t_vit.npu_precision import emulate_force_fp16, kept_nodes
+    from t2t_vit.ascend.npu_precision import emulate_force_fp16, kept_nodes
 
     emulated = emulate_force_fp16(model, entries)
     inferred = onnx.shape_inference.infer_shapes(model).graph
@@ -172,7 +172,7 @@ def graph_view(model, entries: Sequence[str]) -> GraphView:
 def probe_sessions(view: GraphView, threads: int | None = None) -> tuple[Callable, Callable]:
     """Two runners, image batch -> {tensor name: value}: the fp32 graph's node outputs, and the emulation's node
     outputs and the inputs its nodes read."""
-    from t2t_vit.npu_precision import with_float_outputs
+    from t2t_vit.ascend.npu_precision import with_float_outputs
     from t2t_vit.version_bridge import onnxruntime_session
 
     fp32_names = [name for node in view.nodes for name in view.outputs[node.name]]
@@ -351,7 +351,7 @@ class KeepSetSearch:
                                for start in range(0, len(self.images), 8)])
 
     def evaluate(self, names: Sequence[str], note: str = "") -> tuple[str, dict[str, Any]]:
-        from t2t_vit.npu_precision import emulate_force_fp16
+        from t2t_vit.ascend.npu_precision import emulate_force_fp16
 
         self.evaluations += 1
         failure, stats = self.criterion.check(self.logits(emulate_force_fp16(self.model, list(names))), self.reference)
@@ -395,11 +395,11 @@ def minimize_nodes(search: KeepSetSearch, start: Sequence[str]) -> tuple[list[st
 
 
 def minimize_groups(search: KeepSetSearch, subgraphs) -> tuple[list[str], list[dict[str, Any]]]:
-    """The smallest union of the performers' structural groups (:func:`t2t_vit.npu_precision.performer_groups`)
+    """The smallest union of the performers' structural groups (:func:`t2t_vit.ascend.npu_precision.performer_groups`)
     that passes, tried from the smallest up; the full set when none does. Returns it and a row per set tried."""
     import itertools
 
-    from t2t_vit.npu_precision import keep_groups
+    from t2t_vit.ascend.npu_precision import keep_groups
 
     groups = keep_groups(search.model.graph, subgraphs)
     order = [name for subgraph in subgraphs for name in subgraph.nodes]
@@ -421,12 +421,13 @@ def minimize_groups(search: KeepSetSearch, subgraphs) -> tuple[list[str], list[d
 def images_for(onnx_path, bins: Sequence) -> np.ndarray:
     """The bins as the model's input: float32 bins as they are; uint8 bins (their manifest says so) as they are for
     the uint8 export, or normalised as timm does for the float export."""
-    from t2t_vit.data import normalise, read_bin
-    from t2t_vit.export import input_dtype_of, load_onnx
-    from t2t_vit.preprocess import bins_dtype
-    from t2t_vit.runner import bins_dtype_advice, read_inputs_manifest
+    from t2t_vit.data.dataset import normalise
+    from t2t_vit.data.bins import read_bin
+    from t2t_vit.model.export import input_dtype_of, load_onnx
+    from t2t_vit.data.bins import bins_dtype
+    from t2t_vit.data.bins import bins_dtype_advice, manifest_beside
 
-    manifest = read_inputs_manifest(bins) or {}
+    manifest = manifest_beside(bins) or {}
     found_dtype = bins_dtype(manifest)
     proto = load_onnx(onnx_path)
     model_dtype = input_dtype_of(proto)

@@ -26,14 +26,14 @@ import numpy as np
 
 from t2t_vit import ToolkitError, __version__
 from t2t_vit.config import data_config_hash
-from t2t_vit.data import BIN_DTYPES, BIN_LAYOUTS
+from t2t_vit.data.bins import BIN_DTYPES, BIN_LAYOUTS
 from t2t_vit.files import atomic_output
 from t2t_vit.version_bridge import export_onnx_torchscript, installed, onnxruntime_session
 
 if TYPE_CHECKING:  # torch is imported where it is used: read_metadata() serves the runner without it
     import torch
 
-    from t2t_vit.model import T2TViT
+    from t2t_vit.model.network import T2TViT
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def export_checkpoint(pth_path: str | os.PathLike, onnx_path: str | os.PathLike,
 
     Returns the report and the weights key used (None for a bare state dict).
     """
-    from t2t_vit.checkpoint import load_model
+    from t2t_vit.model.checkpoint import load_model
     from t2t_vit.files import sha256_file
 
     check_opset(opset, performer)  # before the slow part
@@ -197,7 +197,7 @@ def export_checkpoint(pth_path: str | os.PathLike, onnx_path: str | os.PathLike,
 
 
 def _variant_record(model) -> dict[str, Any]:
-    from t2t_vit.variants import BY_NAME
+    from t2t_vit.model.variants import BY_NAME
 
     spec = BY_NAME.get(getattr(model, "variant_name", ""))
     return spec.record() if spec is not None else {}

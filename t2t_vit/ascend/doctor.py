@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from t2t_vit.version_bridge import package_version
 
 SET_ENV = "/usr/local/Ascend/ascend-toolkit/set_env.sh"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("torch", "torchvision", "numpy", "onnx", "timm", "Pillow", "tqdm")
 CPU_RUNTIMES = ("onnxruntime", "openvino")
 _NPU_ROW = re.compile(r"^\|\s*(?P<npu>\d+)\s+(?P<name>[0-9]*[A-Za-z][A-Za-z0-9]*)\s*\|\s*(?P<health>[^|]*?)\s*\|")
@@ -204,8 +204,8 @@ def chip_checks(environ: dict[str, str] | None = None) -> tuple[list[dict[str, s
 # ---------------------------------------------------------------------------------------------------- disk
 
 def disk_checks(data_dir: str | None, work_dir: str, img_size: int) -> list[dict[str, str]]:
-    from t2t_vit.preprocess import _size, nearest_existing
-    from t2t_vit.sources import SourceError, images_of, open_source
+    from t2t_vit.data.preprocess import _size, nearest_existing
+    from t2t_vit.data.sources import SourceError, images_of, open_source
 
     where = nearest_existing(Path(work_dir))
     free = shutil.disk_usage(where).free

@@ -1,6 +1,6 @@
 """A demo for a fresh machine: synthetic images and a randomly initialised checkpoint in the upstream layout.
 
-    python3 -m t2t_vit.demo --out-dir work/demo [--model t2t_vit_7]
+    python3 -m t2t_vit.job.demo --out-dir work/demo [--model t2t_vit_7]
 
 Writes ``<out-dir>/val/<synset>/<image>.JPEG`` (small synthetic pictures in a few ImageNet class
 folders, of varied sizes, one grayscale) and ``<out-dir>/random_<variant>.pth.tar`` (the published
@@ -69,7 +69,7 @@ def make_checkpoint(path: Path, seed: int = 0, model: str = "t2t_vit_14") -> Pat
     """A randomly initialised variant (T2T-ViT-14 by default) saved as the published checkpoint is laid out."""
     import torch
 
-    from t2t_vit.model import create_model
+    from t2t_vit.model.network import create_model
 
     from t2t_vit.files import atomic_output
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="t2t_vit_14", metavar="NAME",
                         help="the variant of the random checkpoint (default: t2t_vit_14)")
     args = parser.parse_args(argv)
-    from t2t_vit.variants import BY_NAME
+    from t2t_vit.model.variants import BY_NAME
 
     if args.model not in BY_NAME:
         parser.error(f"--model {args.model}: use one of {', '.join(BY_NAME)}")

@@ -170,7 +170,7 @@ def other_variant(state_dict: Mapping[str, torch.Tensor], expected: str = "t2t_v
     """One line for a state dict of another T2T-ViT than ``expected`` (a published variant, or one that fits none),
     saying what it is; None when it is ``expected``'s with something wrong, or no T2T-ViT at all (the keys then say
     more)."""
-    from t2t_vit.variants import VariantError, describe_state_dict, found_text, match_variant
+    from t2t_vit.model.variants import VariantError, describe_state_dict, found_text, match_variant
 
     try:
         found = describe_state_dict(state_dict)
@@ -187,9 +187,9 @@ def other_variant(state_dict: Mapping[str, torch.Tensor], expected: str = "t2t_v
 
 
 def checkpoint_variant(state_dict: Mapping[str, torch.Tensor], model: str | None = None, path: Any = None):
-    """The published variant of a state dict (:func:`t2t_vit.variants.resolve`), as a CheckpointError when it fits
+    """The published variant of a state dict (:func:`t2t_vit.model.variants.resolve`), as a CheckpointError when it fits
     none or not ``model``; a state dict that is no T2T-ViT is left to :func:`check_state_dict`'s key lists."""
-    from t2t_vit.variants import DEFAULT, VariantError, by_name, describe_state_dict, resolve
+    from t2t_vit.model.variants import DEFAULT, VariantError, by_name, describe_state_dict, resolve
 
     try:
         describe_state_dict(state_dict)
@@ -206,9 +206,9 @@ def checkpoint_variant(state_dict: Mapping[str, torch.Tensor], model: str | None
 
 def load_model(path: str | os.PathLike, performer: str = "sum", weights: str = "auto", model: str | None = None):
     """Read a checkpoint, find its variant (it must be ``model`` when given), build that model in ``performer``'s form
-    and load the weights strictly. Returns the model, its :class:`t2t_vit.variants.VariantSpec` and the
+    and load the weights strictly. Returns the model, its :class:`t2t_vit.model.variants.VariantSpec` and the
     :class:`CheckpointInfo`."""
-    from t2t_vit.model import create_model
+    from t2t_vit.model.network import create_model
 
     checkpoint = read_checkpoint(path)
     state_dict, key = select_state_dict(checkpoint, weights)

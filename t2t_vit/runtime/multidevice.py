@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from t2t_vit.runner import RunnerError
+from t2t_vit.aisbench import device_folder
+from t2t_vit.runtime.runner import RunnerError
 
 
 @dataclass
@@ -37,7 +38,7 @@ class DeviceRun:
     lines: list[str]
     result_dir: str | None
     summary_path: str | None
-    timed_span: tuple[float, float] | None = None  # epoch seconds of its timed runs (t2t_vit.runner.RunResult)
+    timed_span: tuple[float, float] | None = None  # epoch seconds of its timed runs (t2t_vit.runtime.runner.RunResult)
     timed_samples: int = 0
 
 
@@ -60,7 +61,7 @@ def thread_shares(threads: int, jobs: int) -> list[int]:
 
 def _child(queue, index: int, device: int, kwargs: dict[str, Any], display_all_summary: bool) -> None:
     from t2t_vit import ToolkitError
-    from t2t_vit.runner import run_inference
+    from t2t_vit.runtime.runner import run_inference
 
     try:
         start = time.time()
@@ -86,7 +87,7 @@ def run_devices(devices: Sequence[int], divide: bool, inputs: Sequence[str] | No
     Raises:
         RunnerError: a device's run failed (its one line), or --divide_input has fewer inputs than devices.
     """
-    from t2t_vit.runner import list_input_files
+    from t2t_vit.runtime.runner import list_input_files
 
     files = list_input_files(inputs) if inputs else []
     jobs = len(devices)
@@ -103,7 +104,7 @@ def run_devices(devices: Sequence[int], divide: bool, inputs: Sequence[str] | No
     processes = []
     for index, device in enumerate(devices):
         kwargs = {**run_kwargs, "inputs": [str(path) for path in shares[index]] or None, "output": parent,
-                  "output_dirname": f"device{device}_{index}" if parent else None, "threads": per_device[index]}
+                  "output_dirname": device_folder(device, index) if parent else None, "threads": per_device[index]}
         process = context.Process(target=_child, args=(queue, index, device, kwargs, display_all_summary))
         process.start()
         processes.append(process)

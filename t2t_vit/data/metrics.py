@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from t2t_vit import ToolkitError
-from t2t_vit.data import read_labels
+from t2t_vit.data.dataset import read_labels
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,6 @@ class DeviceLayout:
     folders: dict[str, dict[str, Path]]
 
 
-_DEVICE_FOLDER = re.compile(r"^device(?P<device>\d+)(?:_(?P<index>\d+))?$")
-
-
 def device_layout(result_dir: str | os.PathLike, output_index: int = 0) -> DeviceLayout | None:
     """The device folders of ``result_dir`` (None when it has none with results), and how they share the images.
 
@@ -109,8 +106,10 @@ def device_layout(result_dir: str | os.PathLike, output_index: int = 0) -> Devic
         ResultError: folders that overlap in part (neither a split nor copies), in one line.
     """
     root = Path(result_dir)
-    folders = sorted((entry for entry in os.scandir(root) if entry.is_dir() and _DEVICE_FOLDER.match(entry.name)),
-                     key=lambda entry: (int(_DEVICE_FOLDER.match(entry.name)["device"]), entry.name))
+    from t2t_vit.aisbench import parse_device_folder
+
+    folders = sorted((entry for entry in os.scandir(root) if entry.is_dir() and parse_device_folder(entry.name)),
+                     key=lambda entry: (parse_device_folder(entry.name)[0], entry.name))
     results = {entry.name: found for entry in folders for found in [_results_in(Path(entry.path), output_index)]
                if found}
     if not results:
@@ -449,7 +448,7 @@ def evaluate(result_dir: str | os.PathLike, gt_path: str | os.PathLike, allow_mi
         "label_mode": matched.label_mode, "result_dir": str(result_dir), "gt_path": str(gt_path),
         "tie_rule": TIE_RULE}
     if with_per_class:
-        from t2t_vit.data import read_class_list
+        from t2t_vit.data.dataset import read_class_list
 
         class_names = read_class_list() if matched.logits.shape[1] == NUM_CLASSES else None
         results["per_class"] = per_class(matched.logits, matched.labels, class_names)

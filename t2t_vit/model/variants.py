@@ -6,7 +6,7 @@ depth, heads, MLP ratio and input size (upstream ``models/t2t_vit.py`` at commit
 the table. The number of heads is in no shape: it follows from the published variant that matches the rest
 (upstream's ``t2t_vit_14_resnext``, 32 heads, has T2T-ViT-14's shapes and no checkpoint).
 
-This table is the one place that says what a variant is: the model (:mod:`t2t_vit.model` registers a timm builder
+This table is the one place that says what a variant is: the model (:mod:`t2t_vit.model.network` registers a timm builder
 per entry), the data config (:func:`spec.data_config`), the export's metadata, the bins' manifest, the result stamps
 and the main job's file names all read it. ``DEFAULT`` is the seed's T2T-ViT-14 at 224.
 """

@@ -49,7 +49,6 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -59,6 +58,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from t2t_vit import ToolkitError, cli
+from t2t_vit.aisbench import DEVICE_FILE_SUFFIXES, device_folders, is_device_entry
 from t2t_vit.files import remove_if_present
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def bins_fingerprint(bins_dir: Path, labels_path: Path, digest: Digests) -> str:
     label sources the bins' manifest records (an archive's size and time, the SHA-256 of each label file)."""
     import hashlib
 
-    from t2t_vit.preprocess import read_manifest
+    from t2t_vit.data.bins import read_manifest
 
     entries = sorted((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
                      for entry in os.scandir(bins_dir) if entry.name.endswith(".bin") and entry.is_file())
@@ -145,10 +145,10 @@ _KEY_WORDS = {"devices": "--device list", "variant": "variant", "model_sha256": 
 @dataclass
 class JobOptions:
     pth_path: Path | None
-    data_dir: Path | None  # a folder or a tar archive (t2t_vit.sources)
+    data_dir: Path | None  # a folder or a tar archive (t2t_vit.data.sources)
     work_dir: Path
     batch_sizes: list[int]
-    label_file: Path | None = None  # the labels of flat images (t2t_vit.labels), or
+    label_file: Path | None = None  # the labels of flat images (t2t_vit.data.labels), or
     devkit: Path | None = None  # the ILSVRC2012 devkit
     class_list: Path | None = None
     backend: str | None = None  # None: backends.choose_backend's default
@@ -164,11 +164,11 @@ class JobOptions:
     progress: bool | None = None
     emulate_npu: bool = False
     dtype: str = "uint8"  # of the bins: uint8 (the cropped image, normalised in the model) or float32 (ModelZoo)
-    allow_constant: bool = False  # score result sets that are mostly constant or one same vector (t2t_vit.metrics)
+    allow_constant: bool = False  # score result sets that are mostly constant or one same vector (t2t_vit.data.metrics)
     model: str | None = None  # --model: the variant the checkpoint must be (the demo's variant)
-    spec: Any = None  # the variant (t2t_vit.variants.VariantSpec), read from the checkpoint by check_inputs
+    spec: Any = None  # the variant (t2t_vit.model.variants.VariantSpec), read from the checkpoint by check_inputs
     devices: list[int] | None = None  # --device: the chips (or, on the CPU, device processes) every pass uses
-    multi_device: str | None = None  # how the installed ais_bench runs a device list (t2t_vit.doctor)
+    multi_device: str | None = None  # how the installed ais_bench runs a device list (t2t_vit.ascend.doctor)
 
     @property
     def device_list(self) -> list[int] | None:
@@ -262,9 +262,9 @@ def check_demo_room(room: Path) -> None:
 
 
 def prepare_demo(options: JobOptions) -> None:
-    from t2t_vit.demo import make_demo
+    from t2t_vit.job.demo import make_demo
 
-    from t2t_vit.variants import DEFAULT
+    from t2t_vit.model.variants import DEFAULT
 
     options.spec = options.spec or DEFAULT
     options.pth_path, options.data_dir = make_demo(options.work_dir, options.demo_images, options.spec.name)
@@ -275,7 +275,8 @@ def prepare_demo(options: JobOptions) -> None:
 def preprocess(options: JobOptions, bins_dir: Path, labels_path: Path, discovery=None) -> None:
     """Bins for the data dir, reusing only bins made from the same images with the same data config and dtype."""
     from t2t_vit.config import data_config_hash
-    from t2t_vit.preprocess import MANIFEST_NAME, bins_dtype, read_manifest, run_preprocess
+    from t2t_vit.data.preprocess import run_preprocess
+    from t2t_vit.data.bins import MANIFEST_NAME, bins_dtype, read_manifest
 
     data_config = options.spec.data_config()
     reason = ""
@@ -309,8 +310,8 @@ def export_form(pth_path: Path, checkpoint_sha: str, onnx_path: Path, performer:
     """Export ``performer`` unless ``onnx_path`` records this checkpoint, variant, form, input dtype and data
     config."""
     from t2t_vit.config import data_config_hash
-    from t2t_vit.export import DEFAULT_OPSET, export_checkpoint, read_metadata
-    from t2t_vit.variants import DEFAULT
+    from t2t_vit.model.export import DEFAULT_OPSET, export_checkpoint, read_metadata
+    from t2t_vit.model.variants import DEFAULT
 
     spec = spec or DEFAULT
     performer = spec.form(performer)
@@ -341,7 +342,7 @@ def export_form(pth_path: Path, checkpoint_sha: str, onnx_path: Path, performer:
 
 def write_keep_dtype_cfg(sum_onnx: Path, cfg_path: Path) -> None:
     """keep_dtype.cfg from the sum export, made anew every run (it takes about a second)."""
-    from t2t_vit.keep_dtype import describe, keep_dtype_nodes, write_keep_dtype
+    from t2t_vit.ascend.keep_dtype import describe, keep_dtype_nodes, write_keep_dtype
 
     subgraphs = keep_dtype_nodes(sum_onnx)
     write_keep_dtype(cfg_path, subgraphs)
@@ -357,8 +358,10 @@ def dynamic_gears(om_dir: Path) -> list[int] | None:
     om = om_dir / DYNAMIC_OM
     if not om.is_file():
         return None
-    record = read_json(om_dir / f"{DYNAMIC_OM}.json")
-    gears = (record or {}).get("dynamic_batch_sizes")
+    from t2t_vit.ascend.om_record import read_record
+
+    record = read_record(om)
+    gears = record.dynamic_batch_sizes if record is not None else None
     if not gears:
         raise JobError(f"{om} has no build record listing its gears ({DYNAMIC_OM}.json from T2T_ViT_atc.sh "
                        f"--dynamic-batch), so nothing shows which batch sizes it takes; rebuild it, or remove it")
@@ -395,7 +398,9 @@ def om_for_batch(om_dir: Path, batch: int, sum_onnx_sha: str, keep_dtype_sha: st
     om = om_dir / (DYNAMIC_OM if gears else f"T2T_ViT_bs{batch}.om")
     if not om.is_file():
         return None
-    record = read_json(om_dir / f"{om.name}.json")
+    from t2t_vit.ascend.om_record import read_record
+
+    record = read_record(om)
     sizes = f"--dynamic-batch --batch-sizes '{' '.join(map(str, gears))}'" if gears else f"--batch-sizes {batch}"
     rebuild = (f"rebuild it: bash T2T_ViT_atc.sh --onnx {sum_onnx or '<WORK>/t2t_vit_14_sum.onnx'} --keep-dtype "
                f"{keep_dtype or '<WORK>/t2t_vit_14_keep_dtype.cfg'} "
@@ -404,19 +409,18 @@ def om_for_batch(om_dir: Path, batch: int, sum_onnx_sha: str, keep_dtype_sha: st
     if record is None:
         raise JobError(f"{om} has no build record ({om.name}.json from T2T_ViT_atc.sh), so nothing shows which "
                        f"model it holds; {rebuild}")
-    shape = record.get("input_shape")
-    if shape and int(str(shape).split(",")[-1]) != img_size:
-        side = int(str(shape).split(",")[-1])
+    side = record.input_side
+    if side and side != img_size:
         raise JobError(f"{om} takes {side}x{side} images, this run's model and bins are {img_size}x{img_size}; "
                        f"{rebuild}")
-    if record.get("onnx_sha256") != sum_onnx_sha or record.get("keep_dtype_sha256") != keep_dtype_sha:
+    if record.onnx_sha256 != sum_onnx_sha or record.keep_dtype_sha256 != keep_dtype_sha:
         raise JobError(f"{om} was built from another ONNX or keep_dtype.cfg than this run's (another checkpoint?); "
                        f"{rebuild}")
-    built_for = record.get("input_dtype", "float32")
+    built_for = record.input_dtype
     if built_for != dtype:
         raise JobError(f"{om} takes {built_for} input ({'built with' if built_for == 'uint8' else 'built without'} "
                        f"--aipp), this run's bins are {dtype} (--dtype); {rebuild}")
-    if record.get("om_sha256") != digest(om):
+    if record.om_sha256 != digest(om):
         raise JobError(f"{om} is not the file T2T_ViT_atc.sh built (its SHA-256 differs); {rebuild}")
     return om
 
@@ -517,24 +521,16 @@ def run_pass(item: Pass, options: JobOptions, bins_dir: Path, state: JobState) -
     return summary
 
 
-_DEVICE_ENTRY = re.compile(r"^device\d+(?:_\d+)?(?:_summary\.json|_resume\.json)?$")  # a device's folder or files
-
-
 def clear_other_layout(result_dir: Path, devices: list[int] | None) -> None:
     """Before a resumed pass: remove what a pass of the other layout left (one device's results at the top of
     ``result_dir``, or device folders and files, or another device list's), which would be read with this pass's."""
     if not result_dir.is_dir():
         return
-    keep = {name + suffix for name in device_folders(devices or []) for suffix in ("", "_summary.json", "_resume.json")}
+    keep = {name + suffix for name in device_folders(devices or []) for suffix in ("",) + DEVICE_FILE_SUFFIXES}
     for entry in os.scandir(result_dir):
-        device_entry = bool(_DEVICE_ENTRY.match(entry.name))
+        device_entry = is_device_entry(entry.name)
         if (devices and not device_entry and entry.is_file()) or (device_entry and entry.name not in keep):
             shutil.rmtree(entry.path) if entry.is_dir() else os.unlink(entry.path)
-
-
-def device_folders(devices: list[int]) -> list[str]:
-    """ais_bench's folder of each device of a list (today's layout; the job lays older ones out the same)."""
-    return [f"device{device}_{index}" for index, device in enumerate(devices)]
 
 
 def device_summary(result_dir: Path, devices: list[int], wall: float | None, runner: str) -> dict[str, Any]:
@@ -620,7 +616,7 @@ def ais_bench_wall_rate(printed: str, result_dir: Path, devices: list[int], pure
     """The devices' images per wall-clock second together, from the ``start_time``/``end_time`` that today's
     ais_bench prints for each device (its timed runs, after warm-up). Each device's images: ``pure_samples``
     (batch x loop) in pure inference, else the outputs in its folder. None where the lines are missing."""
-    from t2t_vit.multidevice import wall_rate_of_lines
+    from t2t_vit.runtime.multidevice import wall_rate_of_lines
 
     samples = {device: pure_samples if pure_samples is not None else
                sum(1 for _ in (result_dir / name).glob("*_0.bin"))
@@ -644,8 +640,8 @@ def ais_bench_commands(item: Pass, options: JobOptions, arguments: list[str], bi
     if options.multi_device == "divide_input":
         divide = ["--divide_input", "true"] if bins_dir is not None else []
         return [[*base, *arguments, *gear, "--device", ",".join(map(str, devices)), *divide]]
-    from t2t_vit.multidevice import split_inputs
-    from t2t_vit.runner import list_input_files
+    from t2t_vit.runtime.multidevice import split_inputs
+    from t2t_vit.runtime.runner import list_input_files
 
     files = list_input_files([str(bins_dir)]) if bins_dir is not None else []  # in the order the CPU runner splits
     if bins_dir is not None and len(files) < len(devices):
@@ -672,7 +668,7 @@ def run_on_cpu(item: Pass, options: JobOptions, arguments: list[str], state: Job
     """One pass in this process, as `T2T_ViT_infer.py <the same arguments> --backend B [--resume]` would run it;
     with several devices, one process per device as `... --device 0,1 --divide_input true` runs it (returns the
     devices' images per wall-clock second together; else None)."""
-    from t2t_vit.runner import RunnerError, run_inference
+    from t2t_vit.runtime.runner import RunnerError, run_inference
 
     emulation = item.kind == "emulation"
     precision = ["--precision", "npu-fp16", "--keep-dtype", str(item.keep_dtype)] if emulation else []
@@ -687,7 +683,7 @@ def run_on_cpu(item: Pass, options: JobOptions, arguments: list[str], state: Job
     inputs = [given["--input"]] if "--input" in given else None
     devices = options.device_list
     if devices:
-        from t2t_vit.multidevice import run_devices, wall_rate
+        from t2t_vit.runtime.multidevice import run_devices, wall_rate
 
         divide = ["--divide_input", "true"] if inputs else []
         argv += ["--device", ",".join(map(str, devices)), *divide]
@@ -733,7 +729,7 @@ def pass_summary(item: Pass, compute_ms: list[float], throughput: float, compute
 
 def score_pass(item: Pass, options: JobOptions, bins_dir: Path, labels_path: Path, state: JobState) -> dict[str, Any]:
     """The accuracy of one pass (run or reused) as the postprocess stage computes it, written to acc_bs<N>.json."""
-    from t2t_vit.metrics import ConstantOutputError, ResultError, evaluate
+    from t2t_vit.data.metrics import ConstantOutputError, ResultError, evaluate
     from t2t_vit.provenance import provenance, write_json
 
     result_dir = options.work_dir / item.folder / item.dirname
@@ -770,7 +766,7 @@ def fp32_pass(accuracy: list[Pass]) -> Pass:
 def emulate_npu(item: Pass, options: JobOptions, bins_dir: Path, labels_path: Path, state: JobState,
                 fp32: Pass) -> dict[str, Any]:
     """The NPU's fp16 emulated on the CPU (one accuracy pass), and its comparison with the fp32 pass."""
-    from t2t_vit.metrics import align, compare, match_results
+    from t2t_vit.data.metrics import align, compare, match_results
 
     results = score_pass(item, options, bins_dir, labels_path, state)
     names, emulated, reference, _ = align(match_results(options.work_dir / item.folder / item.dirname, labels_path),
@@ -795,9 +791,9 @@ ORIGIN_IMAGES = 2  # bins the nothing-kept graph is searched on for the NaN's or
 def why_kept(item: Pass, bins_dir: Path) -> dict[str, Any]:
     """The keep set's size, and where the emulation with nothing kept (ATC without --keep_dtype) first turns
     non-finite, on the first bins (gen_cfg.py --explain gives the whole per-node report)."""
-    from t2t_vit.export import load_onnx
-    from t2t_vit.fp16_diagnosis import images_for, nan_origin, origin_text
-    from t2t_vit.npu_precision import read_keep_list
+    from t2t_vit.model.export import load_onnx
+    from t2t_vit.ascend.fp16_diagnosis import images_for, nan_origin, origin_text
+    from t2t_vit.ascend.npu_precision import read_keep_list
 
     bins = sorted(bins_dir.glob("*.bin"))[:ORIGIN_IMAGES]
     origin = nan_origin(load_onnx(item.model, "the sum export"), images_for(item.model, bins))
@@ -837,7 +833,7 @@ class JobPaths:
 
     @classmethod
     def of(cls, options: JobOptions) -> JobPaths:
-        from t2t_vit.variants import DEFAULT
+        from t2t_vit.model.variants import DEFAULT
 
         work, spec = options.work_dir, options.spec or DEFAULT
         bins = BINS_DIRS[options.dtype] + (f"_{spec.img_size}" if spec.img_size != 224 else "")
@@ -851,11 +847,11 @@ class JobPaths:
 def run_job(options: JobOptions) -> dict[str, Any]:
     """Run the main job, holding the work dir for the whole run (a second job on it stops at once, changing
     nothing); returns what eval_summary.json holds."""
-    from t2t_vit import evalreport
+    from t2t_vit.job import report as evalreport
     from t2t_vit.files import exclusive_lock
 
     if options.demo:
-        from t2t_vit.variants import by_name
+        from t2t_vit.model.variants import by_name
 
         options.spec = options.spec or by_name(options.model or "t2t_vit_14")
         check_demo_room(options.work_dir)
@@ -889,7 +885,7 @@ def check_host(options: JobOptions) -> None:
     before anything is made, except on a host without CANN given only --device, which runs on the CPU, one process
     per device. The devices must be chips npu-smi lists; the installed ais_bench's multi-device behaviour is kept
     for the passes."""
-    from t2t_vit import doctor
+    from t2t_vit.ascend import doctor
 
     print("== host check (T2T_ViT_doctor.py)")
     report = doctor.diagnose(None, str(options.work_dir))
@@ -929,7 +925,7 @@ def export_all(options: JobOptions, paths: JobPaths, digest: Digests) -> None:
 def choose_runners(options: JobOptions, paths: JobPaths, digest: Digests) -> dict[int, tuple[Path, str]]:
     """Per batch size, the model and what runs it: its .om on ais_bench when one was built from this run's export,
     else the CPU export on the CPU runtime (which must then be installed)."""
-    from t2t_vit.backends import choose_backend
+    from t2t_vit.runtime.backends import choose_backend
 
     have_ais_bench = importlib.util.find_spec("ais_bench") is not None
     models: dict[int, tuple[Path, str]] = {}
@@ -946,7 +942,7 @@ def choose_runners(options: JobOptions, paths: JobPaths, digest: Digests) -> dic
 def run_passes(options: JobOptions, paths: JobPaths, models: dict[int, tuple[Path, str]], state: JobState,
                digest: Digests) -> dict[str, Any]:
     """Plan the passes, run (or reuse) each, and gather what eval_summary.json holds."""
-    from t2t_vit.data import read_labels
+    from t2t_vit.data.dataset import read_labels
 
     bins_dir, labels_path = paths.bins_dir, paths.labels_path
     image_count = len(read_labels(labels_path))
@@ -979,7 +975,7 @@ def build_summary(options: JobOptions, models: dict[int, tuple[Path, str]], accu
                   throughput: list[Pass] | None = None, digest: Digests | None = None) -> dict[str, Any]:
     """What eval_summary.json holds: a row per batch size, the accuracy from the pass that covers it, each figure
     marked with the date of the earlier run it was reused from (None: measured by this run)."""
-    from t2t_vit.preprocess import read_manifest
+    from t2t_vit.data.bins import read_manifest
     from t2t_vit.provenance import machine, now, versions
 
     cpu_pass = next((item.batch for item in accuracy if item.runner != "ais_bench"), None)
@@ -1024,7 +1020,7 @@ BINS_DIRS = {"uint8": "prep_bins_uint8", "float32": "prep_bins"}
 def export_path(work: Path, performer: str, input_dtype: str, spec: Any = None) -> Path:
     """Where the job keeps an export: <variant>_<form>.onnx (the transformer-token variants have one form:
     <variant>.onnx), with _uint8 before .onnx for the uint8 input."""
-    from t2t_vit.variants import DEFAULT
+    from t2t_vit.model.variants import DEFAULT
 
     spec = spec or DEFAULT
     form = f"_{performer}" if spec.performer else ""
@@ -1035,8 +1031,8 @@ def check_inputs(options: JobOptions):
     """Refuse unusable inputs before anything is written (minutes of preprocessing before a refusal help nobody):
     the checkpoint loads and fits the model, the images and labels are found, the work dir is outside the data
     folder, writable, with room for the bins. Returns the images and labels found."""
-    from t2t_vit.data import discover_images, read_class_list
-    from t2t_vit.preprocess import check_destination
+    from t2t_vit.data.dataset import discover_images, read_class_list
+    from t2t_vit.data.preprocess import check_destination
 
     if options.pth_path is None:
         raise JobError("--pth-path is required (or --demo)")
@@ -1058,8 +1054,8 @@ def check_inputs(options: JobOptions):
 def check_checkpoint(pth_path: Path, model: str | None = None):
     """The checkpoint is a PyTorch checkpoint of a published variant (``model`` when given) whose weights fit it
     (what the export will load); returns the variant."""
-    from t2t_vit.checkpoint import check_state_dict, checkpoint_variant, read_checkpoint, select_state_dict
-    from t2t_vit.model import create_model
+    from t2t_vit.model.checkpoint import check_state_dict, checkpoint_variant, read_checkpoint, select_state_dict
+    from t2t_vit.model.network import create_model
 
     state_dict, _ = select_state_dict(read_checkpoint(pth_path))
     spec = checkpoint_variant(state_dict, model, pth_path)
@@ -1097,7 +1093,7 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from t2t_vit.variants import NAMES
+    from t2t_vit.model.variants import NAMES
 
     parser = cli.make_parser(__doc__)
     parser.prog = "T2T_ViT_eval.sh"
@@ -1154,7 +1150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_cpu_arguments(parser: argparse.ArgumentParser) -> None:
-    from t2t_vit.backends import BACKENDS, DEFAULT_BACKEND
+    from t2t_vit.runtime.backends import BACKENDS, DEFAULT_BACKEND
 
     cpu = parser.add_argument_group("CPU runner")
     cpu.add_argument("--backend", choices=BACKENDS,
@@ -1189,12 +1185,12 @@ def main(argv: list[str] | None = None) -> int:
                          emulate_npu=args.emulate_npu, dtype=args.dtype, allow_constant=args.allow_constant,
                          model=args.model, devices=args.device)
     if args.demo:
-        from t2t_vit.variants import by_name
+        from t2t_vit.model.variants import by_name
 
         options.spec = by_name(args.model or "t2t_vit_14")
 
     def action() -> None:
-        from t2t_vit import evalreport
+        from t2t_vit.job import report as evalreport
 
         summary = run_job(options)
         evalreport.write_report(options.work_dir, summary)

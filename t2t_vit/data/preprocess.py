@@ -22,15 +22,14 @@ from typing import Any, Iterator, Mapping
 
 from t2t_vit import ToolkitError
 from t2t_vit.files import remove_if_present, remove_partial_files
-from t2t_vit.data import (BIN_DTYPES, BIN_LAYOUTS, Discovery, EvalTransform, ImageItem, bin_size, decode_rgb,
-                          coverage_note, discover_images, read_class_list, select_subset, write_bin,
-                          write_labels)
-from t2t_vit.sources import SourceFile, close_handles, file_stamp, read_image, stream_members
+from t2t_vit.data.dataset import (Discovery, EvalTransform, ImageItem, coverage_note, decode_rgb, discover_images,
+                                  read_class_list, select_subset, write_labels)
+from t2t_vit.data.bins import (BIN_DTYPES, BIN_LAYOUTS, MANIFEST_FORMAT, MANIFEST_NAME, bin_size, bins_dtype,
+                               read_manifest, write_bin, write_manifest)
+from t2t_vit.data.sources import SourceFile, close_handles, file_stamp, read_image, stream_members
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "t2t_vit.preprocess/1"
 _LISTED = 10
 
 _transform: EvalTransform | None = None  # one per worker process, built by _set_transform
@@ -108,27 +107,6 @@ def _process(task: tuple[int, SourceFile | bytes, str, str]) -> Outcome:
     return Outcome(index, "written", note)
 
 
-def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The manifest of a bin folder, or None when it has none."""
-    import json
-
-    path = Path(out_dir) / MANIFEST_NAME
-    if not path.exists():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise ToolkitError(f"{path} is unreadable ({error}); remove it or use a new --out-dir") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ToolkitError(f"{path} is not a manifest of this toolkit; use a new --out-dir")
-    return manifest
-
-
-def bins_dtype(manifest: Mapping[str, Any]) -> str:
-    """The dtype of a manifest's bins (manifests from before uint8 bins hold float32)."""
-    return manifest.get("bin", {}).get("dtype", "float32")
-
-
 def _check_previous(previous: Mapping[str, Any] | None, config_hash: str, source_root: str,
                     dtype: str) -> dict[str, Any]:
     """Refuse an out-dir made with another data config, data dir or bin dtype; return its name -> entry mapping."""
@@ -145,7 +123,6 @@ def _check_previous(previous: Mapping[str, Any] | None, config_hash: str, source
         raise ToolkitError(f"the out-dir holds bins made from {previous.get('source_root')}, not {source_root}; "
                            f"use a new --out-dir")
     return dict(previous.get("images", {}))
-
 
 
 def default_workers() -> int:
@@ -180,8 +157,8 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
         out_dir: where the bins and the manifest go (created if needed). One run at a time: a second run on
             the same out-dir stops at once (:func:`t2t_vit.files.exclusive_lock`).
         gt_path: the label file (``.npy``); must not be inside ``out_dir``.
-        data_config: the resolved data config (:func:`t2t_vit.model.resolve_data_config`).
-        label_file: a label file in one of :mod:`t2t_vit.labels`' formats.
+        data_config: the resolved data config (:func:`t2t_vit.model.network.resolve_data_config`).
+        label_file: a label file in one of :mod:`t2t_vit.data.labels`' formats.
         devkit: the ILSVRC2012 devkit (its ``.tar.gz`` or folder), whose ground truth labels the val images.
         class_list: class names, one per line, instead of the ImageNet synsets.
         workers: processes; 0 runs in this process. Default: the usable cores.
@@ -193,7 +170,7 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
             out-dir; the stand-alone script only warns about them).
         dtype: ``float32``, the normalised NCHW image (the ModelZoo layout), or ``uint8``, the cropped NHWC
             image before normalisation (a quarter of the bytes; for the uint8 export or AIPP).
-        discovery: what :func:`t2t_vit.data.discover_images` found for these arguments, when the caller already
+        discovery: what :func:`t2t_vit.data.dataset.discover_images` found for these arguments, when the caller already
             looked (it is not looked for again).
 
     Raises:
@@ -201,7 +178,6 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
             has been written, so a re-run with ``--skip-bad`` only writes the label file).
     """
     from t2t_vit.files import exclusive_lock
-    from t2t_vit.provenance import write_json
 
     started = time.perf_counter()
     out_dir, gt_path, data_config = Path(out_dir), Path(gt_path), dict(data_config)
@@ -219,7 +195,7 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
         except BaseException as error:
             plan.manifest["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
             plan.manifest["seconds"] = round(time.perf_counter() - started, 3)
-            write_json(out_dir / MANIFEST_NAME, plan.manifest)
+            write_manifest(out_dir, plan.manifest)
             raise
         return finish_preprocess(plan, out_dir, gt_path, skip_bad, work_seconds, started)
 
@@ -312,7 +288,7 @@ def plan_preprocess(discovery: Discovery, out_dir: Path, gt_path: Path, data_con
     (same source image, whole) are not redone."""
     from t2t_vit.config import data_config_hash
     from t2t_vit.files import sha256_file
-    from t2t_vit.provenance import provenance, write_json
+    from t2t_vit.provenance import provenance
 
     items = select_subset(discovery.items, limit)
     source_root, config_hash = discovery.source["path"], data_config_hash(data_config)
@@ -336,7 +312,7 @@ def plan_preprocess(discovery: Discovery, out_dir: Path, gt_path: Path, data_con
         "extra_bins": _extra_bins(out_dir, {item.name for item in items}, remove_extra_bins),
     }
     manifest.update(provenance(run_args))
-    write_json(out_dir / MANIFEST_NAME, manifest)
+    write_manifest(out_dir, manifest)
     plan = PreprocessPlan(items, entries, [], [], manifest, len(discovery.items), discovery)
     for index, item in enumerate(items):
         target = out_dir / f"{item.name}.bin"
@@ -354,8 +330,6 @@ def plan_preprocess(discovery: Discovery, out_dir: Path, gt_path: Path, data_con
 def finish_preprocess(plan: PreprocessPlan, out_dir: Path, gt_path: Path, skip_bad: bool, work_seconds: float,
                       started: float) -> PreprocessReport:
     """Write the label file (unless images were bad and not skipped) and the final manifest; report."""
-    from t2t_vit.provenance import write_json
-
     items, outcomes = plan.items, sorted(plan.outcomes, key=lambda outcome: outcome.index)
     bad = [{"name": items[o.index].name, "source": items[o.index].relative, "reason": o.detail}
            for o in outcomes if o.status == "bad"]
@@ -382,7 +356,7 @@ def finish_preprocess(plan: PreprocessPlan, out_dir: Path, gt_path: Path, skip_b
                    "extra_bins": len(plan.manifest["extra_bins"])},
         "seconds": round(time.perf_counter() - started, 3), "images_per_s": round(report.images_per_s, 2),
     })
-    write_json(out_dir / MANIFEST_NAME, plan.manifest)
+    write_manifest(out_dir, plan.manifest)
     if failed:
         listed = "; ".join(f"{entry['source']} ({entry['reason']})" for entry in bad[:_LISTED])
         more = f"; and {len(bad) - _LISTED} more" if len(bad) > _LISTED else ""

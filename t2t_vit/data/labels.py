@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from t2t_vit.sources import DatasetError
+from t2t_vit.data.sources import DatasetError
 
 VAL_IMAGES = 50_000
 VAL_CLASSES = 1_000

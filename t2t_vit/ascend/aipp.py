@@ -1,6 +1,6 @@
 """aipp.cfg for ATC's static AIPP: the NPU normalises the uint8 bins of ``T2T_ViT_preprocess.py --dtype uint8``.
 
-    python3 -m t2t_vit.aipp --onnx T2T_ViT_14.onnx --out aipp.cfg     (T2T_ViT_atc.sh --aipp runs this)
+    python3 -m t2t_vit.ascend.aipp --onnx T2T_ViT_14.onnx --out aipp.cfg     (T2T_ViT_atc.sh --aipp runs this)
 
 AIPP computes, per channel i, ``out = (in - mean_chn_i - min_chn_i) * var_reci_chn_i`` on the chip. With
 ``mean_chn_i = 0``, ``min_chn_i = 255 * mean_i`` and ``var_reci_chn_i = 1 / (255 * std_i)`` that is
@@ -89,7 +89,7 @@ def parse_aipp_config(text: str) -> dict[str, str]:
 def data_config_for_aipp(onnx_path: str | os.PathLike) -> dict[str, Any]:
     """The data config recorded in a float32-input export; refuses the uint8 export and other input layouts."""
     from t2t_vit.config import resolve_data_config
-    from t2t_vit.export import input_dtype_of, load_onnx, metadata_of
+    from t2t_vit.model.export import input_dtype_of, load_onnx, metadata_of
 
     proto = load_onnx(onnx_path, "--onnx")
     metadata = metadata_of(proto)
@@ -125,7 +125,7 @@ def write_aipp_config(onnx_path: str | os.PathLike, cfg_path: str | os.PathLike)
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.make_parser(__doc__)
-    parser.prog = "python3 -m t2t_vit.aipp"
+    parser.prog = "python3 -m t2t_vit.ascend.aipp"
     parser.add_argument("--onnx", required=True, metavar="ONNX", help="the float export ATC converts (sum form)")
     parser.add_argument("--out", metavar="CFG", help="aipp.cfg to write")
     parser.add_argument("--shape", action="store_true",

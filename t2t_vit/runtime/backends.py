@@ -131,7 +131,7 @@ _ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "ten
 
 class OnnxRuntimeBackend(Backend):
     """onnxruntime CPU; with ``precision`` npu-fp16 it runs the force_fp16 + keep_dtype emulation of the model
-    (:mod:`t2t_vit.npu_precision`), keeping the nodes listed in the ``keep_dtype`` file in fp32."""
+    (:mod:`t2t_vit.ascend.npu_precision`), keeping the nodes listed in the ``keep_dtype`` file in fp32."""
 
     name = "onnxruntime"
 
@@ -141,8 +141,8 @@ class OnnxRuntimeBackend(Backend):
         require("onnxruntime", "the onnxruntime backend")
         source = str(model_path)
         if precision == "npu-fp16":  # a graph transform: fp16 rounding wherever ATC's force_fp16 would compute
-            from t2t_vit.export import load_onnx
-            from t2t_vit.npu_precision import emulate_force_fp16, read_keep_list
+            from t2t_vit.model.export import load_onnx
+            from t2t_vit.ascend.npu_precision import emulate_force_fp16, read_keep_list
 
             emulated = emulate_force_fp16(load_onnx(model_path, "--model"), read_keep_list(keep_dtype), accumulate)
             source = emulated.SerializeToString()

@@ -28,7 +28,6 @@ hidden temporary name and renamed, so an interrupted run leaves no half-written 
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import queue
@@ -43,7 +42,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from t2t_vit import ToolkitError
-from t2t_vit.backends import Backend, default_streams, load_backend
+from t2t_vit.runtime.backends import Backend, default_streams, load_backend
 from t2t_vit.files import NPY_MAGIC, atomic_output, file_head, looks_like_text, remove_partial_files
 
 log = logging.getLogger(__name__)
@@ -319,33 +318,6 @@ class RunResult:
         ]
 
 
-def read_inputs_manifest(files: Sequence[Path]) -> dict[str, Any] | None:
-    """The manifest.json beside the first input, as it is (its fields are read with defaults), or None when there is
-    none or it is not JSON: the inputs are then checked by their own bytes."""
-    from t2t_vit.preprocess import MANIFEST_NAME
-
-    if not files:
-        return None
-    manifest_path = files[0].parent / MANIFEST_NAME
-    if not manifest_path.is_file():
-        return None
-    try:
-        return json.loads(manifest_path.read_text())
-    except ValueError:
-        return None
-
-
-def bins_dtype_advice(found_dtype: str, model_dtype: str, folder: Path | str, model: str) -> str:
-    """Why uint8 bins and a float32 model (or the reverse) do not go together, and what to run instead."""
-    if found_dtype == "uint8":
-        return (f"the inputs in {folder} are uint8 bins (the cropped image, T2T_ViT_preprocess.py --dtype uint8), but "
-                f"{model} takes {model_dtype} images: export the model with T2T_ViT_pth2onnx.py --input-dtype uint8 "
-                f"(on the NPU: T2T_ViT_atc.sh --aipp), or preprocess again with --dtype float32")
-    return (f"the inputs in {folder} are float32 bins (normalised NCHW, T2T_ViT_preprocess.py --dtype float32), but "
-            f"{model} takes uint8 NHWC images (the uint8 export, or an .om built with --aipp): preprocess with "
-            f"--dtype uint8, or use the float32 export (built without --aipp)")
-
-
 def _looks_like_float_images(path: Path) -> bool:
     """Whether a .bin holds normalised float32 pixels (finite, small, rarely near 0), which uint8 pixels read as
     float32 almost never are (their high bytes make huge, tiny or non-finite values)."""
@@ -361,7 +333,7 @@ def model_input_size(proto) -> int | None:
     NHWC uint8); None when neither says."""
     import json
 
-    from t2t_vit.export import input_dtype_of, metadata_of
+    from t2t_vit.model.export import input_dtype_of, metadata_of
 
     metadata = metadata_of(proto)
     if "data_config" in metadata:
@@ -389,8 +361,8 @@ def check_inputs_match(model_path: str, files: Sequence[Path]) -> None:
     """
     if not str(model_path).endswith(".onnx"):
         return
-    from t2t_vit.export import input_dtype_of, load_onnx, metadata_of
-    from t2t_vit.preprocess import bins_dtype
+    from t2t_vit.model.export import input_dtype_of, load_onnx, metadata_of
+    from t2t_vit.data.bins import bins_dtype, bins_dtype_advice, manifest_beside
 
     proto = load_onnx(model_path, "--model")  # also refuses a file that is not ONNX
     metadata = metadata_of(proto)
@@ -400,7 +372,7 @@ def check_inputs_match(model_path: str, files: Sequence[Path]) -> None:
     if model_dtype is None:
         return
     tensor_type = proto.graph.input[0].type.tensor_type
-    manifest = read_inputs_manifest(files)
+    manifest = manifest_beside(files)
     folder = files[0].parent
     if manifest is not None:
         if bins_dtype(manifest) != model_dtype:
@@ -443,11 +415,12 @@ def check_om_inputs(om_path: str, inputs: Sequence[str] | None, dym_batch: int =
     its gears; bins of a dtype it does not take (an .om built with --aipp takes uint8 bins; without, float32), or
     images of another size than the one it was built for (the record's ``input_shape``, ``3,S,S``). Without a
     record nothing is checked."""
-    try:
-        record = json.loads(Path(f"{om_path}.json").read_text())
-    except (OSError, ValueError):
+    from t2t_vit.ascend.om_record import read_record
+
+    record = read_record(om_path)
+    if record is None:
         return
-    gears = record.get("dynamic_batch_sizes") if isinstance(record, dict) else None
+    gears = record.dynamic_batch_sizes
     if gears:
         listed = ",".join(map(str, gears))
         if not dym_batch:
@@ -458,21 +431,19 @@ def check_om_inputs(om_path: str, inputs: Sequence[str] | None, dym_batch: int =
                               f"{dym_batch}")
     if not inputs:
         return
-    from t2t_vit.preprocess import bins_dtype
+    from t2t_vit.data.bins import bins_dtype, bins_dtype_advice, manifest_beside
 
     files = list_input_files(inputs)
-    manifest = read_inputs_manifest(files)
+    manifest = manifest_beside(files)
     if manifest is None:
         return
-    om_dtype = record.get("input_dtype", "float32")
+    om_dtype = record.input_dtype
     if bins_dtype(manifest) != om_dtype:
         raise RunnerError(bins_dtype_advice(bins_dtype(manifest), om_dtype, files[0].parent, om_path))
     bins_size = (manifest.get("data_config") or {}).get("input_size")
-    om_shape = str(record.get("input_shape", ""))
-    om_size = int(om_shape.split(",")[-1]) if om_shape.replace(",", "").isdigit() else None
+    om_size = record.input_side
     if bins_size and om_size and int(bins_size[-1]) != om_size:
-        raise RunnerError(input_size_advice(files[0].parent, int(bins_size[-1]), om_path, om_size,
-                                            record.get("model")))
+        raise RunnerError(input_size_advice(files[0].parent, int(bins_size[-1]), om_path, om_size))
 
 
 @dataclass
@@ -487,7 +458,7 @@ class RunOptions:
     ``pure_data_type`` ``random`` fills pure-inference inputs with random bytes, as ais_bench does;
     ``output_batchsize_axis`` is the axis outputs are split along, one part per input file.
     ``precision`` npu-fp16 runs the NPU's force_fp16 emulation (onnxruntime), keeping the nodes of
-    the ``keep_dtype`` file in fp32. ``resume`` continues an interrupted pass (:mod:`t2t_vit.resume`).
+    the ``keep_dtype`` file in fp32. ``resume`` continues an interrupted pass (:mod:`t2t_vit.runtime.resume`).
     """
 
     model: str
@@ -583,7 +554,7 @@ def run_inference(*args: Any, **kwargs: Any) -> RunResult:
     files = list_input_files(opts.inputs) if opts.inputs else []
     check_inputs_match(opts.model, files)  # bins the model does not take: refused before the runtime is chosen
     if opts.backend_name is None:
-        from t2t_vit.backends import choose_backend
+        from t2t_vit.runtime.backends import choose_backend
 
         opts.backend_name = choose_backend(None, opts.precision)
     backend, plan = open_backend(opts, files)
@@ -683,7 +654,7 @@ def prepare_resume(opts: RunOptions, plan: RunPlan, backend: Backend, warm_outpu
                    result: RunResult) -> int:
     """Keep the groups whose outputs an earlier run of this same pass wrote whole; returns how many outputs are
     reused. Another pass's results (another key) are removed, and this pass's key is written before any output."""
-    from t2t_vit import resume
+    from t2t_vit.runtime import resume
 
     key = resume.pass_key(opts, plan, backend)
     key_path = resume.key_path(plan.result_dir)
