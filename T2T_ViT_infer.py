@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
         from t2t_vit.aisbench import npu_only_warnings
         from t2t_vit.runtime.backends import choose_backend
-        from t2t_vit.runtime.runner import RunnerError, check_om_inputs, run_inference
+        from t2t_vit.runtime.runner import run_inference
+        from t2t_vit.runtime.input_checks import check_om_inputs
+        from t2t_vit.runtime.batching import RunnerError
 
         if args.model.endswith(".om"):
             check_om_inputs(args.model, args.input.split(",") if args.input else None, args.dymBatch)
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         several = isinstance(args.device, list) and len(args.device) > 1
         if several:  # chosen once, here (one run chooses its runtime after checking its bins against the model)
             if inputs and os.path.isfile(args.model):  # bins the model does not take: refused before anything else
-                from t2t_vit.runtime.runner import check_inputs_match, list_input_files
+                from t2t_vit.runtime.input_checks import check_inputs_match
+                from t2t_vit.runtime.batching import list_input_files
 
                 check_inputs_match(args.model, list_input_files(inputs))
             args.backend = choose_backend(args.backend, args.precision)

@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from t2t_vit.runtime.backends import DEFAULT_BACKEND, default_streams, load_backend  # noqa: E402
-from t2t_vit.runtime.runner import default_micro_batch, pipeline_batches  # noqa: E402
+from t2t_vit.runtime.timing import default_micro_batch, pipeline_batches  # noqa: E402
 
 CPU_FORM = "matmul"  # the export T2T_ViT_eval.sh gives the CPU runner
 BATCHES = (1, 8)

@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from t2t_vit.runtime.backends import DEFAULT_BACKEND, default_streams  # noqa: E402
-from t2t_vit.runtime.runner import default_micro_batch  # noqa: E402
+from t2t_vit.runtime.timing import default_micro_batch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_backends import RuntimePath, add_timing_arguments, images_per_s, window_batches  # noqa: E402

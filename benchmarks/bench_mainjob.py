@@ -85,7 +85,7 @@ def preprocess_both(val: Path, scratch: Path, images: int) -> dict[str, dict[str
 
 def main(argv: list[str] | None = None) -> int:
     from t2t_vit.job.demo import make_checkpoint, replicate_val_tree
-    from t2t_vit.job.evaljob import BINS_DIRS
+    from t2t_vit.job.resolve import BINS_DIRS
     from t2t_vit.progress import format_seconds
 
     parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_backends import RuntimePath, add_timing_arguments, images_per_s, window_batches  # noqa: E402
 from bench_int8 import DEFAULT_DATA, load_images  # noqa: E402
 from t2t_vit.runtime.backends import default_streams  # noqa: E402
-from t2t_vit.runtime.runner import default_micro_batch  # noqa: E402
+from t2t_vit.runtime.timing import default_micro_batch  # noqa: E402
 
 BATCHES = (1, 8)
 

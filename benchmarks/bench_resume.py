@@ -89,7 +89,7 @@ def refusal_seconds(scratch: Path) -> float:
     work = scratch / "held"
     with exclusive_lock(work / "demo", "--work-dir"):  # the demo's own work dir
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "t2t_vit.job.evaljob", "--work-dir", str(work), "--demo"],
+        result = subprocess.run([sys.executable, "T2T_ViT_eval.py", "--work-dir", str(work), "--demo"],
                                 capture_output=True, text=True, cwd=REPO_ROOT)
         seconds = time.perf_counter() - started
     if result.returncode != 1 or len(result.stderr.strip().splitlines()) != 1:

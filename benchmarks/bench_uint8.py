@@ -29,7 +29,7 @@ from bench_backends import (RuntimePath, add_timing_arguments, images_per_s, mat
                             window_batches)
 from bench_int8 import DEFAULT_DATA  # noqa: E402
 from t2t_vit.runtime.backends import DEFAULT_BACKEND, default_streams  # noqa: E402
-from t2t_vit.runtime.runner import default_micro_batch  # noqa: E402
+from t2t_vit.runtime.timing import default_micro_batch  # noqa: E402
 
 BATCHES = (1, 8)
 DTYPES = ("float32", "uint8")

@@ -75,7 +75,7 @@ def export_variant(spec, folder: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     from t2t_vit.runtime.backends import DEFAULT_BACKEND, default_streams
-    from t2t_vit.runtime.runner import default_micro_batch
+    from t2t_vit.runtime.timing import default_micro_batch
     from t2t_vit.model.variants import BY_NAME, NAMES
 
     parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])

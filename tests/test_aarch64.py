@@ -78,7 +78,9 @@ class Built(dict):
 
     def __missing__(self, form: str) -> Path:
         from t2t_vit.model import export
-        from t2t_vit.job.evaljob import Digests, export_form, export_path
+        from t2t_vit.job.artefacts import export_form
+        from t2t_vit.job.resolve import export_path
+        from t2t_vit.job.stamps import Digests
 
         performer, dtype = FORMS[form]
         path = export_path(self["work"], performer, dtype)
@@ -138,7 +140,9 @@ def variant_export(paths: Built, name: str) -> Path:
     """The main job's float32 export of another variant (its sum form; the transformer-token ones have one form)
     from fixed weights, verified at batch 1."""
     from t2t_vit.model import export
-    from t2t_vit.job.evaljob import Digests, export_form, export_path
+    from t2t_vit.job.artefacts import export_form
+    from t2t_vit.job.resolve import export_path
+    from t2t_vit.job.stamps import Digests
     from t2t_vit.model.variants import BY_NAME
 
     if name not in paths:

@@ -170,7 +170,7 @@ def test_pure_inference_with_output_writes_what_ais_bench_writes(tmp_path, capsy
 
 
 def test_random_pure_data_is_random_bytes(tmp_path):
-    from t2t_vit.runtime.runner import pure_infer_data
+    from t2t_vit.runtime.batching import pure_infer_data
 
     zero = pure_infer_data((2, 3), np.dtype(np.float32), "zero")
     assert zero.dtype == np.float32 and not zero.any()

@@ -126,7 +126,9 @@ def test_clear_errors(workdir, args, tools, pattern):
 def test_each_om_gets_a_build_record_that_the_main_job_accepts(workdir):
     import json
 
-    from t2t_vit.job.evaljob import Digests, JobError, om_for_batch
+    from t2t_vit.job.om import om_for_batch
+    from t2t_vit.job.request import JobError
+    from t2t_vit.job.stamps import Digests
 
     result = run(workdir, "--onnx", "model.onnx", "--batch-sizes", "1 8", "--out-dir", "om", naming="suffixed")
     assert result.returncode == 0, result.stderr

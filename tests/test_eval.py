@@ -17,7 +17,9 @@ from t2t_vit.runtime.backends import choose_backend
 from t2t_vit.model.checkpoint import load_checkpoint
 from t2t_vit.data.bins import read_bin
 from t2t_vit.job.demo import make_checkpoint, make_images
-from t2t_vit.job.evaljob import Digests, JobError, om_for_batch
+from t2t_vit.job.om import om_for_batch
+from t2t_vit.job.request import JobError
+from t2t_vit.job.stamps import Digests
 from t2t_vit.model.export import read_metadata
 from t2t_vit.version_bridge import installed
 from t2t_vit.data.metrics import evaluate

@@ -17,8 +17,13 @@ import pytest
 from conftest import REPO_ROOT, TINY
 from test_atc import NPU_SMI_DUO
 from test_doctor import NUMPY_FITS_CANN
-from t2t_vit.job.evaljob import (DYNAMIC_OM, Digests, JobError, JobOptions, Pass, _devices, ais_bench_commands,
-                             check_gears, clear_other_layout, device_summary, pass_through)
+from T2T_ViT_eval import _devices
+from t2t_vit.job.invocation import Invocation
+from t2t_vit.job.npu import ais_bench_commands, pass_through
+from t2t_vit.job.om import DYNAMIC_OM, check_gears
+from t2t_vit.job.request import JobError
+from t2t_vit.job.run import clear_other_layout, device_summary
+from t2t_vit.job.stamps import Digests
 from t2t_vit.data.metrics import device_layout, evaluate
 
 DEMO = ("--demo", "--demo-images", "5", "--loop", "1", "--model", TINY)  # the test-only variant: the size is no matter
@@ -243,12 +248,22 @@ def test_one_dynamic_batch_om_runs_every_batch_size_at_its_gear(one_device, tmp_
 
 # -------------------------------------------------------------------------------------- without a model run
 
-def a_pass(tmp_path, kind="accuracy", model="T2T_ViT_bs4.om"):
-    return Pass(kind, 4, tmp_path / "om" / model, "ais_bench", {}, tmp_path / "stamp.json", 5)
+def an_invocation(tmp_path, inputs=None, model="M.om", gear=None):
+    return Invocation(Path(model), inputs, tmp_path / "result", "bs4", batch=4, loop=1, warmup=1, gear=gear)
 
 
-ARGUMENTS = ["--model", "M.om", "--input", "BINS", "--output", "OUT", "--output_dirname", "bs4", "--outfmt", "BIN",
-             "--batchsize", "4", "--loop", "1", "--warmup_count", "1"]
+def arguments(tmp_path, inputs=None):
+    return ["--model", "M.om", *(["--input", str(inputs)] if inputs else []), "--output", str(tmp_path / "result"),
+            "--output_dirname", "bs4", "--outfmt", "BIN", "--batchsize", "4", "--loop", "1", "--warmup_count", "1"]
+
+
+def test_one_pass_description_renders_to_ais_bench_and_to_the_cpu_runner(tmp_path):
+    invocation = an_invocation(tmp_path, tmp_path / "bins")
+    assert invocation.arguments() == arguments(tmp_path, tmp_path / "bins")
+    assert invocation.runner_options() == {
+        "model": "M.om", "inputs": [str(tmp_path / "bins")], "output": str(tmp_path / "result"),
+        "output_dirname": "bs4", "outfmt": "BIN", "batchsize": 4, "loop": 1, "warmup_count": 1}
+    assert an_invocation(tmp_path).runner_options()["inputs"] is None  # pure inference
 
 
 @pytest.mark.parametrize("behaviour", ["divide_input", "older", "unknown"])
@@ -257,11 +272,10 @@ def test_the_ais_bench_command_lines_of_each_behaviour(tmp_path, behaviour):
     bins.mkdir()
     for index in range(5):
         (bins / f"img{index}.bin").write_bytes(b"x")
-    options = JobOptions(None, None, tmp_path, [4], devices=[0, 1], multi_device=behaviour)
-    commands = ais_bench_commands(a_pass(tmp_path), options, ARGUMENTS, bins, tmp_path / "result")
+    commands = ais_bench_commands(an_invocation(tmp_path, bins), [0, 1], behaviour)
     base = [sys.executable, "-m", "ais_bench"]
     if behaviour == "divide_input":
-        assert commands == [[*base, *ARGUMENTS, "--device", "0,1", "--divide_input", "true"]]
+        assert commands == [[*base, *arguments(tmp_path, bins), "--device", "0,1", "--divide_input", "true"]]
         return
     shares = [tmp_path / "result" / ".bs4_inputs" / name for name in ("device0_0", "device1_1")]
     assert commands == [[*base, "--model", "M.om", "--input", str(share), "--output", str(tmp_path / "result" / "bs4"),
@@ -274,21 +288,19 @@ def test_the_ais_bench_command_lines_of_each_behaviour(tmp_path, behaviour):
 
 def test_one_chip_and_a_dynamic_om_and_pure_inference(tmp_path):
     base = [sys.executable, "-m", "ais_bench"]
-    one = JobOptions(None, None, tmp_path, [4], devices=[1])
-    assert ais_bench_commands(a_pass(tmp_path, model=DYNAMIC_OM), one, ARGUMENTS, None, tmp_path) == [
-        [*base, *ARGUMENTS, "--dymBatch", "4", "--device", "1"]]
-    assert ais_bench_commands(a_pass(tmp_path), JobOptions(None, None, tmp_path, [4]), ARGUMENTS, None, tmp_path) == [
-        [*base, *ARGUMENTS]]  # chip 0: ais_bench's default, no --device
-    pure = [arg for arg in ARGUMENTS if arg not in ("--input", "BINS")]
-    both = JobOptions(None, None, tmp_path, [4], devices=[0, 1], multi_device="divide_input")
-    assert ais_bench_commands(a_pass(tmp_path, "throughput"), both, pure, None, tmp_path) == [
-        [*base, *pure, "--device", "0,1"]]
-    older = JobOptions(None, None, tmp_path, [4], devices=[0, 1], multi_device="older")
+    bins = tmp_path / "bins"
+    assert ais_bench_commands(an_invocation(tmp_path, bins, DYNAMIC_OM, gear=4), [1], None) == [
+        [*base, *arguments(tmp_path, bins)[:1], DYNAMIC_OM, *arguments(tmp_path, bins)[2:], "--dymBatch", "4",
+         "--device", "1"]]
+    assert ais_bench_commands(an_invocation(tmp_path, bins), None, None) == [
+        [*base, *arguments(tmp_path, bins)]]  # chip 0: ais_bench's default, no --device
+    assert ais_bench_commands(an_invocation(tmp_path), [0, 1], "divide_input") == [
+        [*base, *arguments(tmp_path), "--device", "0,1"]]
     few = tmp_path / "few"
     few.mkdir()
     (few / "a.bin").write_bytes(b"x")
     with pytest.raises(JobError, match="1 bins for 2 devices"):
-        ais_bench_commands(a_pass(tmp_path), older, ARGUMENTS, few, tmp_path)
+        ais_bench_commands(an_invocation(tmp_path, few), [0, 1], "older")
 
 
 def test_a_batch_size_the_dynamic_om_has_no_gear_for_is_refused(tmp_path):

@@ -249,7 +249,8 @@ def test_the_fp16_accumulation_bracket_adds_lane_by_lane_in_fp16():
     ({"keep_dtype": "k.cfg"}, r"^--keep-dtype goes with --precision npu-fp16"),
     ({"accumulate": "fp16"}, r"^--npu-accumulate goes with --precision npu-fp16$")])
 def test_the_library_refuses_emulation_options_without_the_emulation(tmp_path, options, pattern):
-    from t2t_vit.runtime.runner import RunnerError, run_inference
+    from t2t_vit.runtime.runner import run_inference
+    from t2t_vit.runtime.batching import RunnerError
     from test_runner import tiny_model
 
     with pytest.raises(RunnerError, match=pattern):

@@ -226,7 +226,7 @@ def test_a_second_preprocess_on_a_busy_out_dir_changes_nothing(tmp_path, sample_
 
 
 def test_a_main_job_on_a_held_work_dir_changes_nothing(tmp_path, capsys):
-    from t2t_vit.job.evaljob import main
+    from T2T_ViT_eval import main
 
     work = tmp_path / "work" / "demo"  # the demo's own work dir
     work.mkdir(parents=True)

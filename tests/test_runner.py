@@ -16,7 +16,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import T2T_ViT_infer
 from conftest import BACKENDS, REPO_ROOT
-from t2t_vit.runtime.runner import RunnerError, natural_key, run_inference
+from t2t_vit.runtime.runner import run_inference
+from t2t_vit.runtime.batching import RunnerError, natural_key
 
 SAMPLE = (3, 4, 4)
 
@@ -302,7 +303,7 @@ class RecordingBackend:
 
 @pytest.mark.parametrize("streams", [1, 2, 3])
 def test_pipeline_runs_streams_batches_at_once_and_keeps_the_order(streams):
-    from t2t_vit.runtime.runner import completion_intervals, pipeline
+    from t2t_vit.runtime.timing import completion_intervals, pipeline
 
     backend = RecordingBackend(streams)
     start = __import__("time").perf_counter()
@@ -315,7 +316,7 @@ def test_pipeline_runs_streams_batches_at_once_and_keeps_the_order(streams):
 
 
 def test_per_batch_times_keep_the_wall_time_and_each_batchs_spread():
-    from t2t_vit.runtime.runner import per_batch_times
+    from t2t_vit.runtime.timing import per_batch_times
 
     # two streams: batches of 100 ms finish in pairs, so completion intervals swing between ~0 and ~100 ms
     request_ms = [100.0, 101.0, 99.0, 100.0, 140.0, 100.0]
@@ -376,7 +377,7 @@ def test_default_micro_batch(tmp_path, batch, micro):
 
 
 def test_pipeline_batches_joins_the_pieces_in_order():
-    from t2t_vit.runtime.runner import pipeline_batches
+    from t2t_vit.runtime.timing import pipeline_batches
 
     backend = RecordingBackend(2)
     batches = [np.arange(start, start + 4, dtype=np.float32) for start in range(0, 20, 4)]

@@ -22,7 +22,8 @@ from t2t_vit.data.bins import read_bin
 from t2t_vit.model.export import export_onnx, read_metadata
 from t2t_vit.files import LOCK_NAME
 from t2t_vit.model.network import create_model
-from t2t_vit.runtime.runner import RunnerError, run_inference
+from t2t_vit.runtime.runner import run_inference
+from t2t_vit.runtime.batching import RunnerError
 
 FLOAT_BYTES, UINT8_BYTES = 602_112, 150_528
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -81,11 +81,16 @@ def make_checkpoint(path: Path, seed: int = 0, model: str = "t2t_vit_14") -> Pat
     return path
 
 
+def demo_paths(out_dir: Path, model: str = "t2t_vit_14") -> tuple[Path, Path]:
+    """Where :func:`make_demo` puts the checkpoint of ``model`` and the val folder."""
+    return Path(out_dir) / f"random_{model}.pth.tar", Path(out_dir) / "val"
+
+
 def make_demo(out_dir: Path, images: int = 16, model: str = "t2t_vit_14") -> tuple[Path, Path]:
     """The demo's checkpoint of ``model`` and val folder under ``out_dir`` (made once, reused after); returns both
-    paths."""
+    paths (:func:`demo_paths`)."""
     out_dir = Path(out_dir)
-    checkpoint, val = out_dir / f"random_{model}.pth.tar", out_dir / "val"
+    checkpoint, val = demo_paths(out_dir, model)
     if val.is_dir() and len(list(val.rglob("*.JPEG"))) != images:
         shutil.rmtree(val)  # made for another --demo-images
     if not val.is_dir():  # made beside, then renamed: an interrupted run leaves no half-made folder

@@ -1,6 +1,6 @@
 """The main job's closing report: accuracy and throughput per batch size, as Markdown, JSON and a plot.
 
-It presents what :func:`t2t_vit.job.evaljob.build_summary` measured, and imports nothing of the job.
+It presents what :func:`build_summary` gathers (from the resolved job, its plan and what each pass measured).
 
 ``eval_summary.json`` holds ``rows`` (one per batch size: ``batch_size``, ``top1``, ``top5``, ``count``,
 ``accuracy_batch_size`` (the batch size the accuracy was measured at), ``images_per_s``,
@@ -187,3 +187,49 @@ def write_report(work_dir: Path, summary: dict[str, Any]) -> None:
         print(f"\n{summary['note']}")
     print("\n" + stage_table(summary["stage_seconds"]))
     print(f"\nwrote {' and '.join(map(str, written))}")
+
+
+def build_summary(job, models: dict[int, tuple[Path, str]], plan, state, scores: dict[int, dict[str, Any]],
+                  perf: dict[int, dict[str, Any]], npu_emulation: dict[str, Any] | None = None,
+                  digest=None) -> dict[str, Any]:
+    """What eval_summary.json holds: a row per batch size, the accuracy from the pass that covers it, each figure
+    marked with the date of the earlier run it was reused from (None: measured by this run). ``plan`` is the run's
+    :class:`t2t_vit.job.plan.Plan`, ``state`` its :class:`t2t_vit.job.run.JobState`."""
+    from t2t_vit.data.bins import read_manifest
+    from t2t_vit.job.om import cpu_backend
+    from t2t_vit.job.request import DEMO_NOTE
+    from t2t_vit.provenance import machine, now, versions
+
+    request, accuracy = job.request, plan.scored
+    cpu_pass = next((item.batch for item in accuracy if item.runner != "ais_bench"), None)
+    accuracy_reused = {item.batch: state.reused_from(item) for item in accuracy}
+    throughput_reused = {item.batch: state.reused_from(item) for item in plan.throughput}
+    rows = []
+    for batch in job.batch_sizes:
+        model, runner = models[batch]
+        measured_at = batch if batch in scores and (request.accuracy_all or runner == "ais_bench") else cpu_pass
+        accuracy_row = scores[measured_at]
+        rows.append({"batch_size": batch, "top1": accuracy_row["top1"], "top5": accuracy_row["top5"],
+                     "count": accuracy_row["count"], "accuracy_batch_size": measured_at,
+                     "images_per_s": perf[batch]["throughput"],
+                     "compute_ms_mean": perf[batch]["NPU_compute_time"]["mean"], "runner": runner,
+                     "model": str(model), "accuracy_reused_from": accuracy_reused.get(measured_at),
+                     "throughput_reused_from": throughput_reused.get(batch)})
+        if perf[batch].get("per_device"):  # the card: images_per_s is the sum of the devices' figures
+            rows[-1].update(per_device=perf[batch]["per_device"],
+                            wall_images_per_s=perf[batch].get("wall_images_per_s"))
+    if request.accuracy_all:
+        accuracy_note = "accuracy measured at every batch size"
+    elif cpu_pass is not None:
+        accuracy_note = (f"CPU accuracy measured once, at batch {cpu_pass}: the CPU logits do not depend on the "
+                         f"batch size (--accuracy-all measures every batch size)")
+    else:
+        accuracy_note = "accuracy measured at every batch size (each .om is its own compiled graph)"
+    manifest = read_manifest(job.paths.bins_dir) or {}
+    return {"rows": rows, "accuracy_note": accuracy_note, "npu_emulation": npu_emulation,
+            "backend": cpu_backend(job, models), "cpu_onnx": str(job.paths.cpu_onnx), "bins_dtype": job.dtype,
+            "model": job.spec.record(), "checkpoint": str(job.pth_path),
+            "checkpoint_sha256": digest(job.pth_path) if digest is not None else None,
+            "data_dir": str(job.data_dir), "data_coverage": manifest.get("coverage", ""),
+            "demo": request.demo, "note": DEMO_NOTE if request.demo else "", "devices": job.device_list,
+            "stage_seconds": state.stage_seconds, "date": now(), "machine": machine(), "versions": versions()}

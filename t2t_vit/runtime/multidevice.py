@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from t2t_vit.aisbench import device_folder
-from t2t_vit.runtime.runner import RunnerError
+from t2t_vit.runtime.batching import RunnerError
 
 
 @dataclass
@@ -87,7 +87,7 @@ def run_devices(devices: Sequence[int], divide: bool, inputs: Sequence[str] | No
     Raises:
         RunnerError: a device's run failed (its one line), or --divide_input has fewer inputs than devices.
     """
-    from t2t_vit.runtime.runner import list_input_files
+    from t2t_vit.runtime.batching import list_input_files
 
     files = list_input_files(inputs) if inputs else []
     jobs = len(devices)

@@ -27,257 +27,28 @@ hidden temporary name and renamed, so an interrupted run leaves no half-written 
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import queue
-import re
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from t2t_vit import ToolkitError
+from t2t_vit.files import remove_partial_files
 from t2t_vit.runtime.backends import Backend, default_streams, load_backend
-from t2t_vit.files import NPY_MAGIC, atomic_output, file_head, looks_like_text, remove_partial_files
+from t2t_vit.runtime.batching import (PURE_DATA_TYPES, PURE_INFER_NAME, RunnerError, list_input_files, plan_groups,
+                                      pure_infer_data)
+from t2t_vit.runtime.input_checks import check_inputs_match
+from t2t_vit.runtime.outputs import (OUTPUT_FORMATS, check_unique_names, output_file_name, save_output,
+                                     serialise_output, split_output)
+from t2t_vit.runtime.timing import (PERCENTILE, completion_intervals, default_micro_batch, per_batch_times, pipeline,
+                                    pipeline_batches, time_stats)
 
 log = logging.getLogger(__name__)
 
-OUTPUT_FORMATS = ("BIN", "NPY", "TXT")
-PURE_DATA_TYPES = ("zero", "random")
-PURE_INFER_NAME = "pure_infer_data"  # ais_bench's name for pure-inference input, so outputs are pure_infer_data_<i>
 CPU_RUNNER_KEY = "cpu_runner"  # the summary's one key beyond ais_bench's
-INPUT_SUFFIXES = (".bin", ".BIN", ".npy", ".NPY")
-PERCENTILE = 99
-MICRO_BATCH = 2  # images per backend run within a batch, by default (benchmarks/bench_backends.py)
-
-
-class RunnerError(ToolkitError):
-    """Inputs or arguments the runner cannot use."""
-
-
-def natural_key(text: str) -> list:
-    """ais_bench's sort key: digit runs compare as numbers, the rest case-insensitively."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"([0-9]+)", text)]
-
-
-def list_input_files(inputs: Sequence[str]) -> list[Path]:
-    """The input files, in the order ais_bench takes them."""
-    paths = [Path(item) for item in inputs if item]
-    if not paths:
-        raise RunnerError("--input is empty")
-    if len(paths) == 1 and not paths[0].exists():
-        raise RunnerError(f"--input {paths[0]} does not exist")
-    if paths[0].is_dir():
-        if len(paths) != 1:
-            raise RunnerError(f"--input names {len(paths)} folders; the model has one input, give one folder")
-        entries = [Path(entry.path) for entry in os.scandir(paths[0])
-                   if entry.name.endswith(INPUT_SUFFIXES) and entry.is_file()]
-        if not entries:
-            raise RunnerError(f"--input folder {paths[0]} holds no .bin or .npy files")
-        return sorted(entries, key=lambda path: natural_key(str(path)))
-    missing = [str(path) for path in paths if not path.is_file()]
-    if missing:
-        raise RunnerError(f"--input: {', '.join(missing[:5])} {'does' if len(missing) == 1 else 'do'} not exist "
-                          f"or {'is' if len(missing) == 1 else 'are'} not a file or folder")
-    return paths
-
-
-STRAY_HINT = "ais_bench and this runner read every .bin and .npy file of an input folder: move it out"
-
-
-def _data_bytes(path: Path) -> int:
-    if path.suffix.lower() == ".npy":
-        start = file_head(path)
-        if not start.startswith(NPY_MAGIC):
-            looks = "a text file" if looks_like_text(start) else "not a numpy array file"
-            raise RunnerError(f"input {path} is named .npy but is {looks} (it starts {start[:24]!r}): a stray file? "
-                              f"{STRAY_HINT}")
-        try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise RunnerError(f"input {path} is a damaged .npy file ({str(error).splitlines()[0][:120]}); "
-                              f"{STRAY_HINT}, or make it again") from None
-        if array.dtype.names is not None:
-            raise RunnerError(f"input {path} is a table with fields {', '.join(array.dtype.names)} (a label file?), "
-                              f"not model input: {STRAY_HINT}")
-        return int(array.nbytes)
-    return path.stat().st_size
-
-
-def plan_groups(files: Sequence[Path], sample_bytes: int, batch: int) -> tuple[int, list[list[Path | None]]]:
-    """How many files make one batch, and the groups (``None`` = a padding slot)."""
-    sizes = [_data_bytes(path) for path in files]
-    for path, size in zip(files, sizes):
-        if size not in (sample_bytes, sample_bytes * batch):
-            raise RunnerError(f"input {path} has {size} bytes: neither one sample ({sample_bytes}) nor one batch "
-                              f"of {batch} ({sample_bytes * batch}); if it is a stray file, {STRAY_HINT}")
-    per_batch = batch if sizes[0] == sample_bytes else 1
-    for path, size in zip(files, sizes):
-        if size != sizes[0]:
-            raise RunnerError(f"input {path} has {size} bytes, unlike {files[0]} ({sizes[0]}): every input file must "
-                              f"hold the same number of samples")
-    groups: list[list[Path | None]] = []
-    for start in range(0, len(files), per_batch):
-        group: list[Path | None] = list(files[start:start + per_batch])
-        groups.append(group + [None] * (per_batch - len(group)))
-    return per_batch, groups
-
-
-def pure_infer_data(shape: tuple[int, ...], dtype: np.dtype, kind: str = "zero") -> np.ndarray:
-    """ais_bench's pure-inference input: zeros, or random bytes (0..255 each) read as the model's dtype."""
-    if kind == "zero":
-        return np.zeros(shape, dtype=dtype)
-    count = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    return np.random.default_rng().integers(0, 256, count, dtype=np.uint8).view(dtype).reshape(shape)
-
-
-def split_output(data: np.ndarray, parts: int, axis: int, output_index: int) -> list[np.ndarray]:
-    """One part per input file, cut along ``axis`` (ais_bench's --output_batchsize_axis)."""
-    if axis >= data.ndim:
-        raise RunnerError(f"--output_batchsize_axis {axis} is not an axis of output {output_index}, of shape "
-                          f"{list(data.shape)}")
-    if data.shape[axis] % parts:
-        raise RunnerError(f"output {output_index} of shape {list(data.shape)} cannot be split into {parts} parts "
-                          f"along axis {axis} (--output_batchsize_axis)")
-    return np.array_split(data, parts, axis=axis)
-
-
-def output_file_name(input_path: Path, output_index: int, outfmt: str) -> str:
-    return f"{input_path.name.split('.')[0]}_{output_index}.{outfmt.lower()}"
-
-
-def _check_unique_names(files: Sequence[Path]) -> None:
-    seen: dict[str, Path] = {}
-    for path in files:
-        stem = path.name.split(".")[0]
-        if stem in seen:
-            raise RunnerError(f"inputs {seen[stem]} and {path} would both write {stem}_0: ais_bench names outputs after "
-                              f"the input name up to its first dot; rename one")
-        seen[stem] = path
-
-
-def save_output(path: Path, data: np.ndarray, outfmt: str) -> None:
-    """Write one output as ais_bench does (BIN raw, NPY numpy, TXT rows of '%f' separated by spaces), atomically."""
-    try:
-        with atomic_output(path) as temp:
-            temp.write_bytes(serialise_output(data, outfmt))
-    except OSError as error:  # a full disk (ENOSPC) or a file size limit (EFBIG): nothing is left under the name
-        raise RunnerError(f"cannot write {path}: {error.strerror or error} (is the disk full?)") from None
-
-
-def serialise_output(data: np.ndarray, outfmt: str) -> bytes:
-    """The bytes of one output file in ais_bench's format."""
-    if outfmt == "NPY":
-        buffer = io.BytesIO()
-        np.save(buffer, data)
-        return buffer.getvalue()
-    if outfmt == "TXT":
-        rows = data.reshape(-1, data.shape[-1])
-        fmt = "%f" if np.issubdtype(rows.dtype, np.floating) else "%d"
-        return "".join(" ".join(fmt % value for value in row) + " \n" for row in rows).encode()
-    return data.tobytes()
-
-
-def _stats(values: Sequence[float]) -> dict[str, float]:
-    if not values:
-        return {"min": 0.0, "max": 0.0, "mean": 0.0, "median": 0.0, f"percentile({PERCENTILE}%)": 0.0, "count": 0}
-    array = np.asarray(values, dtype=np.float64)
-    return {"min": float(array.min()), "max": float(array.max()), "mean": float(array.mean()),
-            "median": float(np.median(array)), f"percentile({PERCENTILE}%)": float(np.percentile(array, PERCENTILE)),
-            "count": len(values)}
-
-
-def pipeline(backend: Backend, batches: Iterable[np.ndarray]) -> Iterator[tuple[list[np.ndarray], float, float]]:
-    """Run every batch, ``backend.streams`` at a time; yield ``(outputs, started, finished)`` in input order.
-
-    The next batch is taken from ``batches`` (and the caller handles the yielded outputs) while the
-    submitted ones run, so reading inputs and writing outputs overlap the computation.
-    """
-    if backend.streams == 1:
-        for data in batches:
-            started = time.perf_counter()
-            outputs = backend.run(data)
-            yield outputs, started, time.perf_counter()
-        return
-    slots: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for slot in range(backend.streams):
-        slots.put(slot)
-
-    def work(data: np.ndarray) -> tuple[list[np.ndarray], float, float]:
-        slot = slots.get()
-        try:
-            started = time.perf_counter()
-            outputs = backend.run(data, slot)
-            return outputs, started, time.perf_counter()
-        finally:
-            slots.put(slot)
-
-    pending: deque = deque()
-    with ThreadPoolExecutor(backend.streams, thread_name_prefix="infer") as pool:
-        try:
-            for data in batches:
-                pending.append(pool.submit(work, data))
-                if len(pending) > backend.streams:  # one batch ready beyond those running
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
-
-
-def default_micro_batch(batch: int) -> int:
-    """The piece a batch runs in by default: 2 images when 2 divides the batch, else 1 (README "CPU speed")."""
-    return MICRO_BATCH if batch % MICRO_BATCH == 0 else 1
-
-
-def pipeline_batches(backend: Backend, batches: Iterable[np.ndarray], batch: int,
-                     micro: int) -> Iterator[tuple[list[np.ndarray], float, float]]:
-    """:func:`pipeline` for batches of ``batch`` samples that the backend runs ``micro`` at a time.
-
-    Each batch is cut into ``batch // micro`` pieces, the pieces run through the streams, and their
-    outputs are joined again in order: one ``(outputs, first start, last finish)`` per batch.
-    """
-    if batch % micro:
-        raise RunnerError(f"a micro-batch of {micro} does not divide the batch of {batch}")
-    parts = batch // micro
-
-    def pieces() -> Iterator[np.ndarray]:
-        for data in batches:
-            for start in range(0, batch, micro):
-                yield data[start:start + micro]
-
-    collected: list[tuple[list[np.ndarray], float, float]] = []
-    for piece in pipeline(backend, pieces()):
-        collected.append(piece)
-        if len(collected) == parts:
-            outputs = [np.concatenate([np.asarray(outs[index]) for outs, _, _ in collected]) if parts > 1
-                       else collected[0][0][index] for index in range(len(collected[0][0]))]
-            yield outputs, min(item[1] for item in collected), max(item[2] for item in collected)
-            collected = []
-
-
-def completion_intervals(start: float, finished: Sequence[float]) -> list[float]:
-    """Seconds between successive completions, the first measured from ``start``; they sum to the wall time."""
-    times = [start, *sorted(finished)]
-    return [later - earlier for earlier, later in zip(times, times[1:])]
-
-
-def per_batch_times(request_ms: Sequence[float], intervals_s: Sequence[float]) -> list[float]:
-    """Each batch's share of the wall time, in ms: its own duration scaled so that the times add up to the wall
-    time. Batches that run at once in streams finish in bursts, so the intervals between completions swing from
-    about 0 to twice a batch; these times keep each batch's own spread (min, max, percentiles are per batch) and
-    the intervals' mean, so ``1000 * batch / mean`` is still images per wall-clock second."""
-    own = float(sum(request_ms))
-    if own <= 0:
-        return [1000 * seconds for seconds in intervals_s]
-    scale = 1000 * float(sum(intervals_s)) / own
-    return [value * scale for value in request_ms]
 
 
 @dataclass
@@ -303,11 +74,11 @@ class RunResult:
     def performance_lines(self, display_all_summary: bool = False) -> list[str]:
         """ais_bench's Performance Summary, line for line (H2D and D2H lines with ``display_all_summary``)."""
         def line(name: str, values: Sequence[float]) -> str:
-            stats = _stats(values)
+            stats = time_stats(values)
             return (f"[INFO] {name} (ms): min = {stats['min']}, max = {stats['max']}, mean = {stats['mean']}, "
                     f"median = {stats['median']}, percentile({PERCENTILE}%) = {stats[f'percentile({PERCENTILE}%)']}")
 
-        mean = _stats(self.compute_ms)["mean"]
+        mean = time_stats(self.compute_ms)["mean"]
         return [
             "[INFO] -----------------Performance Summary------------------",
             *([line("H2D_latency", self.h2d_ms)] if display_all_summary else []),
@@ -316,134 +87,6 @@ class RunResult:
             f"[INFO] throughput 1000*batchsize.mean({self.batch})/NPU_compute_time.mean({mean}): {self.throughput}",
             "[INFO] ------------------------------------------------------",
         ]
-
-
-def _looks_like_float_images(path: Path) -> bool:
-    """Whether a .bin holds normalised float32 pixels (finite, small, rarely near 0), which uint8 pixels read as
-    float32 almost never are (their high bytes make huge, tiny or non-finite values)."""
-    values = np.fromfile(path, dtype="<f4")
-    if values.size == 0 or not np.isfinite(values).all():
-        return False
-    magnitude = np.abs(values)
-    return bool(magnitude.max() <= 100 and (magnitude >= 1e-4).mean() >= 0.9)
-
-
-def model_input_size(proto) -> int | None:
-    """The image side an ONNX model takes: its recorded data config's, else its input's static shape (NCHW float,
-    NHWC uint8); None when neither says."""
-    import json
-
-    from t2t_vit.model.export import input_dtype_of, metadata_of
-
-    metadata = metadata_of(proto)
-    if "data_config" in metadata:
-        return int(json.loads(metadata["data_config"])["input_size"][-1])
-    dims = [dim.dim_value for dim in proto.graph.input[0].type.tensor_type.shape.dim] if proto.graph.input else []
-    if len(dims) != 4:
-        return None
-    side = dims[1] if input_dtype_of(proto) == "uint8" else dims[3]
-    return side or None
-
-
-def input_size_advice(folder, bins_size: int, model_path, model_size: int, model_name: str | None = None) -> str:
-    """One line for bins of one image size given to a model of another."""
-    return (f"the bins in {folder} are {bins_size}x{bins_size} images (preprocessed with --img-size {bins_size}); "
-            f"{model_path}{f' ({model_name})' if model_name else ''} takes {model_size}x{model_size}: preprocess "
-            f"with T2T_ViT_preprocess.py --img-size {model_size}")
-
-
-def check_inputs_match(model_path: str, files: Sequence[Path]) -> None:
-    """Refuse, before anything is written, an ONNX model whose input dtype or data config the inputs do not fit.
-
-    The bins' manifest says their dtype and data config; without one, a float32 .bin given to a uint8 model
-    (one float32 image has exactly the bytes of four uint8 images) is recognised by its content, and a .npy
-    by its header.
-    """
-    if not str(model_path).endswith(".onnx"):
-        return
-    from t2t_vit.model.export import input_dtype_of, load_onnx, metadata_of
-    from t2t_vit.data.bins import bins_dtype, bins_dtype_advice, manifest_beside
-
-    proto = load_onnx(model_path, "--model")  # also refuses a file that is not ONNX
-    metadata = metadata_of(proto)
-    if not files or len(proto.graph.input) != 1:
-        return
-    model_dtype = input_dtype_of(proto)
-    if model_dtype is None:
-        return
-    tensor_type = proto.graph.input[0].type.tensor_type
-    manifest = manifest_beside(files)
-    folder = files[0].parent
-    if manifest is not None:
-        if bins_dtype(manifest) != model_dtype:
-            raise RunnerError(bins_dtype_advice(bins_dtype(manifest), model_dtype, folder, model_path))
-        bins_size = (manifest.get("data_config") or {}).get("input_size")
-        model_size = model_input_size(proto)
-        if bins_size and model_size and int(bins_size[-1]) != model_size:
-            raise RunnerError(input_size_advice(folder, int(bins_size[-1]), model_path, model_size,
-                                                metadata.get("model")))
-        bins_hash, model_hash = manifest.get("data_config_hash"), metadata.get("data_config_hash")
-        if model_hash and bins_hash and model_hash != bins_hash:
-            raise RunnerError(f"the inputs in {folder} were made with data config {manifest.get('data_config')}, "
-                              f"the model was exported for another one (hash {model_hash} != {bins_hash}); "
-                              f"preprocess again with the model's config")
-        return
-    first = files[0]
-    if first.suffix.lower() == ".npy":
-        try:
-            found = np.load(first, mmap_mode="r", allow_pickle=False).dtype
-        except (OSError, ValueError) as error:
-            raise RunnerError(f"input {first} is not a readable .npy file ({error})") from None
-        if found != np.dtype(model_dtype):
-            raise RunnerError(f"input {first} holds {found}, {model_path} takes {model_dtype}")
-        return
-    dims = [dim.dim_value for dim in tensor_type.shape.dim[1:]]
-    if not dims or not all(dims):
-        return
-    elements = int(np.prod(dims))  # of one sample: its bytes as uint8, a quarter of its bytes as float32
-    size = first.stat().st_size
-    if model_dtype == "float32" and size == elements:
-        raise RunnerError(bins_dtype_advice("uint8", model_dtype, folder, model_path))
-    if model_dtype == "uint8" and size == 4 * elements and _looks_like_float_images(first):
-        raise RunnerError(bins_dtype_advice("float32", model_dtype, folder, model_path)
-                          + f" ({first} holds normalised float32 values)")
-
-
-def check_om_inputs(om_path: str, inputs: Sequence[str] | None, dym_batch: int = 0) -> None:
-    """Refuse, before ais_bench starts, what the .om's build record (``T2T_ViT_atc.sh``) says it does not take: a
-    dynamic-batch .om (its ``dynamic_batch_sizes``) run without ``--dymBatch`` or with a batch that is not one of
-    its gears; bins of a dtype it does not take (an .om built with --aipp takes uint8 bins; without, float32), or
-    images of another size than the one it was built for (the record's ``input_shape``, ``3,S,S``). Without a
-    record nothing is checked."""
-    from t2t_vit.ascend.om_record import read_record
-
-    record = read_record(om_path)
-    if record is None:
-        return
-    gears = record.dynamic_batch_sizes
-    if gears:
-        listed = ",".join(map(str, gears))
-        if not dym_batch:
-            raise RunnerError(f"{om_path} is a dynamic-batch model (gears {listed}): give --dymBatch N, N one of them")
-        if dym_batch not in gears:
-            raise RunnerError(f"--dymBatch {dym_batch} is not a gear of {om_path} (built for {listed}): give one of "
-                              f"them, or rebuild with T2T_ViT_atc.sh --dynamic-batch --batch-sizes including "
-                              f"{dym_batch}")
-    if not inputs:
-        return
-    from t2t_vit.data.bins import bins_dtype, bins_dtype_advice, manifest_beside
-
-    files = list_input_files(inputs)
-    manifest = manifest_beside(files)
-    if manifest is None:
-        return
-    om_dtype = record.input_dtype
-    if bins_dtype(manifest) != om_dtype:
-        raise RunnerError(bins_dtype_advice(bins_dtype(manifest), om_dtype, files[0].parent, om_path))
-    bins_size = (manifest.get("data_config") or {}).get("input_size")
-    om_size = record.input_side
-    if bins_size and om_size and int(bins_size[-1]) != om_size:
-        raise RunnerError(input_size_advice(files[0].parent, int(bins_size[-1]), om_path, om_size))
 
 
 @dataclass
@@ -603,7 +246,7 @@ def open_backend(opts: RunOptions, files: list[Path]) -> tuple[Backend, RunPlan]
                         opts.batchsize)
     if files:
         per_batch, groups = plan_groups(files, spec.sample_bytes, batch)
-        _check_unique_names(files)
+        check_unique_names(files)
         if per_batch > len(files):
             padding = per_batch - len(files)
             log.warning("batch %d is larger than the %d inputs: its one batch is %d inputs and %d padding copies "
@@ -750,9 +393,9 @@ def summary_of(opts: RunOptions, plan: RunPlan, backend: Backend, result: RunRes
     return {
         "filesinfo": dict(sorted(result.filesinfo.items())),
         "args": list(opts.argv) if opts.argv is not None else [],
-        "NPU_compute_time": _stats(result.compute_ms),
-        "H2D_latency": _stats(result.h2d_ms),
-        "D2H_latency": _stats(result.d2h_ms),
+        "NPU_compute_time": time_stats(result.compute_ms),
+        "H2D_latency": time_stats(result.h2d_ms),
+        "D2H_latency": time_stats(result.d2h_ms),
         "throughput": result.throughput,
         "npu_compute_time_list": result.compute_ms,
         "pid": os.getpid(),
@@ -762,7 +405,7 @@ def summary_of(opts: RunOptions, plan: RunPlan, backend: Backend, result: RunRes
             "threads": plan.threads,
             "streams": result.streams,
             "micro_batch": result.micro_batch,
-            "request_latency": _stats(result.request_ms),
+            "request_latency": time_stats(result.request_ms),
             "batchsize": plan.batch,
             "model": str(opts.model),
             "precision": opts.precision,
