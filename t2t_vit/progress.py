@@ -79,3 +79,8 @@ def progress_bar(total: int, desc: str, unit: str = "img", enabled: bool | None 
     if sys.stderr.isatty():
         return tqdm(total=total, desc=desc, unit=unit, unit_scale=False, dynamic_ncols=True)
     return LineProgress(total, desc, unit)
+
+
+def format_bytes(count: int) -> str:
+    """A size as a person reads it: GB from 0.1 GB up, else MB."""
+    return f"{count / 1e9:.2f} GB" if count >= 10**8 else f"{count / 1e6:.1f} MB"

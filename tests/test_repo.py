@@ -24,7 +24,7 @@ def test_ci_runs_exactly_the_readme_commands():
 
 def test_requirements_are_pinned():
     lines = [line for line in (REPO_ROOT / "requirements.txt").read_text().splitlines() if line.strip()]
-    marker = r'(; platform_machine (==|!=) "aarch64")?'  # one file for both architectures (README "On an Arm host")
+    marker = r'(; platform_machine (==|!=) "aarch64")?'  # one file for both architectures (docs/install.md, "On an Arm host")
     assert lines and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.+-]*" + marker, line) for line in lines), lines
     names = {line.split("==")[0].lower() for line in lines}
     assert {"torch", "torchvision", "timm", "onnx", "onnxruntime", "numpy", "pillow", "tqdm", "pytest"} <= names

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from t2t_vit.config import DEFAULT_IMG_SIZE
 from t2t_vit.version_bridge import package_version
 
 SET_ENV = "/usr/local/Ascend/ascend-toolkit/set_env.sh"
@@ -204,21 +205,22 @@ def chip_checks(environ: dict[str, str] | None = None) -> tuple[list[dict[str, s
 # ---------------------------------------------------------------------------------------------------- disk
 
 def disk_checks(data_dir: str | None, work_dir: str, img_size: int) -> list[dict[str, str]]:
-    from t2t_vit.data.preprocess import _size, nearest_existing
+    from t2t_vit.data.preprocess import nearest_existing
+    from t2t_vit.progress import format_bytes
     from t2t_vit.data.sources import SourceError, images_of, open_source
 
     where = nearest_existing(Path(work_dir))
     free = shutil.disk_usage(where).free
     if not data_dir:
-        return [row("disk", f"{_size(free)} free at {where}", "info",
+        return [row("disk", f"{format_bytes(free)} free at {where}", "info",
                     "give --data-dir to size the bins the dataset needs")]
     try:
         images, _ = images_of(open_source(data_dir).files())
     except SourceError as error:
         return [row("disk", str(error), "blocker", "give the folder or tar of your ImageNet val images")]
     uint8, float32 = len(images) * img_size * img_size * 3, len(images) * img_size * img_size * 12
-    found = (f"{_size(free)} free at {where}; {len(images):,} images need {_size(uint8)} of uint8 bins, "
-             f"{_size(float32)} of float32")
+    found = (f"{format_bytes(free)} free at {where}; {len(images):,} images need {format_bytes(uint8)} of uint8 "
+             f"bins, {format_bytes(float32)} of float32")
     if free < uint8:
         return [row("disk", found, "blocker", "free space or give another --work-dir")]
     if free < float32:
@@ -237,7 +239,7 @@ def runtime_checks() -> list[dict[str, str]]:
 
 # --------------------------------------------------------------------------------------------------- report
 
-def diagnose(data_dir: str | None = None, work_dir: str = "work", img_size: int = 224) -> dict[str, Any]:
+def diagnose(data_dir: str | None = None, work_dir: str = "work", img_size: int = DEFAULT_IMG_SIZE) -> dict[str, Any]:
     """Every check, the chips, and whether the NPU flow can run (the first blocker named)."""
     cann = cann_checks()
     chip_rows, chips, soc = chip_checks()

@@ -22,6 +22,7 @@ from typing import Any, Iterator, Mapping
 
 from t2t_vit import ToolkitError
 from t2t_vit.files import remove_if_present, remove_partial_files
+from t2t_vit.progress import format_bytes
 from t2t_vit.data.dataset import (Discovery, EvalTransform, ImageItem, coverage_note, decode_rgb, discover_images,
                                   read_class_list, select_subset, write_labels)
 from t2t_vit.data.bins import (BIN_DTYPES, BIN_LAYOUTS, MANIFEST_FORMAT, MANIFEST_NAME, bin_size, bins_dtype,
@@ -247,10 +248,6 @@ def bins_bytes_needed(out_dir: Path, count: int, bin_bytes: int) -> int:
     return max(0, count - present) * bin_bytes
 
 
-def _size(count: int) -> str:
-    return f"{count / 1e9:.2f} GB" if count >= 10**8 else f"{count / 1e6:.1f} MB"
-
-
 def check_disk(out_dir: Path, count: int, bin_bytes: int, flag: str = "--out-dir", hint: str = "") -> None:
     """Refuse a run whose bins cannot fit on the disk of ``out_dir``, before the first is written."""
     import shutil
@@ -259,8 +256,8 @@ def check_disk(out_dir: Path, count: int, bin_bytes: int, flag: str = "--out-dir
     where = nearest_existing(out_dir)
     free = shutil.disk_usage(where).free
     if needed + DISK_MARGIN_BYTES > free:
-        raise ToolkitError(f"the bins need {_size(needed)} ({count:,} images x {bin_bytes:,} bytes, less those "
-                           f"already there) and {where} has {_size(free)} free: free space or give another "
+        raise ToolkitError(f"the bins need {format_bytes(needed)} ({count:,} images x {bin_bytes:,} bytes, less those "
+                           f"already there) and {where} has {format_bytes(free)} free: free space or give another "
                            f"{flag}{hint}")
 
 

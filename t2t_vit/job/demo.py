@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from t2t_vit.config import MODEL_NAME
+
 DEMO_SYNSETS = ("n01440764", "n01443537", "n02085620", "n04037443")
 
 
@@ -65,7 +67,7 @@ def replicate_val_tree(root: Path, images: Sequence[Path], count: int) -> list[P
     return paths
 
 
-def make_checkpoint(path: Path, seed: int = 0, model: str = "t2t_vit_14") -> Path:
+def make_checkpoint(path: Path, seed: int = 0, model: str = MODEL_NAME) -> Path:
     """A randomly initialised variant (T2T-ViT-14 by default) saved as the published checkpoint is laid out."""
     import torch
 
@@ -81,12 +83,12 @@ def make_checkpoint(path: Path, seed: int = 0, model: str = "t2t_vit_14") -> Pat
     return path
 
 
-def demo_paths(out_dir: Path, model: str = "t2t_vit_14") -> tuple[Path, Path]:
+def demo_paths(out_dir: Path, model: str = MODEL_NAME) -> tuple[Path, Path]:
     """Where :func:`make_demo` puts the checkpoint of ``model`` and the val folder."""
     return Path(out_dir) / f"random_{model}.pth.tar", Path(out_dir) / "val"
 
 
-def make_demo(out_dir: Path, images: int = 16, model: str = "t2t_vit_14") -> tuple[Path, Path]:
+def make_demo(out_dir: Path, images: int = 16, model: str = MODEL_NAME) -> tuple[Path, Path]:
     """The demo's checkpoint of ``model`` and val folder under ``out_dir`` (made once, reused after); returns both
     paths (:func:`demo_paths`)."""
     out_dir = Path(out_dir)
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     parser.add_argument("--out-dir", required=True, metavar="DIR", help="where the demo data goes")
     parser.add_argument("--images", type=int, default=16, metavar="N", help="synthetic images (default: 16)")
-    parser.add_argument("--model", default="t2t_vit_14", metavar="NAME",
+    parser.add_argument("--model", default=MODEL_NAME, metavar="NAME",
                         help="the variant of the random checkpoint (default: t2t_vit_14)")
     args = parser.parse_args(argv)
     from t2t_vit.model.variants import BY_NAME

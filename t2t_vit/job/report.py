@@ -18,6 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from t2t_vit.config import MODEL_NAME
+
 SUMMARY_JSON = "eval_summary.json"
 SUMMARY_PNG = "eval_summary.png"
 
@@ -165,7 +167,7 @@ def write_report(work_dir: Path, summary: dict[str, Any]) -> None:
     from t2t_vit.provenance import write_json
     from t2t_vit.version_bridge import installed
 
-    variant = (summary.get("model") or {}).get("model", "t2t_vit_14")
+    variant = (summary.get("model") or {}).get("model", MODEL_NAME)
     title = f"{variant} on {summary['machine']['cpu']} ({summary['machine']['cores']} cores)"
     written = [work_dir / SUMMARY_JSON]
     if installed("matplotlib"):

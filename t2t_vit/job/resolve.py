@@ -44,7 +44,7 @@ class JobPaths:
         from t2t_vit.model.variants import DEFAULT
 
         spec = spec or DEFAULT
-        bins = BINS_DIRS[dtype] + (f"_{spec.img_size}" if spec.img_size != 224 else "")
+        bins = BINS_DIRS[dtype] + (f"_{spec.img_size}" if spec.img_size != DEFAULT.img_size else "")
         return cls(work / bins, work / "label.npy", export_path(work, NPU_PERFORMER, "float32", spec),
                    export_path(work, CPU_PERFORMER, dtype, spec), export_path(work, NPU_PERFORMER, dtype, spec),
                    work / f"{spec.name}_keep_dtype.cfg",
@@ -83,11 +83,12 @@ class ResolvedJob:
 def resolve(request: JobRequest) -> ResolvedJob:
     """Check everything that can be checked before a file is written, in the order a user fixes it: the demo's
     folder, the host (with --device or --om-dir), the checkpoint and the images, the work dir, the .om's gears."""
+    from t2t_vit.config import MODEL_NAME
     from t2t_vit.job.demo import demo_paths
     from t2t_vit.model.variants import by_name
 
     if request.demo:
-        spec = by_name(request.model or "t2t_vit_14")
+        spec = by_name(request.model or MODEL_NAME)
         check_demo_room(request.work_dir)
     multi_device = check_host(request) if request.devices or request.om_dir is not None else None
     if request.demo:

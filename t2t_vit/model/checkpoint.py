@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from t2t_vit import ToolkitError
+from t2t_vit.config import MODEL_NAME
 from t2t_vit.version_bridge import load_weights_only
 
 log = logging.getLogger(__name__)
@@ -161,12 +162,12 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
             more = f" (+{len(items) - _LISTED} more)" if len(items) > _LISTED else ""
             problems.append(f"{len(items)} {label}: {', '.join(items[:_LISTED])}{more}")
     if problems:
-        name = getattr(model, "variant_name", "t2t_vit_14")
+        name = getattr(model, "variant_name", MODEL_NAME)
         raise CheckpointError(other_variant(state_dict, name)
                               or f"checkpoint does not fit {name}: " + "; ".join(problems))
 
 
-def other_variant(state_dict: Mapping[str, torch.Tensor], expected: str = "t2t_vit_14") -> str | None:
+def other_variant(state_dict: Mapping[str, torch.Tensor], expected: str = MODEL_NAME) -> str | None:
     """One line for a state dict of another T2T-ViT than ``expected`` (a published variant, or one that fits none),
     saying what it is; None when it is ``expected``'s with something wrong, or no T2T-ViT at all (the keys then say
     more)."""

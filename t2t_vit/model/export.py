@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from t2t_vit import ToolkitError, __version__
-from t2t_vit.config import data_config_hash
+from t2t_vit.config import DEFAULT_IMG_SIZE, data_config_hash
 from t2t_vit.data.bins import BIN_DTYPES, BIN_LAYOUTS
 from t2t_vit.files import atomic_output
 from t2t_vit.version_bridge import export_onnx_torchscript, installed, onnxruntime_session
@@ -142,7 +142,7 @@ def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAUL
     data_config = dict(data_config) if data_config is not None else None
     if input_dtype == "uint8" and data_config is None:
         raise ExportError("the uint8 export normalises inside: it needs the data config (mean, std, input size)")
-    img_size = getattr(model, "img_size", 224)
+    img_size = getattr(model, "img_size", DEFAULT_IMG_SIZE)
     input_size = tuple((data_config or {}).get("input_size", (3, img_size, img_size)))
     if tuple(input_size[1:]) != (img_size, img_size):
         raise ExportError(f"the data config's input size {input_size[1]}x{input_size[2]} is not the model's "
@@ -302,7 +302,7 @@ def add_uint8_input(proto, data_config: dict[str, Any]) -> None:
 
 
 def verify_onnx(onnx_path: str | os.PathLike, model: torch.nn.Module, batch_sizes: Sequence[int],
-                input_size: tuple[int, ...] = (3, 224, 224), seed: int = 0,
+                input_size: tuple[int, ...] = (3, DEFAULT_IMG_SIZE, DEFAULT_IMG_SIZE), seed: int = 0,
                 uint8_config: dict[str, Any] | None = None) -> float:
     """Largest |onnxruntime - PyTorch| over random batches of each size in ``batch_sizes``.
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from t2t_vit import ToolkitError
+from t2t_vit.config import MODEL_NAME
 
 
 class VariantError(ToolkitError):
@@ -115,7 +116,7 @@ TEST_VARIANTS: tuple[VariantSpec, ...] = (
 )
 KNOWN = VARIANTS + (TEST_VARIANTS if os.environ.get(TEST_VARIANTS_ENV) == "1" else ())
 BY_NAME = {spec.name: spec for spec in KNOWN}
-DEFAULT = BY_NAME["t2t_vit_14"]
+DEFAULT = BY_NAME[MODEL_NAME]
 NAMES = tuple(BY_NAME)
 
 
