@@ -121,18 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from t2t_vit import cli
+
     args = build_parser().parse_args(argv)
-    try:
+
+    def action() -> None:
         for path in (args.om, args.onnx, args.keep_dtype) + ((args.aipp,) if args.aipp else ()):
             if not path.is_file():
                 raise ToolkitError(f"{path} does not exist")
         record = build_record(args.om, args.onnx, args.keep_dtype, args.aipp, args.soc_version, args.batch_size,
                               args.dynamic_batch_sizes, args.input_shape)
-        write_record(args.om, record)
-    except (ToolkitError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+        try:
+            write_record(args.om, record)
+        except OSError as error:
+            raise ToolkitError(f"could not write {record_path(args.om)}: {error}") from None
+
+    return cli.run(action, args)
 
 
 if __name__ == "__main__":

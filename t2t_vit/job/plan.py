@@ -7,7 +7,7 @@ stamp key it is made with and whether an earlier run's stamp already covers it (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +128,6 @@ def _accuracy_pass(job, batch: int, model: Path, runner: str, digest: Digests, b
 
 def _checked(item: Pass) -> Pass:
     """The pass with what its stamp says: why it cannot be reused ('' when it can), and the stamped run's date."""
-    from dataclasses import replace
-
     recorded = read_stamp(item.stamp)
     return replace(item, reuse_reason=stamp_mismatch(recorded, item.key), stamp_date=(recorded or {}).get("date"))
 
