@@ -92,6 +92,70 @@ def test_metadata_records_provenance(exported):
     assert metadata["checkpoint_sha256"] == sha256_file(checkpoint_path)  # what the main job's reuse is keyed on
 
 
+def t2t_nodes(path) -> list:
+    return [node for node in onnx.load(str(path)).graph.node if node.name.startswith("/tokens_to_token/")]
+
+
+def test_soft_splits_are_exported_as_convolutions(exported, exported_reference):
+    """Every form's tokens-to-token module: three Conv nodes, one per soft split, and no Gather or Shape (the
+    exporter's im2col of an unfold); the last Conv is the split and ``project`` in one, its weight project's."""
+    performer, _, path, _ = exported
+    nodes = t2t_nodes(path)
+    assert [node.name for node in nodes if node.op_type == "Conv"] == [
+        f"/tokens_to_token/soft_split{index}/Conv" for index in range(3)]
+    assert not [node.name for node in nodes if node.op_type in ("Gather", "Shape")]
+    assert read_metadata(path)["soft_splits"] == "conv"
+    proto = onnx.load(str(path))
+    weights = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in proto.graph.initializer}
+    weights.update({node.output[0]: onnx.numpy_helper.to_array(node.attribute[0].t) for node in proto.graph.node
+                    if node.op_type == "Constant" and node.attribute[0].name == "value"})
+    last = next(node for node in nodes if node.name == "/tokens_to_token/soft_split2/Conv")
+    project = exported_reference.tokens_to_token.project
+    np.testing.assert_array_equal(weights[last.input[1]].reshape(project.weight.shape), project.weight.detach().numpy())
+    first = next(node for node in nodes if node.name == "/tokens_to_token/soft_split0/Conv")
+    one_hot = weights[first.input[1]]
+    assert one_hot.shape == (3 * 49, 1, 7, 7) and one_hot.sum() == 3 * 49 and set(np.unique(one_hot)) == {0, 1}
+
+
+def test_the_unfold_graph_stays_selectable_and_equal(tmp_path, tiny_model):
+    """splits="unfold" writes the exporter's im2col (Gathers in the module, no Conv), as exports were before; the
+    two graphs give the same logits, and the model computes with unfolds again afterwards."""
+    paths = {form: tmp_path / f"{form}.onnx" for form in ("conv", "unfold")}
+    for form, path in paths.items():
+        export_onnx(tiny_model, path, opset=12, verify_batch_sizes=(2,), splits=form)
+    unfold_ops = {node.op_type for node in t2t_nodes(paths["unfold"])}
+    assert "Gather" in unfold_ops and "Conv" not in unfold_ops
+    assert tiny_model.tokens_to_token.splits == "unfold"
+    images = np.random.default_rng(3).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    logits = [onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["class"],
+              {"image": images})[0] for path in paths.values()]
+    np.testing.assert_allclose(logits[0], logits[1], rtol=0, atol=1e-5)
+    with pytest.raises(ExportError, match="soft splits must be one of"):
+        export_onnx(tiny_model, tmp_path / "x.onnx", opset=12, splits="gather")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("channels, kernel, stride, padding, side", [(3, 7, 4, 2, 32), (5, 3, 2, 1, 14)])
+def test_a_one_hot_grouped_convolution_is_exactly_the_unfold(channels, kernel, stride, padding, side):
+    from t2t_vit.model.network import SoftSplit
+
+    split = SoftSplit(channels, kernel, stride, padding, (side // stride) ** 2)
+    images = torch.randn(2, channels, side, side, generator=torch.Generator().manual_seed(side))
+    unfolded = split(images)
+    split.conv = True
+    assert torch.equal(split(images), unfolded)  # a copy: not one bit differs
+    project = torch.nn.Linear(channels * kernel * kernel, 6)
+    split.conv = False
+    expected = split(images, project)
+    split.conv = True
+    torch.testing.assert_close(split(images, project), expected, rtol=0, atol=1e-5)
+
+
+def test_the_state_dict_stays_upstreams(tiny_model):
+    """The one-hot weights are built in code: no key of the soft splits in the state dict."""
+    assert not [key for key in tiny_model.state_dict() if "soft_split" in key]
+
+
 def test_einsum_below_opset_12_stops_before_exporting(tmp_path, tiny_checkpoint, capsys):
     checkpoint_path = tiny_checkpoint
     out = tmp_path / "e.onnx"
@@ -180,3 +244,23 @@ def test_script_as_a_user_runs_it(tmp_path):
     assert result.returncode == 1
     assert result.stderr == f"error: checkpoint {tmp_path / 'nope.pth'} does not exist (check --pth-path)\n"
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_the_main_job_exports_again_over_an_unfold_export(tmp_path, tiny_checkpoint, capsys):
+    """A work dir's export from before the splits were convolutions is made again, saying why; then reused."""
+    from t2t_vit.job.artefacts import export_form
+    from t2t_vit.model.export import export_checkpoint
+    from t2t_vit.model.variants import BY_NAME
+
+    spec, path = BY_NAME[TINY], tmp_path / "sum.onnx"
+    export_checkpoint(tiny_checkpoint, path, "sum", model_name=TINY)
+    proto = onnx.load(str(path))  # what an older version wrote: no soft_splits record, the unfold graph
+    for entry in list(proto.metadata_props):
+        if entry.key == "t2t_vit.soft_splits":
+            proto.metadata_props.remove(entry)
+    onnx.save(proto, str(path))
+    export_form(tiny_checkpoint, sha256_file(tiny_checkpoint), path, "sum", spec=spec)
+    assert f"exporting {path} again: its soft_splits differ" in capsys.readouterr().out
+    assert read_metadata(path)["soft_splits"] == "conv"
+    export_form(tiny_checkpoint, sha256_file(tiny_checkpoint), path, "sum", spec=spec)
+    assert f"reusing {path}" in capsys.readouterr().out

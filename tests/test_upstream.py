@@ -145,6 +145,8 @@ def test_every_variants_export_gives_upstreams_logits(upstream_root, name, tmp_p
     assert T2T_ViT_pth2onnx.main(["--pth-path", str(checkpoint), "--onnx-path", str(out), "-q"]) == 0
     dims = [dim.dim_param or dim.dim_value for dim in load_onnx(out).graph.input[0].type.tensor_type.shape.dim]
     assert dims[1:] == [3, spec.img_size, spec.img_size] and read_metadata(out)["model"] == name
+    module = [node for node in load_onnx(out).graph.node if node.name.startswith("/tokens_to_token/")]
+    assert [node.op_type for node in module if node.op_type in ("Gather", "Conv")] == ["Conv"] * 3  # no im2col
     images = torch.randn(2, 3, spec.img_size, spec.img_size, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         expected = upstream(images)

@@ -55,8 +55,8 @@ def preprocess(job) -> None:
 
 def export_form(pth_path: Path, checkpoint_sha: str, onnx_path: Path, performer: str,
                 input_dtype: str = "float32", spec: Any = None) -> None:
-    """Export ``performer`` unless ``onnx_path`` records this checkpoint, variant, form, input dtype and data
-    config."""
+    """Export ``performer`` unless ``onnx_path`` records this checkpoint, variant, form, input dtype, data config
+    and soft splits as convolutions (an export from before them is made again)."""
     from t2t_vit.config import data_config_hash
     from t2t_vit.model.export import DEFAULT_OPSET, export_checkpoint, read_metadata
     from t2t_vit.model.variants import DEFAULT
@@ -65,7 +65,7 @@ def export_form(pth_path: Path, checkpoint_sha: str, onnx_path: Path, performer:
     performer = spec.form(performer)
     expected = {"checkpoint_sha256": checkpoint_sha, "model": spec.name, "performer": performer,
                 "opset": str(DEFAULT_OPSET), "data_config_hash": data_config_hash(spec.data_config()),
-                "input_dtype": input_dtype}
+                "input_dtype": input_dtype, "soft_splits": "conv"}
     if onnx_path.is_file():
         try:
             metadata = read_metadata(onnx_path)
@@ -74,6 +74,7 @@ def export_form(pth_path: Path, checkpoint_sha: str, onnx_path: Path, performer:
         else:
             metadata.setdefault("input_dtype", "float32")  # exports from before the uint8 input took float32
             metadata.setdefault("model", DEFAULT.name)  # and from before the variants, T2T-ViT-14
+            metadata.setdefault("soft_splits", "unfold")  # and from before the splits were convolutions
             changed = [name for name in expected if metadata.get(name) != expected[name]]
             reason = ("it was made from another checkpoint (or by a version that did not record one)"
                       if "checkpoint_sha256" in changed else f"its {', '.join(changed)} differ" if changed else "")

@@ -47,6 +47,7 @@ EINSUM_MIN_OPSET = 12
 # reordering moves logits by a few 1e-6. 1e-4 leaves room for that and still catches any real error.
 DEFAULT_TOLERANCE = 1e-4
 VERIFY_BATCH_SIZES = (1, 3)
+SPLIT_FORMS = ("conv", "unfold")  # t2t_vit.model.network.SPLIT_FORMS, without importing torch here
 METADATA_PREFIX = "t2t_vit."
 INPUT_DTYPES, INPUT_LAYOUTS = BIN_DTYPES, BIN_LAYOUTS  # an export takes what the bins of that dtype hold
 NORMALISE_PREFIX = "/normalise_input/"  # the uint8 export's own nodes (the NPU emulation treats them as AIPP)
@@ -115,7 +116,7 @@ def check_opset(opset: int, performer: str) -> None:
 def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAULT_OPSET,
                 tolerance: float = DEFAULT_TOLERANCE, verify_batch_sizes: Sequence[int] | None = None,
                 data_config: dict[str, Any] | None = None, extra_metadata: dict[str, str] | None = None,
-                seed: int = 0, input_dtype: str = "float32") -> ExportReport:
+                seed: int = 0, input_dtype: str = "float32", splits: str = "conv") -> ExportReport:
     """Export ``model`` to ``onnx_path``, check and verify it, then move it into place.
 
     Args:
@@ -129,16 +130,15 @@ def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAUL
         extra_metadata: more ``t2t_vit.*`` metadata (checkpoint path, weights used).
         seed: seed of the random verification batches.
         input_dtype: ``float32`` (normalised NCHW input) or ``uint8`` (the cropped NHWC image, normalised inside).
+        splits: how the tokens-to-token module's soft splits are written: ``conv`` (one-hot grouped convolutions,
+            the last split and ``project`` as one convolution) or ``unfold`` (the exporter's Gather-built im2col,
+            as exports were before; kept for benchmarks). Verification is always against the unfolding model.
     """
     performer = model.performer
     verify_batch_sizes = VERIFY_BATCH_SIZES if verify_batch_sizes is None else verify_batch_sizes
     check_opset(opset, performer)
     check_input_dtype(input_dtype)
-    onnx_path = Path(onnx_path)
-    if onnx_path.is_dir():
-        raise ExportError(f"--onnx-path {onnx_path} is a directory; give a file name such as {onnx_path}/t2t_vit.onnx")
-    if not onnx_path.parent.exists():
-        raise ExportError(f"the folder of --onnx-path, {onnx_path.parent}, does not exist")
+    onnx_path = _check_output(Path(onnx_path), splits)
     data_config = dict(data_config) if data_config is not None else None
     if input_dtype == "uint8" and data_config is None:
         raise ExportError("the uint8 export normalises inside: it needs the data config (mean, std, input size)")
@@ -149,11 +149,11 @@ def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAUL
                           f"{img_size}x{img_size}")
     metadata = _metadata(performer, opset, data_config,
                          {**_variant_record(model), "input_dtype": input_dtype, "input_layout": INPUT_LAYOUTS[input_dtype],
-                          **(extra_metadata or {})})
+                          "soft_splits": splits, **(extra_metadata or {})})
 
     model = model.eval()
     with atomic_output(onnx_path) as temp_path:
-        _export(model, temp_path, opset, input_size)
+        _export(model, temp_path, opset, input_size, splits)
         _finish(temp_path, metadata, performer, data_config if input_dtype == "uint8" else None)
         max_abs_diff = None
         if installed("onnxruntime"):  # optional on an Ascend host: the checker and interface checks still ran
@@ -170,6 +170,16 @@ def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAUL
                         tolerance=tolerance,
                         verified_batch_sizes=list(verify_batch_sizes) if max_abs_diff is not None else [],
                         file_bytes=onnx_path.stat().st_size, metadata=metadata)
+
+
+def _check_output(onnx_path: Path, splits: str) -> Path:
+    if splits not in SPLIT_FORMS:
+        raise ExportError(f"soft splits must be one of {SPLIT_FORMS}, got {splits!r}")
+    if onnx_path.is_dir():
+        raise ExportError(f"--onnx-path {onnx_path} is a directory; give a file name such as {onnx_path}/t2t_vit.onnx")
+    if not onnx_path.parent.exists():
+        raise ExportError(f"the folder of --onnx-path, {onnx_path.parent}, does not exist")
+    return onnx_path
 
 
 def export_checkpoint(pth_path: str | os.PathLike, onnx_path: str | os.PathLike, performer: str,
@@ -222,12 +232,14 @@ def _metadata(performer: str, opset: int, data_config: dict[str, Any] | None,
     return {METADATA_PREFIX + key: str(value) for key, value in metadata.items()}
 
 
-def _export(model: T2TViT, path: Path, opset: int, input_size: tuple[int, ...]) -> None:
+def _export(model: T2TViT, path: Path, opset: int, input_size: tuple[int, ...], splits: str) -> None:
     import torch
+
+    from t2t_vit.model.network import export_splits
 
     dummy = torch.zeros((1, *input_size), dtype=torch.float32)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), export_splits(model, splits):
             # The TorchScript exporter is chosen on purpose: its opset-11 graphs are what ATC accepts.
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             export_onnx_torchscript(

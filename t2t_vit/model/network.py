@@ -21,7 +21,8 @@ chosen when the model is built (``performer=``):
 from __future__ import annotations
 
 import math
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -169,15 +170,67 @@ class TokenTransformer(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+SPLIT_FORMS = ("conv", "unfold")  # how an export writes the soft splits; PyTorch's own forward always unfolds
+DEFAULT_SPLITS = "conv"
+
+
+def one_hot_split_weight(channels: int, kernel: int) -> torch.Tensor:
+    """The grouped convolution's weight that is a soft split: (channels*k*k, 1, k, k), 1 at (o, 0, i, j) for
+    o = c*k*k + i*k + j, as ``nn.Unfold`` orders its output channels."""
+    area = kernel * kernel
+    outputs = np.arange(channels * area)
+    weight = np.zeros((len(outputs), 1, kernel, kernel), dtype=np.float32)
+    weight[outputs, 0, (outputs % area) // kernel, outputs % kernel] = 1
+    return torch.from_numpy(weight)
+
+
+class SoftSplit(nn.Unfold):
+    """A soft split: the ``kernel x kernel`` neighbourhood of every ``stride``-th pixel as one token.
+
+    PyTorch's forward is upstream's ``nn.Unfold``. Exported with ``conv=True`` it is the same split as a grouped
+    convolution with fixed one-hot weights (output channel ``c*k*k + i*k + j`` takes input channel ``c`` at offset
+    ``(i, j)``): exactly the unfold's values, without the Gather-built im2col the exporter writes for an unfold.
+    Given ``project`` (a Linear over the split's tokens), the split and the projection are one convolution whose
+    weight is ``project.weight`` reshaped. The one-hot weights are built here, not stored: the state dict stays
+    upstream's.
+    """
+
+    def __init__(self, channels: int, kernel: int, stride: int, padding: int, tokens: int) -> None:
+        super().__init__(kernel_size=(kernel, kernel), stride=(stride, stride), padding=(padding, padding))
+        self.channels, self.kernel, self.step, self.pad = channels, kernel, stride, padding
+        self.tokens = tokens  # per image: a Python int, so the traced Reshape's shape is a constant (no Gather)
+        self.conv = False
+        self.one_hot = one_hot_split_weight(channels, kernel)  # a plain attribute: not in the state dict
+
+    def forward(self, x: torch.Tensor, project: nn.Linear | None = None) -> torch.Tensor:
+        """(B, C, H, W) -> tokens (B, L, C*k*k), or (B, L, D) through ``project``."""
+        if not self.conv:
+            tokens = super().forward(x).transpose(1, 2)
+            return tokens if project is None else project(tokens)
+        if project is None:
+            weight, bias, groups = self.one_hot, None, self.channels
+        else:
+            weight = project.weight.reshape(-1, self.channels, self.kernel, self.kernel)
+            bias, groups = project.bias, 1
+        out = nn.functional.conv2d(x, weight, bias, stride=self.step, padding=self.pad, groups=groups)
+        return out.reshape(-1, weight.shape[0], self.tokens).transpose(1, 2)
+
+
 class TokensToToken(nn.Module):
-    """Soft split (Unfold) -> attention -> re-shape to an image, twice, then a last split and projection."""
+    """Soft split -> attention -> re-shape to an image, twice, then a last split and projection.
+
+    ``splits`` is how an export writes the soft splits (:data:`SPLIT_FORMS`); :func:`export_splits` sets it
+    while the exporter traces. Both forms compute the same values.
+    """
 
     def __init__(self, img_size: int = 224, in_chans: int = 3, embed_dim: int = 384, token_dim: int = 64,
                  form: str = DEFAULT_PERFORMER, tokens_type: str = "performer") -> None:
         super().__init__()
-        self.soft_split0 = nn.Unfold(kernel_size=(7, 7), stride=(4, 4), padding=(2, 2))
-        self.soft_split1 = nn.Unfold(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))
-        self.soft_split2 = nn.Unfold(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))
+        self.grid_sizes = (img_size // 4, img_size // 8)
+        self.num_patches = (img_size // 16) ** 2
+        self.soft_split0 = SoftSplit(in_chans, 7, 4, 2, self.grid_sizes[0] ** 2)
+        self.soft_split1 = SoftSplit(token_dim, 3, 2, 1, self.grid_sizes[1] ** 2)
+        self.soft_split2 = SoftSplit(token_dim, 3, 2, 1, self.num_patches)
         if tokens_type == "performer":
             self.attention1 = TokenPerformer(dim=in_chans * 7 * 7, in_dim=token_dim, form=form)
             self.attention2 = TokenPerformer(dim=token_dim * 3 * 3, in_dim=token_dim, form=form)
@@ -187,18 +240,43 @@ class TokensToToken(nn.Module):
         else:
             raise ValueError(f"tokens_type must be performer or transformer, got {tokens_type!r}")
         self.project = nn.Linear(token_dim * 3 * 3, embed_dim)
-        self.grid_sizes = (img_size // 4, img_size // 8)
-        self.num_patches = (img_size // 16) ** 2
+        self.token_dim = token_dim
 
-    @staticmethod
-    def _to_image(tokens: torch.Tensor, side: int) -> torch.Tensor:
-        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+    def _to_image(self, tokens: torch.Tensor, side: int) -> torch.Tensor:
+        if not self.soft_split0.conv:  # as the unfold export has always been written (its Reshape's shape gathered)
+            return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+        # The width and side are Python ints, so the traced Reshape has a constant shape (no Shape -> Gather).
+        return tokens.transpose(1, 2).reshape(-1, self.token_dim, side, side)
+
+    @property
+    def splits(self) -> str:
+        return "conv" if self.soft_split0.conv else "unfold"
+
+    @splits.setter
+    def splits(self, form: str) -> None:
+        if form not in SPLIT_FORMS:
+            raise ValueError(f"soft splits must be one of {SPLIT_FORMS}, got {form!r}")
+        for split in (self.soft_split0, self.soft_split1, self.soft_split2):
+            split.conv = form == "conv"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.attention1(self.soft_split0(x).transpose(1, 2))
-        x = self.attention2(self.soft_split1(self._to_image(x, self.grid_sizes[0])).transpose(1, 2))
-        x = self.soft_split2(self._to_image(x, self.grid_sizes[1])).transpose(1, 2)
-        return self.project(x)
+        x = self.attention1(self.soft_split0(x))
+        x = self.attention2(self.soft_split1(self._to_image(x, self.grid_sizes[0])))
+        if not self.soft_split2.conv:
+            return self.project(self.soft_split2(self._to_image(x, self.grid_sizes[1])))
+        return self.soft_split2(self._to_image(x, self.grid_sizes[1]), self.project)
+
+
+@contextmanager
+def export_splits(model: torch.nn.Module, form: str = DEFAULT_SPLITS) -> Iterator[None]:
+    """Within the block, ``model``'s soft splits compute in ``form`` (what the exporter traces); then as before."""
+    t2t = model.tokens_to_token
+    before = t2t.splits
+    t2t.splits = form
+    try:
+        yield
+    finally:
+        t2t.splits = before
 
 
 class Attention(nn.Module):
