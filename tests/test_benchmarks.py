@@ -38,6 +38,26 @@ def test_graph_gflops_counts_every_matmul_at_batch_1(tmp_path):
     assert load("bench_backends").graph_gflops(path) == pytest.approx(expected / 1e9)
 
 
+@pytest.mark.needs("openvino")
+def test_both_graphs_of_a_model_count_the_same_flops_and_the_inventory_tells_them_apart(tmp_path, tiny_model):
+    """The convolution graph's FLOPs equal the unfold graph's (the split + project convolution counts as the
+    project MatMul did; the one-hot grouped ones count nothing); its tokens-to-token module has no Gather."""
+    from t2t_vit.model.export import export_onnx
+
+    bench = load("bench_variants")
+    paths = {form: tmp_path / f"{form}.onnx" for form in ("conv", "unfold")}
+    for form, path in paths.items():
+        export_onnx(tiny_model, path, opset=12, verify_batch_sizes=(1,), splits=form)
+    counts = {form: load("bench_backends").graph_flops(path) for form, path in paths.items()}
+    assert counts["conv"] == pytest.approx(counts["unfold"], rel=1e-12) and counts["conv"][0] > 0
+    inventory = {form: bench.op_inventory(path) for form, path in paths.items()}
+    assert inventory["conv"]["t2t_Gather"] == 0 < inventory["unfold"]["t2t_Gather"]
+    assert inventory["conv"]["t2t_Conv"] == 3 and inventory["unfold"]["Conv"] == 0
+    assert inventory["conv"]["nodes"] < inventory["unfold"]["nodes"]
+    lines = bench.inventory_table({"tiny": {"before": inventory["unfold"], "after": inventory["conv"]}})
+    assert lines[2].startswith("| tiny | ") and f"{inventory['unfold']['t2t_Gather']} -> 0" in lines[2]
+
+
 def test_agreement_figures():
     reference = np.array([[5, 4, 3, 2, 1, 0], [0, 1, 2, 3, 4, 5], [0, 9, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0]], np.float32)
     other = reference.copy()
