@@ -23,7 +23,7 @@ A variant's ceiling in images/s is the MatMul ceiling divided by its FLOPs per i
 graph at its input size (its MatMuls; a dense convolution counts too, a one-hot grouped one does not: it copies);
 the ratio is images/s over that. The attention's share (MatMuls of two activations: q k^T and the weighted sum of
 v) is printed, since the 384 input's 577 tokens make the blocks' attention grow with the square of the tokens.
-The op inventory (``--inventory``) counts the nodes of each variant's ``sum`` export, the one ATC gets.
+The op inventory counts the nodes of each variant's ``sum`` export, the one ATC gets (``--no-inventory``: not).
 """
 
 from __future__ import annotations
@@ -50,17 +50,19 @@ BATCHES = (1, 8)
 GRAPHS = ("before", "after", "peer")
 SPLITS = {"before": "unfold", "after": "conv"}
 INVENTORY_OPS = ("Gather", "Transpose", "Reshape", "Conv", "Cast")
-T2T_SCOPE = "/tokens_to_token/"
 PEER_OPSET = 12  # upstream's performer computes with torch.einsum: ONNX Einsum exists from opset 12
 
 
 def op_inventory(onnx_path: Path) -> dict:
-    """Node counts of an export, in all and in its tokens-to-token module: the ops of :data:`INVENTORY_OPS`."""
+    """Node counts of an export, in all and in its tokens-to-token module (the nodes its output is computed from,
+    found by structure: :func:`t2t_vit.ascend.keep_dtype.tokens_to_token_nodes`): the ops of :data:`INVENTORY_OPS`."""
+    from t2t_vit.ascend.keep_dtype import tokens_to_token_nodes
     from t2t_vit.model.export import load_onnx
 
-    nodes = load_onnx(onnx_path).graph.node
+    graph = load_onnx(onnx_path).graph
+    nodes = list(graph.node)
     every = collections.Counter(node.op_type for node in nodes)
-    module = collections.Counter(node.op_type for node in nodes if node.name.startswith(T2T_SCOPE))
+    module = collections.Counter(nodes[index].op_type for index in tokens_to_token_nodes(graph))
     return {"nodes": len(nodes), "t2t_nodes": sum(module.values()),
             **{op: every[op] for op in INVENTORY_OPS}, **{f"t2t_{op}": module[op] for op in INVENTORY_OPS}}
 
@@ -201,8 +203,8 @@ def variant_row(spec, flops, results, ceiling: float) -> dict:
     for batch in BATCHES:
         for graph in GRAPHS:
             if graph == "peer":
-                hints = {hint: statistics.median(results[key]) for hint in ("LATENCY", "THROUGHPUT")
-                         if (key := (spec.name, "peer", batch, hint)) in results}
+                keys = {hint: (spec.name, "peer", batch, hint) for hint in ("LATENCY", "THROUGHPUT")}
+                hints = {hint: statistics.median(results[key]) for hint, key in keys.items() if key in results}
                 if not hints:
                     continue
                 row[f"peer_hint_bs{batch}"] = max(hints, key=hints.get)

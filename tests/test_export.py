@@ -93,7 +93,11 @@ def test_metadata_records_provenance(exported):
 
 
 def t2t_nodes(path) -> list:
-    return [node for node in onnx.load(str(path)).graph.node if node.name.startswith("/tokens_to_token/")]
+    """The tokens-to-token module's nodes, found by structure (older exporters write no scope names)."""
+    from t2t_vit.ascend.keep_dtype import tokens_to_token_nodes
+
+    graph = onnx.load(str(path)).graph
+    return [graph.node[index] for index in tokens_to_token_nodes(graph)]
 
 
 def test_soft_splits_are_exported_as_convolutions(exported, exported_reference):
@@ -101,18 +105,20 @@ def test_soft_splits_are_exported_as_convolutions(exported, exported_reference):
     exporter's im2col of an unfold); the last Conv is the split and ``project`` in one, its weight project's."""
     performer, _, path, _ = exported
     nodes = t2t_nodes(path)
-    assert [node.name for node in nodes if node.op_type == "Conv"] == [
-        f"/tokens_to_token/soft_split{index}/Conv" for index in range(3)]
+    convs = [node for node in nodes if node.op_type == "Conv"]
+    assert len(convs) == 3 and sum(node.op_type == "Conv" for node in onnx.load(str(path)).graph.node) == 3
+    if convs[0].name.startswith("/"):  # scope names, as today's exporter writes them (torch 1.12's does not)
+        assert [node.name for node in convs] == [f"/tokens_to_token/soft_split{index}/Conv" for index in range(3)]
     assert not [node.name for node in nodes if node.op_type in ("Gather", "Shape")]
     assert read_metadata(path)["soft_splits"] == "conv"
     proto = onnx.load(str(path))
     weights = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in proto.graph.initializer}
     weights.update({node.output[0]: onnx.numpy_helper.to_array(node.attribute[0].t) for node in proto.graph.node
                     if node.op_type == "Constant" and node.attribute[0].name == "value"})
-    last = next(node for node in nodes if node.name == "/tokens_to_token/soft_split2/Conv")
+    first, _, last = convs
     project = exported_reference.tokens_to_token.project
     np.testing.assert_array_equal(weights[last.input[1]].reshape(project.weight.shape), project.weight.detach().numpy())
-    first = next(node for node in nodes if node.name == "/tokens_to_token/soft_split0/Conv")
+    assert first.input[0] == "image"
     one_hot = weights[first.input[1]]
     assert one_hot.shape == (3 * 49, 1, 7, 7) and one_hot.sum() == 3 * 49 and set(np.unique(one_hot)) == {0, 1}
 

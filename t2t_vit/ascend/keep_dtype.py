@@ -97,27 +97,38 @@ def find_performer_subgraphs(graph) -> list[PerformerSubgraph]:
     return found
 
 
-def find_softmax_attentions(graph) -> list[PerformerSubgraph]:
-    """The softmax attentions of the tokens-to-token module (the Softmax nodes the class-token Concat depends on),
-    in graph order; none for a performer model."""
+def tokens_to_token_nodes(graph) -> list[int]:
+    """Indices, in graph order, of the nodes that compute the tokens-to-token module's output: the ancestors of the
+    tokens the class-token Concat joins (the other input is the expanded class token). Found by structure, not by
+    name, so the graphs of exporters that write no scope names are served too; none without that Concat."""
     nodes = list(graph.node)
     initializers = {init.name for init in graph.initializer}
     producer = {output: index for index, node in enumerate(nodes) for output in node.output}
-    concat = next((index for index, node in enumerate(nodes) if node.op_type == "Concat" and any(
-        nodes[producer[name]].op_type == "Expand" and nodes[producer[name]].input[0] in initializers
-        for name in node.input if name in producer)), None)
+
+    def is_class_token(name: str) -> bool:
+        return name in producer and nodes[producer[name]].op_type == "Expand" and \
+            nodes[producer[name]].input[0] in initializers
+
+    concat = next((node for node in nodes if node.op_type == "Concat" and any(map(is_class_token, node.input))), None)
     if concat is None:
         return []
-    seen, stack = set(), [concat]
+    stack = [producer[name] for name in concat.input if name in producer and not is_class_token(name)]
+    seen = set(stack)
     while stack:
-        index = stack.pop()
-        for name in nodes[index].input:
+        for name in nodes[stack.pop()].input:
             source = producer.get(name)
             if source is not None and source not in seen:
                 seen.add(source)
                 stack.append(source)
+    return sorted(seen)
+
+
+def find_softmax_attentions(graph) -> list[PerformerSubgraph]:
+    """The softmax attentions of the tokens-to-token module, in graph order; none for a performer model."""
+    nodes = list(graph.node)
+    producer = {output: index for index, node in enumerate(nodes) for output in node.output}
     found = []
-    for index in sorted(seen):
+    for index in tokens_to_token_nodes(graph):
         node = nodes[index]
         if node.op_type == "Softmax":
             scores = producer.get(node.input[0])
