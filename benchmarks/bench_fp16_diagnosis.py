@@ -34,8 +34,11 @@ def prepare(scratch: Path, images: int) -> tuple[Path, Path]:
     from t2t_vit.model.export import export_onnx
     from t2t_vit.model.network import create_model, scaled_random_state_dict
 
+    import torch
+
+    torch.manual_seed(0)  # the performers' fixed projections w are drawn when the model is built, and kept
     model = create_model("sum")
-    model.load_state_dict(scaled_random_state_dict(create_model("einsum"), seed=0))
+    model.load_state_dict(scaled_random_state_dict(model, seed=0))
     onnx_path = scratch / "sum.onnx"
     export_onnx(model, onnx_path, data_config=resolve_data_config(), verify_batch_sizes=(1,))
     bins = scratch / "bins"
@@ -72,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
                                       "--report", str(scratch / f"report_{count}.csv"), "-q"])
         minimize_s, minimized = timed([str(onnx_path), str(scratch / f"min_{count}.cfg"), "--minimize", "--input",
                                        str(bins), "--images", str(count), "-q"])
-        sizes = re.search(r"the ModelZoo rule (\d+) names, the group-level set (\d+), node by node (\d+) \((\d+) sets",
+        sizes = re.search(r"the structural proposal (\d+) names, the group-level set (\d+), node by node (\d+) \((\d+) sets",
                           minimized)
+        if sizes is None:
+            raise SystemExit(f"gen_cfg.py --minimize printed no sizes line; its output was:\n{minimized}")
         origin = re.search(r"NaN origin: (.*)", explained).group(1)
         row = {"images": count, "explain_s": round(explain_s, 1), "minimize_s": round(minimize_s, 1),
                "modelzoo_names": int(sizes.group(1)), "group_level_names": int(sizes.group(2)),

@@ -49,19 +49,24 @@ def load_images(data_dir: Path, count: int, img_size: int) -> np.ndarray:
     return np.concatenate([transform(open_rgb(path)) for path in paths])
 
 
-def export_variant(spec, out: Path, checkpoint_dir: Path | None) -> str:
-    """Write the variant's sum export to ``out``; return where its weights came from."""
-    from t2t_vit.model.export import export_checkpoint, export_onnx
+def export_variant(spec, out: Path, checkpoint_dir: Path | None, splits: str = "conv") -> str:
+    """Write the variant's sum export to ``out`` (its soft splits as ``splits``); return where its weights came from."""
+    import torch
+
+    from t2t_vit.model.checkpoint import load_model
+    from t2t_vit.model.export import export_onnx
     from t2t_vit.model.network import create_model, scaled_random_state_dict
 
     for name in spec.checkpoints if checkpoint_dir else ():
         path = checkpoint_dir / name
         if path.is_file():
-            export_checkpoint(path, out, spec.form("sum"), model_name=spec.name)
+            model, _, _ = load_model(path, spec.form("sum"), "auto", spec.name)
+            export_onnx(model, out, data_config=spec.data_config(), splits=splits)
             return f"checkpoint {name}"
+    torch.manual_seed(0)  # the performers' fixed projections w are drawn when the model is built, and kept
     model = create_model(spec.form("sum"), spec)
     model.load_state_dict(scaled_random_state_dict(model, seed=0))
-    export_onnx(model, out, data_config=spec.data_config(), verify_batch_sizes=(1,))
+    export_onnx(model, out, data_config=spec.data_config(), verify_batch_sizes=(1,), splits=splits)
     return "random (scaled, seed 0)"
 
 
@@ -126,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-dir", type=Path, metavar="DIR",
                         help="upstream's checkpoints under their published names; random weights for the others")
     parser.add_argument("--threads", type=int, metavar="N", help="onnxruntime threads (default: its own)")
+    parser.add_argument("--splits", choices=("conv", "unfold"), default="conv",
+                        help="the soft splits as the exports write them (conv) or as they did before (unfold)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as JSON")
     args = parser.parse_args(argv)
     if args.images < 1:
@@ -135,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.variants:
             spec = BY_NAME[name]
             onnx_path = Path(scratch) / f"{name}.onnx"
-            weights = export_variant(spec, onnx_path, args.checkpoint_dir)
+            weights = export_variant(spec, onnx_path, args.checkpoint_dir, args.splits)
             row = measure(spec, load_images(args.data_dir, args.images, spec.img_size), onnx_path, args.threads)
             row["weights"] = weights
             rows.append(row)
