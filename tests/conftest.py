@@ -137,6 +137,18 @@ def tiny_exports(tmp_path_factory, tiny_weights):
     return export_every_form(tmp_path_factory.mktemp("tiny_exports"), tiny_weights, TINY, TINY)
 
 
+@pytest.fixture(scope="session")
+def tiny_split_exports(tmp_path_factory, tiny_model) -> dict[str, Path]:
+    """The tiny model's einsum export (opset 12) with its soft splits as convolutions and as unfolds."""
+    from t2t_vit.model.export import export_onnx
+
+    folder = tmp_path_factory.mktemp("tiny_split_exports")
+    paths = {form: folder / f"{form}.onnx" for form in ("conv", "unfold")}
+    for form, path in paths.items():
+        export_onnx(tiny_model, path, opset=12, verify_batch_sizes=(2,), splits=form)
+    return paths
+
+
 @pytest.fixture(params=[pytest.param("tiny_exports", id=TINY),
                         pytest.param("exported_onnx", id="t2t_vit_14", marks=pytest.mark.slow)])
 def exports_by_size(request):

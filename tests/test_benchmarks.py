@@ -39,15 +39,11 @@ def test_graph_gflops_counts_every_matmul_at_batch_1(tmp_path):
 
 
 @pytest.mark.needs("openvino")
-def test_both_graphs_of_a_model_count_the_same_flops_and_the_inventory_tells_them_apart(tmp_path, tiny_model):
+def test_both_graphs_of_a_model_count_the_same_flops_and_the_inventory_tells_them_apart(tiny_split_exports):
     """The convolution graph's FLOPs equal the unfold graph's (the split + project convolution counts as the
     project MatMul did; the one-hot grouped ones count nothing); its tokens-to-token module has no Gather."""
-    from t2t_vit.model.export import export_onnx
-
     bench = load("bench_variants")
-    paths = {form: tmp_path / f"{form}.onnx" for form in ("conv", "unfold")}
-    for form, path in paths.items():
-        export_onnx(tiny_model, path, opset=12, verify_batch_sizes=(1,), splits=form)
+    paths = tiny_split_exports
     counts = {form: load("bench_backends").graph_flops(path) for form, path in paths.items()}
     assert counts["conv"] == pytest.approx(counts["unfold"], rel=1e-12) and counts["conv"][0] > 0
     inventory = {form: bench.op_inventory(path) for form, path in paths.items()}

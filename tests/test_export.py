@@ -123,12 +123,10 @@ def test_soft_splits_are_exported_as_convolutions(exported, exported_reference):
     assert one_hot.shape == (3 * 49, 1, 7, 7) and one_hot.sum() == 3 * 49 and set(np.unique(one_hot)) == {0, 1}
 
 
-def test_the_unfold_graph_stays_selectable_and_equal(tmp_path, tiny_model):
+def test_the_unfold_graph_stays_selectable_and_equal(tmp_path, tiny_model, tiny_split_exports):
     """splits="unfold" writes the exporter's im2col (Gathers in the module, no Conv), as exports were before; the
     two graphs give the same logits, and the model computes with unfolds again afterwards."""
-    paths = {form: tmp_path / f"{form}.onnx" for form in ("conv", "unfold")}
-    for form, path in paths.items():
-        export_onnx(tiny_model, path, opset=12, verify_batch_sizes=(2,), splits=form)
+    paths = tiny_split_exports
     unfold_ops = {node.op_type for node in t2t_nodes(paths["unfold"])}
     assert "Gather" in unfold_ops and "Conv" not in unfold_ops
     assert tiny_model.tokens_to_token.splits == "unfold"
