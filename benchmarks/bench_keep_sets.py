@@ -119,7 +119,7 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from t2t_vit.model.variants import BY_NAME, NAMES
+    from t2t_vit.model.variants import BY_NAME, DEFAULT_SPLITS, NAMES, SPLIT_FORMS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-dir", type=Path, metavar="DIR",
                         help="upstream's checkpoints under their published names; random weights for the others")
     parser.add_argument("--threads", type=int, metavar="N", help="onnxruntime threads (default: its own)")
-    parser.add_argument("--splits", choices=("conv", "unfold"), default="conv",
+    parser.add_argument("--splits", choices=SPLIT_FORMS, default=DEFAULT_SPLITS,
                         help="the soft splits as the exports write them (conv) or as they did before (unfold)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as JSON")
     args = parser.parse_args(argv)

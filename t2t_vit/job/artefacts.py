@@ -59,13 +59,13 @@ def export_form(pth_path: Path, checkpoint_sha: str, onnx_path: Path, performer:
     and soft splits as convolutions (an export from before them is made again)."""
     from t2t_vit.config import data_config_hash
     from t2t_vit.model.export import DEFAULT_OPSET, export_checkpoint, read_metadata
-    from t2t_vit.model.variants import DEFAULT
+    from t2t_vit.model.variants import DEFAULT, DEFAULT_SPLITS
 
     spec = spec or DEFAULT
     performer = spec.form(performer)
     expected = {"checkpoint_sha256": checkpoint_sha, "model": spec.name, "performer": performer,
                 "opset": str(DEFAULT_OPSET), "data_config_hash": data_config_hash(spec.data_config()),
-                "input_dtype": input_dtype, "soft_splits": "conv"}
+                "input_dtype": input_dtype, "soft_splits": DEFAULT_SPLITS}
     if onnx_path.is_file():
         try:
             metadata = read_metadata(onnx_path)

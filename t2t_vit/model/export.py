@@ -28,6 +28,7 @@ from t2t_vit import ToolkitError, __version__
 from t2t_vit.config import DEFAULT_IMG_SIZE, data_config_hash
 from t2t_vit.data.bins import BIN_DTYPES, BIN_LAYOUTS
 from t2t_vit.files import atomic_output
+from t2t_vit.model.variants import DEFAULT_SPLITS, SPLIT_FORMS
 from t2t_vit.version_bridge import export_onnx_torchscript, installed, onnxruntime_session
 
 if TYPE_CHECKING:  # torch is imported where it is used: read_metadata() serves the runner without it
@@ -47,7 +48,6 @@ EINSUM_MIN_OPSET = 12
 # reordering moves logits by a few 1e-6. 1e-4 leaves room for that and still catches any real error.
 DEFAULT_TOLERANCE = 1e-4
 VERIFY_BATCH_SIZES = (1, 3)
-SPLIT_FORMS = ("conv", "unfold")  # t2t_vit.model.network.SPLIT_FORMS, without importing torch here
 METADATA_PREFIX = "t2t_vit."
 INPUT_DTYPES, INPUT_LAYOUTS = BIN_DTYPES, BIN_LAYOUTS  # an export takes what the bins of that dtype hold
 NORMALISE_PREFIX = "/normalise_input/"  # the uint8 export's own nodes (the NPU emulation treats them as AIPP)
@@ -116,7 +116,7 @@ def check_opset(opset: int, performer: str) -> None:
 def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAULT_OPSET,
                 tolerance: float = DEFAULT_TOLERANCE, verify_batch_sizes: Sequence[int] | None = None,
                 data_config: dict[str, Any] | None = None, extra_metadata: dict[str, str] | None = None,
-                seed: int = 0, input_dtype: str = "float32", splits: str = "conv") -> ExportReport:
+                seed: int = 0, input_dtype: str = "float32", splits: str = DEFAULT_SPLITS) -> ExportReport:
     """Export ``model`` to ``onnx_path``, check and verify it, then move it into place.
 
     Args:

@@ -30,7 +30,8 @@ from timm.models import build_model_with_cfg, register_model
 from torch import nn
 
 from t2t_vit.config import MODEL_NAME, NUM_CLASSES, model_data_config
-from t2t_vit.model.variants import BY_NAME, KNOWN, PERFORMER_FORMS, SOFTMAX_FORM, VariantSpec
+from t2t_vit.model.variants import (BY_NAME, DEFAULT_SPLITS, KNOWN, PERFORMER_FORMS, SOFTMAX_FORM, SPLIT_FORMS,
+                                    VariantSpec)
 
 DEFAULT_PERFORMER = "sum"
 
@@ -168,10 +169,6 @@ class TokenTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
-
-
-SPLIT_FORMS = ("conv", "unfold")  # how an export writes the soft splits; PyTorch's own forward always unfolds
-DEFAULT_SPLITS = "conv"
 
 
 def one_hot_split_weight(channels: int, kernel: int) -> torch.Tensor:

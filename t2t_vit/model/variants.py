@@ -90,6 +90,8 @@ class VariantSpec:
 
 PERFORMER_FORMS = ("sum", "matmul", "einsum")
 SOFTMAX_FORM = "softmax"
+SPLIT_FORMS = ("conv", "unfold")  # how an export writes the soft splits; PyTorch's own forward always unfolds
+DEFAULT_SPLITS = "conv"
 
 
 VARIANTS: tuple[VariantSpec, ...] = (
