@@ -41,6 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error(f"--img-size must be a multiple of 16 from 32 to 1024, got {args.img_size}")
 
     def action() -> int:
+        from pathlib import Path
+
+        from t2t_vit import ToolkitError
+        from t2t_vit.files import check_output_folder
+
+        if args.data_dir and not Path(args.data_dir).exists():  # the user's own mistakes first, in one line
+            raise ToolkitError(f"--data-dir {args.data_dir} does not exist")
+        check_output_folder(args.work_dir, "--work-dir")
+        if args.json and args.json != "-":
+            check_output_folder(Path(args.json).absolute().parent, "the folder of --json")
         from t2t_vit.ascend.doctor import cpu_path_note, diagnose, table
         from t2t_vit.provenance import provenance, write_json
 
@@ -67,4 +77,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.entry(main))

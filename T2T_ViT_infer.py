@@ -99,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         from t2t_vit.runtime.runner import run_inference
         from t2t_vit.runtime.input_checks import check_om_inputs
         from t2t_vit.runtime.batching import RunnerError
+        from t2t_vit.files import check_model_file, check_output_folder
 
+        check_model_file(args.model, "--model", "om" if args.model.endswith(".om") else "onnx")
+        if args.output:
+            check_output_folder(args.output, "--output")
         if args.model.endswith(".om"):
             check_om_inputs(args.model, args.input.split(",") if args.input else None, args.dymBatch)
             if args.resume:
@@ -156,4 +160,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.entry(main))

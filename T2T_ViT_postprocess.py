@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def action() -> None:
+        from pathlib import Path
+
+        from t2t_vit.files import check_output_folder
+
+        if args.results_file:
+            check_output_folder(Path(args.results_file).absolute().parent, "the folder of --results-file")
         from t2t_vit.data import metrics
         from t2t_vit.provenance import provenance, write_json
 
@@ -114,4 +120,4 @@ def score_copies(layout, result_dir, evaluate):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.entry(main))

@@ -32,10 +32,8 @@ from t2t_vit import cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from t2t_vit.model.checkpoint import WEIGHT_CHOICES
     from t2t_vit.model.export import DEFAULT_OPSET, DEFAULT_TOLERANCE, INPUT_DTYPES, MAX_OPSET, MIN_OPSET
-    from t2t_vit.model.network import DEFAULT_PERFORMER, PERFORMER_FORMS
-    from t2t_vit.model.variants import NAMES
+    from t2t_vit.model.variants import DEFAULT_PERFORMER, NAMES, PERFORMER_FORMS, WEIGHT_CHOICES
 
     parser = cli.make_parser(__doc__)
     files = parser.add_argument_group("files")
@@ -71,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         import logging
 
         from t2t_vit.model.export import export_checkpoint
+        from t2t_vit.model.variants import SOFTMAX_FORM
 
         if args.performer == "einsum":
             logging.getLogger("T2T_ViT_pth2onnx").warning(
@@ -82,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
                                                 model_name=args.model)
         size = report.metadata.get("t2t_vit.img_size", "224")
         print(f"wrote {report.onnx_path}: model={report.metadata.get('t2t_vit.model')} input={args.input_dtype} "
-              f"{size}x{size} performer={report.performer} opset={report.opset} "
+              f"{size}x{size} {'attention=softmax' if report.performer == SOFTMAX_FORM else 'performer=' + report.performer} opset={report.opset} "
               f"weights={weights_key or 'bare state dict'}, {report.verification}")
 
     return cli.run(action, args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.entry(main))

@@ -60,6 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     check_arguments(parser, args)
 
     def action() -> None:
+        from pathlib import Path
+
+        from t2t_vit.files import check_input_file, check_model_file, check_output_folder
+
+        check_model_file(args.onnx_path, "ONNX")  # before onnx is imported
+        for path, what in ((args.input, "--input"), (args.keep_dtype, "--keep-dtype")):
+            if path and not Path(path).is_dir():
+                check_input_file(path, what)
+        output, what = (args.report, "--report") if args.explain else (args.cfg_path, "CFG")
+        check_output_folder(Path(output).absolute().parent, f"the folder of {what}")
         from t2t_vit.ascend.keep_dtype import describe, keep_dtype_nodes, write_keep_dtype
 
         if args.explain:
@@ -176,4 +186,4 @@ def minimize(args, subgraphs) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.entry(main))

@@ -12,6 +12,7 @@ from typing import Callable
 from t2t_vit import ToolkitError
 
 EXIT_ERROR = 1
+QUIET_LOGGERS = ("matplotlib", "PIL", "onnxscript", "torch.onnx")
 EXIT_INTERRUPTED = 130
 INTERRUPTED = ("interrupted: nothing half-written is left, and what was finished is kept; run the same command again "
                "to resume")
@@ -78,6 +79,8 @@ def run(action: Callable[[], int | None], args: argparse.Namespace) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(ReportFormatter())
     logging.basicConfig(level=level, handlers=[handler])
+    for chatty in QUIET_LOGGERS:  # third-party INFO lines (matplotlib's "generated new fontManager") are not ours
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
     try:
         status = action()
     except ToolkitError as error:
@@ -91,20 +94,36 @@ def run(action: Callable[[], int | None], args: argparse.Namespace) -> int:
               f"run again; what was written whole is kept", file=sys.stderr)
         return EXIT_ERROR
     except ImportError as error:
-        message = architecture_limit(error) or missing_package(error)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_ERROR
+        return import_failure(error)
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0 if status is None else status
 
 
+def entry(main: Callable[[], int]) -> int:
+    """Every script's ``__main__``: ``sys.exit(cli.entry(main))``. A package this Python lacks, wherever it is
+    first imported (building the parser included), is one line and exit code 1, not a traceback."""
+    try:
+        return main()
+    except ImportError as error:
+        return import_failure(error)
+
+
+def import_failure(error: ImportError) -> int:
+    """One ``error: ...`` line for a package that is missing or cannot load here; any other import error is a bug
+    and keeps its traceback."""
+    message = architecture_limit(error) or missing_package(error)
+    if message is None:
+        raise error
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
 # What the host line installs (requirements-host.txt), by the module name an import uses
 REQUIRED_PACKAGES = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "onnx": "onnx", "timm": "timm",
-                     "PIL": "Pillow", "tqdm": "tqdm", "onnxruntime": "onnxruntime"}
+                     "PIL": "Pillow", "tqdm": "tqdm", "onnxruntime": "onnxruntime", "matplotlib": "matplotlib",
+                     "scipy": "scipy", "openvino": "openvino"}
 
 
 def missing_package(error: ImportError) -> str | None:

@@ -21,12 +21,14 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a hidden temporary path beside ``path``; rename it to ``path`` if the block succeeds.
+    """Yield a hidden temporary path beside ``path`` (its folder made if needed); rename it to ``path`` if the
+    block succeeds.
 
     On any exception (Ctrl-C included) the temporary file is removed and ``path`` is left as it was, so
     an interrupted run never leaves a file that looks complete.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # an output's folder is made as --out-dir is (checked up front)
     descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(descriptor)
     temp_path = Path(temp_name)
@@ -108,6 +110,103 @@ def exclusive_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
     finally:
         HELD_LOCKS.discard(descriptor)
         os.close(descriptor)  # releases the lock; the file stays (removing it would race with a waiting job)
+
+
+def check_not_held(folder: str | os.PathLike, what: str) -> None:
+    """Refuse at once a folder another job holds (:func:`exclusive_lock`), without creating or writing anything:
+    what the main job checks before its slow steps, so a second job on a busy work dir answers in well under a
+    second. The lock itself is taken later; a job that starts in between is still stopped there."""
+    import fcntl
+
+    try:
+        descriptor = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return  # no lock file (or no folder): nobody holds it
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise FolderInUseError(_holder_message(os.read(descriptor, 4096), Path(folder), what)) from None
+    finally:
+        os.close(descriptor)  # a shared lock taken here goes with it
+
+
+def check_input_file(path: str | os.PathLike, what: str) -> None:
+    """Refuse, in one line and before any slow import, an input file that is missing, a folder or unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise ToolkitError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise ToolkitError(f"{what} {path} is a folder, not a file")
+    if not os.access(path, os.R_OK):
+        raise ToolkitError(f"{what} {path} is not readable")
+
+
+CHECKPOINT = "a PyTorch checkpoint"
+KIND_HINTS = {CHECKPOINT: ": export it first (T2T_ViT_pth2onnx.py)", "a Git LFS pointer": ": fetch the real file (git lfs pull)"}
+
+
+def content_kind(head: bytes) -> str | None:
+    """What a file is, from its first bytes, when it is one of the kinds that get mixed up with a model (a
+    checkpoint, an archive, an array, a text or an LFS pointer); None for anything else."""
+    if head.startswith(b"PK\x03\x04"):
+        return CHECKPOINT if b"data.pkl" in head or b"/data/" in head or b"version" in head[:200] else "a zip archive"
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return CHECKPOINT
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip archive"
+    if head[257:262] == b"ustar":
+        return "a tar archive"
+    if head.startswith(NPY_MAGIC):
+        return "a numpy array (.npy)"
+    if head.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if text.strip() and all(ch.isprintable() or ch in "\r\n\t" for ch in text):
+        return f"a text file, starting {text.strip().splitlines()[0][:40]!r}"
+    return None
+
+
+def check_model_file(path: str | os.PathLike, what: str, kind: str = "onnx") -> None:
+    """Refuse, before a runtime is loaded (and prints its own noise), a model file that is missing, empty, or
+    plainly of another kind; ``kind`` is "onnx" (whose protobuf starts with its ir_version field, byte 0x08) or
+    "om" (an offline model, not read here)."""
+    check_input_file(path, what)
+    head = file_head(path, 512)
+    if not head:
+        raise ToolkitError(f"{what} {path} is empty (0 bytes)")
+    named = {"onnx": "an ONNX model", "om": "an offline model (.om)"}[kind]
+    found = content_kind(head)
+    if found and not (kind == "om" and found.startswith("a text file")):  # ais_bench judges the rest of an .om
+        raise ToolkitError(f"{what} {path} is {found}, not {named}{KIND_HINTS.get(found, '')}")
+    if kind == "onnx" and head[:1] != b"\x08":
+        raise ToolkitError(f"{what} {path} is not {named}: it does not begin as one (first bytes {head[:8].hex()})")
+
+
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """``path`` or its nearest ancestor that exists (where a folder to be made would go)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_folder(folder: str | os.PathLike, what: str) -> None:
+    """Refuse, in one line and before any work, a folder that outputs cannot go to: its nearest existing ancestor
+    is a file, is not writable, or is on a file system that holds no files (/proc, /sys: a folder there cannot
+    be created, which is not a full disk). ``what`` names the option that set it. Creates nothing."""
+    folder = Path(folder)
+    existing = nearest_existing(folder)
+    said = f"{what} {folder}" + (":" if existing == folder.absolute() else " cannot be created:")
+    if not existing.is_dir():
+        raise ToolkitError(f"{said} {existing} is a file, not a folder")
+    if os.statvfs(existing).f_blocks == 0:
+        raise ToolkitError(f"{said} {existing} is on a virtual file system, which holds no files; give a folder on "
+                           f"a disk")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ToolkitError(f"{said} {existing} is not writable")
 
 
 NPY_MAGIC = b"\x93NUMPY"  # how every .npy file starts

@@ -1,4 +1,4 @@
-"""Progress on long work: a tqdm bar on a terminal, a line every few per cent in a log file.
+"""Progress on long work: a tqdm bar on a terminal, a line every few per cent (at most one each 10 s) in a log file.
 
 Both show the count, the rate (images/s) and the time left, so a run of 50,000 images that is
 redirected to a file still says how far it is and when it will end.
@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
-LINE_EVERY = 0.05  # one line per 5 % when not on a terminal
+LINE_EVERY = 0.05  # one line per 5 % when not on a terminal ...
+LINE_SECONDS = 10.0  # ... and at most one per 10 s, so a short stage logs its last line only
 SMALL = 40  # fewer items than this: one line at the end
 
 
@@ -30,24 +31,28 @@ def format_seconds(seconds: float) -> str:
 
 
 class LineProgress:
-    """tqdm's ``update`` / ``close`` interface, logging one line each time another ``every`` of the total is done."""
+    """tqdm's ``update`` / ``close`` interface, logging one line each time another ``every`` of the total is done
+    and ``seconds`` have passed since the last line, and one when the total is reached."""
 
-    def __init__(self, total: int, desc: str, unit: str = "img", every: float = LINE_EVERY) -> None:
-        self.total, self.desc, self.unit = total, desc, unit
+    def __init__(self, total: int, desc: str, unit: str = "img", every: float = LINE_EVERY,
+                 seconds: float = LINE_SECONDS, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.total, self.desc, self.unit, self.seconds, self.clock = total, desc, unit, seconds, clock
         self.step = max(1, int(total * every)) if total >= SMALL else max(1, total)
         self.count = 0
         self.next_report = self.step
-        self.started = time.perf_counter()
+        self.started = self.last_line = clock()
 
     def update(self, count: int = 1) -> None:
         self.count += count
-        if self.count >= self.next_report or self.count == self.total:
+        due = self.count >= self.next_report and self.clock() - self.last_line >= self.seconds
+        if due or self.count == self.total:
             while self.next_report <= self.count:
                 self.next_report += self.step
+            self.last_line = self.clock()
             log.info("%s", self.line())
 
     def line(self) -> str:
-        elapsed = time.perf_counter() - self.started
+        elapsed = self.clock() - self.started
         rate = self.count / elapsed if elapsed > 0 else 0.0
         left = (self.total - self.count) / rate if rate > 0 else float("nan")
         percent = 100.0 * self.count / self.total if self.total else 100.0
@@ -79,6 +84,11 @@ def progress_bar(total: int, desc: str, unit: str = "img", enabled: bool | None 
     if sys.stderr.isatty():
         return tqdm(total=total, desc=desc, unit=unit, unit_scale=False, dynamic_ncols=True)
     return LineProgress(total, desc, unit)
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 folder``, ``2 folders`` (``many`` for an irregular plural)."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
 
 
 def format_bytes(count: int) -> str:

@@ -132,7 +132,7 @@ def test_tables_json_and_plot(demo_run):
     assert f"| batch 4, {RUNNER} | 1, 4 | {top1:.3f} | {top5:.3f} | 5 | this run |" in out  # one accuracy pass
     assert f"checkpoint {work / f'random_{MODEL}.pth.tar'} (sha256 {summary['checkpoint_sha256']})" in out
     assert summary["checkpoint_sha256"] == Digests()(work / f"random_{MODEL}.pth.tar")
-    assert "5 images in 1 batch(es) of 4" not in out and "5 images in 2 batch(es) of 4" in out
+    assert "5 images in 1 batch of 4" not in out and "5 images in 2 batches of 4" in out
     assert "the last batch was padded with 3 copies" in out  # why the pass's images/s differs from the model's
     assert "throughput at batch 1: " in out and "1000*batchsize" not in out  # the job's words, not ais_bench's
     assert "not made yet" not in out and f"accuracy at batch 4 ({RUNNER}): running\n" in out
@@ -156,7 +156,7 @@ def test_one_accuracy_pass_stage_times_and_estimate(demo_run):
     assert all(seconds >= 0 for seconds in stages.values())
     assert stages["total"] >= stages[f"accuracy at batch 4 ({RUNNER})"]
     assert "| stage | elapsed |" in result.stdout
-    assert "estimate: " in result.stdout and "images to infer at about" in result.stdout
+    assert "estimate: " in result.stdout and "more images to compute (padding copies included) at " in result.stdout
     assert "infer bs4: 100% (5/5 img)" in result.stderr  # a progress line when not on a terminal
 
 
@@ -376,8 +376,8 @@ def test_emulate_npu_adds_the_fp16_pass_and_its_comparison(demo_run):
     npu = json.loads((work / "eval_summary.json").read_text())["npu_emulation"]
     assert npu["batch_size"] == 4 and npu["count"] == 5 and npu["nonfinite"] == 0
     assert npu["keep_dtype_nodes"] == 76 and "nan_origin_nothing_kept" in npu  # demo weights: maybe no NaN at all
-    assert "with nothing kept (ATC without --keep_dtype): " in result.stdout
-    assert f"{MODEL}_keep_dtype.cfg keeps 76 nodes in fp32. With nothing kept: " in result.stdout
+    assert "with nothing kept (ATC without --keep_dtype), on the first 2 images: " in result.stdout
+    assert f"{MODEL}_keep_dtype.cfg keeps 76 nodes in fp32. With nothing kept (on the first 2 images): " in result.stdout
     assert read_metadata(work / f"{MODEL}_sum_uint8.onnx")["input_dtype"] == "uint8"  # it reads the uint8 bins
     assert 0 < npu["max_abs_diff"] < 0.05 and npu["top1_flips"] == 0  # it rounds, and stays close
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()

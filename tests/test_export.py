@@ -246,7 +246,7 @@ def test_script_as_a_user_runs_it(tmp_path):
     result = subprocess.run([sys.executable, script, "--pth-path", str(tmp_path / "nope.pth"),
                              "--onnx-path", str(tmp_path / "out.onnx")], capture_output=True, text=True)
     assert result.returncode == 1
-    assert result.stderr == f"error: checkpoint {tmp_path / 'nope.pth'} does not exist (check --pth-path)\n"
+    assert result.stderr == f"error: --pth-path {tmp_path / 'nope.pth'} does not exist\n"
     assert not (tmp_path / "out.onnx").exists()
 
 

@@ -159,7 +159,7 @@ def test_images_no_label_covers_are_left_out_and_absent_labels_counted(layouts, 
                                     "--out-dir", str(tmp_path / "bins"), "--gt-path", str(tmp_path / "label.npy"),
                                     "--no-progress", "--dtype", "uint8"]) == 0
     printed = capsys.readouterr()
-    assert "1 images without a label left out; 3 labels of images not in the data" in printed.out
+    assert "1 image without a label left out; 3 labels of images not in the data" in printed.out
     assert "holiday_photo.JPEG" in printed.err
     manifest = json.loads((tmp_path / "bins" / "manifest.json").read_text())
     assert manifest["unlabelled"] == ["holiday_photo.JPEG"] and manifest["absent_labels"] == 3
@@ -387,7 +387,7 @@ def test_the_main_job_on_the_official_pair_scores_as_on_the_folder(sample_images
     assert "reusing" in stdout and "running" not in stdout  # nothing changed: everything reused
     # a full-size devkit against an archive of 6 images: the report says how many of the 50,000 are there
     coverage = "labels 50,000 images and the data holds 6 of them (0.0 %): every figure is over these 6"
-    assert f"data: --devkit" in stdout and coverage in stdout
+    assert "data: --devkit" in stdout and coverage in stdout
     assert coverage in json.loads((work / "eval_summary.json").read_text())["data_coverage"]
     assert "| reused, from 20" in stdout  # figures of the earlier run are marked with its date
     truth = ground_truth(layouts).splitlines()

@@ -117,7 +117,10 @@ def test_two_cpu_devices_score_each_image_once_with_the_logits_of_one(one_device
     work = copy_of(one_device, tmp_path)
     result = run_eval(work, *DEMO, "--batch-sizes", "4", "--device", "0,1")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "no CANN here: the NPU flow cannot run on this host; --device 0,1 runs on the CPU" in result.stdout
+    host = result.stdout.split("\n== ")[0]  # the host check comes first, and says first that the run is on the CPU
+    assert host.startswith("== host check (T2T_ViT_doctor.py): this run is on the CPU (no CANN here): --device 0,1 "
+                           "runs")
+    assert "| atc | not on PATH | blocker |" in host and "| Python |" not in host  # what an NPU run still needs
     assert "running again: made with another --device list" in result.stdout  # one device's stamp is not reused
     layout = device_layout(work / "result" / "bs4")
     assert layout.kind == "split" and list(layout.folders) == ["device0_0", "device1_1"]

@@ -15,14 +15,33 @@ def test_format_seconds(seconds, text):
     assert format_seconds(seconds) == text
 
 
-def test_a_line_every_five_per_cent_with_rate_and_eta(caplog):
+class FakeClock:
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self) -> None:
+        self.now += self.step
+
+
+@pytest.mark.parametrize("seconds_per_batch, expected", [(10.0, 20), (1.0, 13), (0.0, 1)])
+def test_a_line_every_five_per_cent_and_ten_seconds_with_rate_and_eta(caplog, seconds_per_batch, expected):
+    """A slow run logs every 5 %; a faster one every 10 s at most; one that takes no time, its last line only."""
     caplog.set_level(logging.INFO, logger="t2t_vit.progress")
-    bar = LineProgress(1000, "infer bs8", "img")
+    clock = FakeClock(seconds_per_batch)
+    bar = LineProgress(1000, "infer bs8", "img", clock=clock)
     for _ in range(125):
+        clock.advance()
         bar.update(8)
     lines = [record.getMessage() for record in caplog.records]
-    assert len(lines) == 20  # 50,000 images would give the same 20 lines
-    assert lines[0].startswith("infer bs8:   6% (56/1000 img), ") and lines[-1].startswith("infer bs8: 100% (1000/1000")
+    assert len(lines) == expected  # 50,000 images at 10 s per 5 % give the same 20 lines
+    assert lines[-1].startswith("infer bs8: 100% (1000/1000")
+    if seconds_per_batch == 10.0:
+        assert lines[0].startswith("infer bs8:   6% (56/1000 img), ")
+    if seconds_per_batch == 1.0:  # 10 s = 10 batches = 80 images
+        assert lines[0].startswith("infer bs8:   8% (80/1000 img), ")
     assert all(" img/s, " in line and " elapsed, ETA " in line for line in lines)
 
 

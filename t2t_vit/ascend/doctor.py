@@ -205,10 +205,15 @@ def chip_checks(environ: dict[str, str] | None = None) -> tuple[list[dict[str, s
 # ---------------------------------------------------------------------------------------------------- disk
 
 def disk_checks(data_dir: str | None, work_dir: str, img_size: int) -> list[dict[str, str]]:
-    from t2t_vit.data.preprocess import nearest_existing
+    from t2t_vit import ToolkitError
+    from t2t_vit.files import check_output_folder, nearest_existing
     from t2t_vit.progress import format_bytes
     from t2t_vit.data.sources import SourceError, images_of, open_source
 
+    try:
+        check_output_folder(work_dir, "--work-dir")
+    except ToolkitError as error:
+        return [row("disk", str(error), "blocker", "give a --work-dir on a disk this user can write")]
     where = nearest_existing(Path(work_dir))
     free = shutil.disk_usage(where).free
     if not data_dir:

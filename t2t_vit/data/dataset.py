@@ -33,6 +33,7 @@ import numpy as np
 
 from t2t_vit.data.labels import VAL_CLASSES, VAL_IMAGES, VAL_PER_CLASS, read_class_list, read_label_source
 from t2t_vit.data.sources import DatasetError, SourceFile, images_of, open_source
+from t2t_vit.progress import plural
 
 __all__ = ["DatasetError", "read_class_list"]  # defined beside the readers; imported from here by their callers
 
@@ -132,7 +133,7 @@ def _class_folder_items(source, images: list[SourceFile], class_names: Sequence[
     folders = sorted({entry.name for entry in os.scandir(source.root) if entry.is_dir() and not entry.name.startswith(".")})
     unknown = [folder for folder in folders if folder not in index]
     if unknown:
-        raise DatasetError(f"{len(unknown)} folders of {source.root} are not classes of the class list "
+        raise DatasetError(f"{plural(len(unknown), 'folder')} of {source.root} {'is' if len(unknown) == 1 else 'are'} not {'a class' if len(unknown) == 1 else 'classes'} of the class list "
                            f"({', '.join(unknown[:5])}); ImageNet val folders are synset ids such as n01440764. "
                            f"For another dataset give --class-list FILE; for a flat folder {flat_hint}")
     return [(file, index[file.relative.split("/", 1)[0]]) for file in images]
@@ -168,9 +169,10 @@ def _report(discovery: Discovery, num_classes: int) -> None:
         return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
 
     if discovery.ignored:
-        log.warning("left out %d files that are not images: %s", len(discovery.ignored), examples(discovery.ignored))
+        log.warning("left out %s that %s not images: %s", plural(len(discovery.ignored), "file"),
+                    "is" if len(discovery.ignored) == 1 else "are", examples(discovery.ignored))
     if discovery.unlabelled:
-        log.warning("left out %d images that %s does not label: %s", len(discovery.unlabelled), discovery.labels,
+        log.warning("left out %s that %s does not label: %s", plural(len(discovery.unlabelled), "image"), discovery.labels,
                     examples(discovery.unlabelled))
     if discovery.absent_labels:
         coverage = coverage_note(discovery)

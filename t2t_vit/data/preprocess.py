@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from t2t_vit import ToolkitError
-from t2t_vit.files import remove_if_present, remove_partial_files
-from t2t_vit.progress import format_bytes
+from t2t_vit.files import check_output_folder, nearest_existing, remove_if_present, remove_partial_files
+from t2t_vit.progress import format_bytes, plural
 from t2t_vit.data.dataset import (Discovery, EvalTransform, ImageItem, coverage_note, decode_rgb, discover_images,
                                   read_class_list, select_subset, write_labels)
 from t2t_vit.data.bins import (BIN_DTYPES, BIN_LAYOUTS, MANIFEST_FORMAT, MANIFEST_NAME, bin_size, bins_dtype,
@@ -65,10 +65,10 @@ class PreprocessReport:
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        left_out = f"{self.ignored} non-image files" + (f" and {self.unlabelled} images without a label"
+        left_out = plural(self.ignored, "non-image file") + (f" and {plural(self.unlabelled, 'image')} without a label"
                                                          if self.unlabelled else "")
-        absent = f"; {self.absent_labels} labels of images not in the data" if self.absent_labels else ""
-        return (f"{self.selected} images: {self.written} written, {self.already_done} already done, "
+        absent = f"; {plural(self.absent_labels, 'label')} of images not in the data" if self.absent_labels else ""
+        return (f"{plural(self.selected, 'image')}: {self.written} written, {self.already_done} already done, "
                 f"{len(self.bad)} undecodable, {left_out} left out{absent}; "
                 f"{self.images_per_s:.1f} images/s over {self.seconds:.1f} s")
 
@@ -188,6 +188,7 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
         discovery = discover_images(data_dir, label_file, class_names, devkit)
     check_destination(out_dir, gt_path, discovery, data_config, dtype, limit)
     with exclusive_lock(out_dir, "--out-dir"):
+        gt_path.parent.mkdir(parents=True, exist_ok=True)  # checked above: made like --out-dir, before any bin
         plan = plan_preprocess(discovery, out_dir, gt_path, data_config, class_list, len(class_names), limit,
                                remove_extra_bins, dtype, run_args)
         try:
@@ -213,14 +214,6 @@ def check_request(data_config: dict[str, Any], out_dir: Path, gt_path: Path, dty
         raise ToolkitError(f"--dtype {dtype} is not one of {', '.join(BIN_DTYPES)}")
     if limit is not None and limit < 1:
         raise ToolkitError(f"--limit must be at least 1, got {limit}")
-
-
-def nearest_existing(path: Path) -> Path:
-    """``path`` or its nearest ancestor that exists (where a folder to be made would go)."""
-    path = path.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def check_out_of_data(folder: Path, data_path: str, flag: str, data_flag: str = "--data-dir") -> None:
@@ -265,13 +258,9 @@ def check_destination(out_dir: Path, gt_path: Path, discovery: Discovery, data_c
                       limit: int | None, flag: str = "--out-dir", gt_flag: str = "--gt-path") -> None:
     """The output folders are usable before anything is written: outside the data folder, writable, with room for
     the bins. ``flag`` and ``gt_flag`` name the options that set them, for the messages."""
-    for folder, what in ((out_dir, flag), (gt_path.parent, gt_flag)):
+    for folder, what in ((out_dir, flag), (gt_path.parent, f"the folder of {gt_flag}")):
         check_out_of_data(folder, discovery.source["path"], what)
-        existing = nearest_existing(folder)
-        if not existing.is_dir():
-            raise ToolkitError(f"{what} {folder}: {existing} is a file, not a folder")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise ToolkitError(f"{what} {folder}: {existing} is not writable")
+        check_output_folder(folder, what)
     count = len(discovery.items) if limit is None else min(limit, len(discovery.items))
     shape = EvalTransform(data_config).bin_shape(dtype)
     check_disk(out_dir, count, bin_size(shape, dtype), flag,

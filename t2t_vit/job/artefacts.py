@@ -9,6 +9,7 @@ from typing import Any
 from t2t_vit import ToolkitError
 from t2t_vit.job.request import CPU_PERFORMER, JOB_NAME, NPU_PERFORMER
 from t2t_vit.job.stamps import Digests
+from t2t_vit.model.variants import form_phrase
 
 
 def prepare_demo(job) -> None:
@@ -84,7 +85,7 @@ def export_form(pth_path: Path, checkpoint_sha: str, onnx_path: Path, performer:
         print(f"exporting {onnx_path} again: {reason}")
     report, weights_key = export_checkpoint(pth_path, onnx_path, performer, input_dtype=input_dtype,
                                             model_name=spec.name)
-    print(f"wrote {onnx_path}: {spec.name}, performer {performer}, input {input_dtype}, weights "
+    print(f"wrote {onnx_path}: {spec.name}, {form_phrase(report.performer)}, input {input_dtype}, weights "
           f"{weights_key or 'bare state dict'}, "
           f"{report.verification}")
 

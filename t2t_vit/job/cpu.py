@@ -9,6 +9,7 @@ from t2t_vit.job.invocation import Invocation
 from t2t_vit.job.plan import Pass
 from t2t_vit.job.request import JOB_NAME, JobError
 from t2t_vit.job.stamps import read_json
+from t2t_vit.progress import plural
 
 
 def run_on_cpu(item: Pass, job, invocation: Invocation, state, resume: bool) -> float | None:
@@ -70,10 +71,10 @@ def pass_summary(item: Pass, compute_ms: list[float], throughput: float, compute
                 f"time of one batch over {len(compute_ms)} timed runs)")
     seconds, padded = sum(compute_ms) / 1000, len(compute_ms) * item.batch - computed
     reused = f" ({item.images - computed} reused from the interrupted run)" if computed < item.images else ""
-    line = (f"{computed} images{reused} in {len(compute_ms)} batch(es) of {item.batch}: {seconds:.1f} s of inference, "
+    line = (f"{plural(computed, 'image')}{reused} in {plural(len(compute_ms), 'batch', 'batches')} of {item.batch}: {seconds:.1f} s of inference, "
             f"{computed / seconds if seconds else 0:.1f} images/s")
     if padded > 0:
-        line += (f"; the last batch was padded with {padded} copies (as ais_bench pads; they are not scored), so the "
+        line += (f"; the last batch was padded with {plural(padded, 'copy', 'copies')} (as ais_bench pads; they are not scored), so the "
                  f"model itself ran at {throughput:.1f} images/s")
     return line
 

@@ -37,6 +37,16 @@ class Pass:
     def folder(self) -> str:
         return "perf" if self.kind == "throughput" else "result"
 
+    @property
+    def computed(self) -> int:
+        """Images the model computes when the pass runs: an accuracy pass's last batch is padded to a whole batch
+        (as ais_bench pads), so a batch of 64 over 16 images costs 64."""
+        return self.images if self.kind == "throughput" else -(-self.images // self.batch) * self.batch
+
+    def computed_after(self, done: int) -> int:
+        """Images computed once ``done`` real images (the runner's count) are done."""
+        return done if self.kind == "throughput" else min(self.computed, -(-done // self.batch) * self.batch)
+
     def describe(self) -> str:
         state = "reuse" if not self.reuse_reason else f"run ({self.reuse_reason})"
         return f"{self.kind} at batch {self.batch} on {self.runner}: {state}"
@@ -60,16 +70,28 @@ class Plan:
         return next((item for item in self.accuracy if item.kind == "emulation"), None)
 
     @property
+    def to_run(self) -> list[Pass]:
+        """The passes this run computes (not reused), in the order they run."""
+        return [item for item in self.accuracy + self.throughput if item.reuse_reason]
+
+    @property
     def images_to_infer(self) -> int:
-        return sum(item.images for item in self.accuracy + self.throughput if item.reuse_reason)
+        """Images the model computes in this run, padding copies included (what its time depends on)."""
+        return sum(item.computed for item in self.to_run)
 
     def headline(self) -> str:
         """What the run has to infer, in one line ('' when everything is reused)."""
-        if not self.images_to_infer:
+        from t2t_vit.progress import plural
+
+        if not self.to_run:
             return ""
-        return (f"{self.images_to_infer} images to infer: {sum(bool(p.reuse_reason) for p in self.accuracy)} "
-                f"accuracy pass(es) of {self.image_count} images, "
-                f"{sum(bool(p.reuse_reason) for p in self.throughput)} throughput run(s)")
+        scored = [item for item in self.accuracy if item.reuse_reason]
+        runs = [item for item in self.throughput if item.reuse_reason]
+        padding = sum(item.computed - item.images for item in scored)
+        padded = f" ({plural(padding, 'padding copy', 'padding copies')} among them)" if padding else ""
+        passes = plural(len(scored), "accuracy pass", "accuracy passes")
+        return (f"{self.images_to_infer} images to compute{padded}: {passes} of {plural(self.image_count, 'image')}, "
+                f"{plural(len(runs), 'throughput run')}")
 
     def describe(self) -> list[str]:
         return [item.describe() for item in self.accuracy + self.throughput]

@@ -10,7 +10,10 @@ It presents what :func:`build_summary` gathers (from the resolved job, its plan 
 a figure was reused from, or null when this run measured it), ``accuracy_note``, ``npu_emulation`` (with --emulate-npu), ``bins_dtype``,
 ``cpu_onnx``, ``model`` (the variant: ``model`` its name, ``tokens_type``, ``embed_dim``, ``depth``, ``img_size``),
 ``checkpoint`` and ``checkpoint_sha256``, ``data_coverage`` (what part of the labelled images the data
-holds, when not all), ``stage_seconds``, and provenance.
+holds, when not all), ``caveats`` (sentences a reader of the figures must know: images left out, a check made on a
+sample, batch sizes that ran on the CPU instead of the NPU, reused figures; also printed under the tables),
+``left_out`` (``undecodable``: the images --skip-bad left out, each with ``name``, ``source``, ``reason``;
+``non_image_files`` and ``unlabelled_images``: counts), ``stage_seconds``, and provenance.
 """
 
 from __future__ import annotations
@@ -58,8 +61,9 @@ def markdown_tables(summary: dict[str, Any]) -> str:
                   f"{npu['top1_flips']} |"]
         if "keep_dtype_nodes" in npu:
             origin = npu["nan_origin_nothing_kept"]
+            sample = f" (on the first {npu['nan_origin_images']} images)" if "nan_origin_images" in npu else ""
             lines += ["", f"{Path(npu['keep_dtype']).name} keeps {npu['keep_dtype_nodes']} nodes in fp32. With nothing "
-                          f"kept: " + (f"the first non-finite value comes from {origin['node']} ({origin['op_type']})"
+                          f"kept{sample}: " + (f"the first non-finite value comes from {origin['node']} ({origin['op_type']})"
                                        + (f": {'; '.join(origin['inputs'])}" if origin["inputs"] else "")
                                        if origin else "every emulated value stays finite")]
     if any(r.get("per_device") for r in rows):
@@ -185,10 +189,50 @@ def write_report(work_dir: Path, summary: dict[str, Any]) -> None:
     if summary.get("data_coverage"):
         print(f"data: {summary['data_coverage']}")
     print(markdown_tables(summary))
+    if summary.get("caveats"):
+        print("\ncaveats:\n" + "\n".join(f"- {note}" for note in summary["caveats"]))
     if summary["note"]:
         print(f"\n{summary['note']}")
     print("\n" + stage_table(summary["stage_seconds"]))
     print(f"\nwrote {' and '.join(map(str, written))}")
+
+
+def left_out(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The images of the data that were not scored, from the bins' manifest: undecodable ones left out by
+    --skip-bad (name, source, reason), and counts of non-image files and of images without a label."""
+    return {"undecodable": list(manifest.get("bad") or []), "non_image_files": len(manifest.get("ignored") or []),
+            "unlabelled_images": len(manifest.get("unlabelled") or [])}
+
+
+def caveats(job, models: dict[int, tuple[Path, str]], rows: list[dict[str, Any]], manifest: dict[str, Any],
+            npu: dict[str, Any] | None) -> list[str]:
+    """What a reader of the figures must know, one sentence each: images left out, a check made on a sample, batch
+    sizes that ran on the CPU although the NPU was asked for, figures reused from earlier runs."""
+    from t2t_vit.job.om import have_ais_bench
+    from t2t_vit.progress import plural
+
+    notes, bad = [], manifest.get("bad") or []
+    if bad:
+        named = "; ".join(f"{entry['source']} ({entry['reason']})" for entry in bad[:10])
+        notes.append(f"{plural(len(bad), 'undecodable image')} left out of every figure (--skip-bad): {named}"
+                     + (f"; and {len(bad) - 10} more (the bins' manifest lists them)" if len(bad) > 10 else ""))
+    if manifest.get("coverage"):
+        notes.append(f"data: {manifest['coverage']}")
+    if npu and "nan_origin_images" in npu:
+        notes.append(f"NPU emulation: where the values turn non-finite with nothing kept was checked on the first "
+                     f"{plural(npu['nan_origin_images'], 'image')} only (gen_cfg.py --explain checks more)")
+    on_cpu = [batch for batch, (_, runner) in models.items() if runner != "ais_bench"]
+    if on_cpu and (job.request.devices or job.request.om_dir is not None):
+        why = ("no CANN and ais_bench on this host" if not have_ais_bench() else
+               f"no .om in {job.paths.om_dir} built from this run's export")
+        notes.append(f"batch {', '.join(map(str, on_cpu))} ran on the CPU ({models[on_cpu[0]][1]}), not the NPU: "
+                     f"{why}; these are CPU figures")
+    reused = sorted({row[key] for row in rows for key in ("accuracy_reused_from", "throughput_reused_from")
+                     if row.get(key)})
+    if reused:
+        notes.append(f"some figures are reused from earlier runs ({', '.join(reused)}): the 'measured' columns say "
+                     f"which")
+    return notes
 
 
 def build_summary(job, models: dict[int, tuple[Path, str]], plan, state, scores: dict[int, dict[str, Any]],
@@ -229,6 +273,7 @@ def build_summary(job, models: dict[int, tuple[Path, str]], plan, state, scores:
         accuracy_note = "accuracy measured at every batch size (each .om is its own compiled graph)"
     manifest = read_manifest(job.paths.bins_dir) or {}
     return {"rows": rows, "accuracy_note": accuracy_note, "npu_emulation": npu_emulation,
+            "caveats": caveats(job, models, rows, manifest, npu_emulation), "left_out": left_out(manifest),
             "backend": cpu_backend(job, models), "cpu_onnx": str(job.paths.cpu_onnx), "bins_dtype": job.dtype,
             "model": job.spec.record(), "checkpoint": str(job.pth_path),
             "checkpoint_sha256": digest(job.pth_path) if digest is not None else None,

@@ -119,18 +119,23 @@ def check_host(request: JobRequest) -> str | None:
     before anything is made, except on a host without CANN given only --device, which runs on the CPU, one process
     per device. The devices must be chips npu-smi lists. Returns how the installed ais_bench runs a device list."""
     from t2t_vit.ascend import doctor
+    from t2t_vit.progress import plural
 
-    print("== host check (T2T_ViT_doctor.py)")
-    report = doctor.diagnose(None, str(request.work_dir))
-    print("\n".join(doctor.table(report["checks"])))
+    data_dir = None if request.demo or request.data_dir is None else str(request.data_dir)
+    report = doctor.diagnose(data_dir, str(request.work_dir))
     multi_device = (report.get("ais_bench") or {}).get("multi_device")
     devices = ",".join(map(str, request.devices or [0]))
+    if not report["ready"] and not report["cann"] and request.om_dir is None:
+        needs = [check for check in report["checks"] if check["status"] == "blocker"]
+        print(f"== host check (T2T_ViT_doctor.py): this run is on the CPU (no CANN here): --device {devices} runs one "
+              f"process per device with its share of the cores, as ais_bench runs one per chip. What an NPU run on "
+              f"this host would still need ({plural(len(needs), 'item')}), and the disk:")
+        print("\n".join(doctor.table(needs + [check for check in report["checks"] if check["check"] == "disk"])))
+        return multi_device
+    print("== host check (T2T_ViT_doctor.py)")
+    print("\n".join(doctor.table(report["checks"])))
     if not report["ready"]:
         blocker = report["first_blocker"]
-        if not report["cann"] and request.om_dir is None:
-            print(f"no CANN here: the NPU flow cannot run on this host; --device {devices} runs on the CPU, one "
-                  f"process per device with its share of the cores, as ais_bench runs one per chip")
-            return multi_device
         asked = " and ".join(flag for flag, given in (("--om-dir", request.om_dir is not None),
                                                       ("--device", bool(request.devices))) if given)
         raise JobError(f"the NPU flow cannot run here: {blocker['check']}: {blocker['found']}; fix: {blocker['fix']} "
@@ -146,11 +151,14 @@ def check_host(request: JobRequest) -> str | None:
 
 
 def check_inputs(request: JobRequest) -> tuple[Any, Any, JobPaths]:
-    """Refuse unusable inputs before anything is written (minutes of preprocessing before a refusal help nobody):
-    the checkpoint loads and fits the model, the images and labels are found, the work dir is outside the data
-    folder, writable, with room for the bins. Returns the variant, the images and labels found, and the paths."""
+    """Refuse unusable inputs before anything is written (minutes of preprocessing before a refusal help nobody),
+    the checks that need no model first, before torch is imported (a mistyped path answers in a fraction of a
+    second): the checkpoint file exists, the images and labels are found, the work dir is outside the data folder,
+    writable, with room for the bins, and no other job holds it; then the checkpoint loads and fits the model.
+    Returns the variant, the images and labels found, and the paths."""
     from t2t_vit.data.dataset import discover_images, read_class_list
-    from t2t_vit.data.preprocess import check_destination
+    from t2t_vit.files import check_not_held
+    from t2t_vit.model.variants import DEFAULT, by_name
 
     if request.pth_path is None:
         raise JobError("--pth-path is required (or --demo)")
@@ -158,14 +166,27 @@ def check_inputs(request: JobRequest) -> tuple[Any, Any, JobPaths]:
         raise JobError("--data-dir is required (or --demo)")
     if not request.pth_path.is_file():
         raise JobError(f"checkpoint {request.pth_path} does not exist or is not a file (check --pth-path)")
-    spec = check_checkpoint(request.pth_path, request.model)
-    print(f"checkpoint {request.pth_path}: {spec.name} ({spec.title}, {spec.img_size}x{spec.img_size} input)")
     discovery = discover_images(request.data_dir, request.label_file, read_class_list(request.class_list),
                                 request.devkit)
+    expected = by_name(request.model) if request.model else DEFAULT  # the input size, before the checkpoint says it
+    check_work_dir(request, expected, discovery)
+    check_not_held(request.work_dir, "--work-dir")
+    spec = check_checkpoint(request.pth_path, request.model)
+    print(f"checkpoint {request.pth_path}: {spec.name} ({spec.title}, {spec.img_size}x{spec.img_size} input)")
+    if spec.img_size != expected.img_size:  # other bins: their folder and size
+        check_work_dir(request, spec, discovery)
+    return spec, discovery, JobPaths.of(request.work_dir, spec, request.dtype, request.om_dir)
+
+
+def check_work_dir(request: JobRequest, spec: Any, discovery: Any) -> None:
+    """The work dir can take the bins of ``spec``'s input size: outside the data folder, writable, with room."""
+    from t2t_vit.data.preprocess import check_destination
+    from t2t_vit.files import check_output_folder
+
+    check_output_folder(request.work_dir, "--work-dir")
     paths = JobPaths.of(request.work_dir, spec, request.dtype, request.om_dir)
     check_destination(paths.bins_dir, paths.labels_path, discovery, spec.data_config(), request.dtype, None,
                       "--work-dir", "--work-dir")
-    return spec, discovery, paths
 
 
 def check_checkpoint(pth_path: Path, model: str | None = None):

@@ -30,14 +30,13 @@ ORIGIN_IMAGES = 2  # bins the nothing-kept graph is searched on for the NaN's or
 
 @dataclass
 class JobState:
-    """What the run has measured so far: stage times, the passes it ran, and the estimate after the first batch."""
+    """What the run has measured so far: stage times, the passes it ran, and the rates its estimate uses."""
 
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    images_to_infer: int = 0
-    images_inferred: int = 0
-    estimate_printed: bool = False
     ran: set = field(default_factory=set)  # the stamps of the passes this run computed
     started: float = field(default_factory=time.perf_counter)
+    queue: list = field(default_factory=list)  # the passes still to run (not reused), the current one first
+    rates: dict = field(default_factory=dict)  # images computed per second, by rate class (fp32, emulation)
 
     def timed(self, stage: str, action: Callable[[], Any]) -> Any:
         print(f"\n== {stage}", flush=True)
@@ -51,23 +50,46 @@ class JobState:
         """The date of the earlier run whose figures a pass reuses, or None when this run measured it."""
         return None if item.stamp in self.ran else (item.stamp_date or "an earlier run")
 
+    def starting(self, item: Pass) -> None:
+        """``item`` runs now: the passes before it in the queue are done (a reused pass run again is not queued)."""
+        while item in self.queue and self.queue[0] != item:
+            self.queue.pop(0)
+
     def on_progress(self, done: int, total: int, seconds: float) -> None:
-        """Once the first batches of the first pass have run (10 s, or the whole pass if shorter): print how long
-        the rest of the run and the whole of it will take. Earlier, streams still filling make the rate look low."""
-        if self.estimate_printed or seconds <= 0 or done <= 0 or (seconds < ESTIMATE_AFTER_S and done < total):
+        """Once the first batches of a pass of a new rate class (fp32; the NPU emulation, slower) have run (10 s,
+        or the whole pass if shorter; earlier, streams still filling make the rate look low): print how long the
+        rest of the run and the whole of it will take. The rate counts what the model computes, padding copies
+        included, and so does the work left, so a batch of 64 over 16 images costs what it costs."""
+        item = self.queue[0] if self.queue else None
+        group = rate_class(item)
+        if item is None or group in self.rates or seconds <= 0 or done <= 0 or (
+                seconds < ESTIMATE_AFTER_S and done < total):
             return
-        self.estimate_printed = True
+        computed = item.computed_after(done)
+        self.rates[group] = computed / seconds
+        left = (item.computed - computed) / self.rates[group] + sum(
+            later.computed / self.rates.get(rate_class(later), self.rates[group]) for later in self.queue[1:])
+        self.print_estimate(left, sum(later.computed for later in self.queue) - computed, group)
+
+    def print_estimate(self, left: float, images: int, group: str) -> None:
         from tqdm import tqdm
 
         from t2t_vit.progress import format_seconds
 
-        rate = done / seconds
-        left = max(0, self.images_to_infer - self.images_inferred - done)
-        whole = time.perf_counter() - self.started + left / rate
-        finish = time.strftime("%H:%M", time.localtime(time.time() + left / rate))
-        tqdm.write(f"estimate: {left} more images to infer at about {rate:.1f} images/s: the rest of the run takes "
-                   f"about {format_seconds(left / rate)}, the whole run about {format_seconds(whole)} (done around "
-                   f"{finish})", file=sys.stdout)  # clears a progress bar on the terminal, then draws it again
+        rates = ", ".join(f"{rate:.1f} images/s {name}" for name, rate in self.rates.items())
+        revised = "revised " if len(self.rates) > 1 else ""
+        pending = "; the NPU emulation's rate is measured when it runs" if (
+            "emulation" not in self.rates and any(rate_class(later) == "emulation" for later in self.queue)) else ""
+        finish = time.strftime("%H:%M", time.localtime(time.time() + left))
+        whole = time.perf_counter() - self.started + left
+        tqdm.write(f"{revised}estimate: {images} more images to compute (padding copies included) at {rates}: the "
+                   f"rest of the run takes about {format_seconds(left)}, the whole run about {format_seconds(whole)} "
+                   f"(done around {finish}){pending}", file=sys.stdout)  # clears a progress bar, then draws it again
+
+
+def rate_class(item: Pass | None) -> str:
+    """Passes that run at one rate: the NPU emulation (fp16 on onnxruntime, slower), and the fp32 passes."""
+    return "emulation" if item is not None and item.kind == "emulation" else "fp32"
 
 
 def run_job(request: JobRequest) -> dict[str, Any]:
@@ -106,7 +128,7 @@ def run_passes(job, models: dict[int, tuple[Path, str]], state: JobState, digest
     from t2t_vit.job.report import build_summary
 
     plan = plan_passes(job, models, digest, len(read_labels(job.paths.labels_path)))
-    state.images_to_infer = plan.images_to_infer
+    state.queue = plan.to_run
     if plan.headline():
         print(f"\n{plan.headline()}")
     scores = {item.batch: state.timed(f"accuracy at batch {item.batch} ({item.runner})",
@@ -142,6 +164,7 @@ def run_pass(item: Pass, job, state: JobState) -> dict[str, Any]:
     from t2t_vit.job.npu import ais_bench_wall_rate, run_ais_bench
     from t2t_vit.provenance import write_json
 
+    state.starting(item)
     invocation = invocation_of(item, job)
     result_dir = invocation.output / item.dirname
     summary_path = invocation.output / f"{item.dirname}_summary.json"
@@ -162,7 +185,6 @@ def run_pass(item: Pass, job, state: JobState) -> dict[str, Any]:
             wall = ais_bench_wall_rate(printed, result_dir, devices, pure)
     else:
         wall = run_on_cpu(item, job, invocation, state, resume)
-    state.images_inferred += item.images
     if devices:
         write_json(summary_path, device_summary(result_dir, devices, wall, item.runner))
     summary = read_json(summary_path)
@@ -263,13 +285,14 @@ def why_kept(item: Pass, bins_dir: Path) -> dict[str, Any]:
     from t2t_vit.ascend.fp16_diagnosis import images_for, nan_origin, origin_text
     from t2t_vit.ascend.npu_precision import read_keep_list
     from t2t_vit.model.export import load_onnx
+    from t2t_vit.progress import plural
 
     bins = sorted(bins_dir.glob("*.bin"))[:ORIGIN_IMAGES]
     origin = nan_origin(load_onnx(item.model, "the sum export"), images_for(item.model, bins))
     kept = len(read_keep_list(item.keep_dtype))
-    print(f"with nothing kept (ATC without --keep_dtype): {origin_text(origin)}; {item.keep_dtype.name} keeps {kept} "
-          f"nodes in fp32")
-    return {"keep_dtype_nodes": kept, "nan_origin_nothing_kept": origin and {
+    print(f"with nothing kept (ATC without --keep_dtype), on the first {plural(len(bins), 'image')}: "
+          f"{origin_text(origin)}; {item.keep_dtype.name} keeps {kept} nodes in fp32")
+    return {"keep_dtype_nodes": kept, "nan_origin_images": len(bins), "nan_origin_nothing_kept": origin and {
         key: origin[key] for key in ("node", "op_type", "inputs", "image")}}
 
 

@@ -33,12 +33,12 @@ from torch import nn
 
 from t2t_vit import ToolkitError
 from t2t_vit.config import MODEL_NAME
+from t2t_vit.model.variants import WEIGHT_CHOICES
 from t2t_vit.version_bridge import load_weights_only
 
 log = logging.getLogger(__name__)
 
 ALLOWED_GLOBALS = (argparse.Namespace,)
-WEIGHT_CHOICES = ("auto", "ema", "plain")
 _WEIGHT_KEYS = {"ema": ("state_dict_ema",), "plain": ("state_dict", "model")}
 _PREFIX = "module."
 _LISTED = 8  # how many offending keys an error names

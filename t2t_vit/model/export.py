@@ -177,8 +177,6 @@ def _check_output(onnx_path: Path, splits: str) -> Path:
         raise ExportError(f"soft splits must be one of {SPLIT_FORMS}, got {splits!r}")
     if onnx_path.is_dir():
         raise ExportError(f"--onnx-path {onnx_path} is a directory; give a file name such as {onnx_path}/t2t_vit.onnx")
-    if not onnx_path.parent.exists():
-        raise ExportError(f"the folder of --onnx-path, {onnx_path.parent}, does not exist")
     return onnx_path
 
 
@@ -192,11 +190,14 @@ def export_checkpoint(pth_path: str | os.PathLike, onnx_path: str | os.PathLike,
 
     Returns the report and the weights key used (None for a bare state dict).
     """
-    from t2t_vit.model.checkpoint import load_model
-    from t2t_vit.files import sha256_file
+    from t2t_vit.files import check_input_file, check_output_folder, sha256_file
 
-    check_opset(opset, performer)  # before the slow part
+    check_opset(opset, performer)  # before the slow part (torch)
     check_input_dtype(input_dtype)
+    check_input_file(pth_path, "--pth-path")
+    check_output_folder(_check_output(Path(onnx_path), DEFAULT_SPLITS).parent, "the folder of --onnx-path")
+    from t2t_vit.model.checkpoint import load_model
+
     model, spec, info = load_model(pth_path, performer, weights, model_name)
     report = export_onnx(model, onnx_path, opset=opset, tolerance=tolerance,
                          data_config=data_config or spec.data_config(),

@@ -30,10 +30,9 @@ from timm.models import build_model_with_cfg, register_model
 from torch import nn
 
 from t2t_vit.config import MODEL_NAME, NUM_CLASSES, model_data_config
-from t2t_vit.model.variants import (BY_NAME, DEFAULT_SPLITS, KNOWN, PERFORMER_FORMS, SOFTMAX_FORM, SPLIT_FORMS,
-                                    VariantSpec)
+from t2t_vit.model.variants import (BY_NAME, DEFAULT_PERFORMER, DEFAULT_SPLITS, KNOWN, PERFORMER_FORMS, SOFTMAX_FORM,
+                                    SPLIT_FORMS, VariantSpec)
 
-DEFAULT_PERFORMER = "sum"
 
 # Read by timm's register_model below; the data config itself lives in t2t_vit.config.
 default_cfgs = {

@@ -89,7 +89,15 @@ class VariantSpec:
 
 
 PERFORMER_FORMS = ("sum", "matmul", "einsum")
+DEFAULT_PERFORMER = "sum"  # the form the Ascend flow and gen_cfg.py expect
+WEIGHT_CHOICES = ("auto", "ema", "plain")  # which weights of a training checkpoint (EMA if present, for auto)
 SOFTMAX_FORM = "softmax"
+
+
+def form_phrase(form: str) -> str:
+    """How a report names an export's attention: 'performer sum', or 'softmax attention' (the transformer-token
+    variants, which have no performer)."""
+    return "softmax attention" if form == SOFTMAX_FORM else f"performer {form}"
 SPLIT_FORMS = ("conv", "unfold")  # how an export writes the soft splits; PyTorch's own forward always unfolds
 DEFAULT_SPLITS = "conv"
 
