@@ -185,6 +185,19 @@ def check_model_file(path: str | os.PathLike, what: str, kind: str = "onnx") -> 
         raise ToolkitError(f"{what} {path} is not {named}: it does not begin as one (first bytes {head[:8].hex()})")
 
 
+def check_checkpoint_file(path: str | os.PathLike, what: str) -> None:
+    """Refuse, before torch is imported, a checkpoint that is missing, empty, or plainly another kind of file (a
+    text or HTML page, an LFS pointer, an array, an archive); what torch must read is checked after."""
+    check_input_file(path, what)
+    head = file_head(path, 512)
+    if not head:
+        raise ToolkitError(f"checkpoint {path} is empty (0 bytes): the download or copy did not finish")
+    found = content_kind(head)
+    if found and found not in (CHECKPOINT, "a zip archive"):
+        hint = KIND_HINTS.get(found, ": the download or copy went wrong")
+        raise ToolkitError(f"checkpoint {path} is not a PyTorch checkpoint (it is {found}{hint})")
+
+
 def nearest_existing(path: str | os.PathLike) -> Path:
     """``path`` or its nearest ancestor that exists (where a folder to be made would go)."""
     path = Path(path).absolute()

@@ -150,3 +150,13 @@ def test_every_caveat_of_the_figures_is_said(tmp_path):
     assert notes[3].startswith("some figures are reused from earlier runs (2026-12-01T10:00:00+00:00)")
     assert left_out(manifest) == {"undecodable": manifest["bad"], "non_image_files": 1, "unlabelled_images": 0}
     assert caveats(a_job(tmp_path / "plain"), cpu_models(job), [{}], {}, None) == []  # a plain run: nothing to say
+
+
+def test_the_accuracy_table_says_images_were_left_out():
+    from t2t_vit.job.report import markdown_tables
+
+    row = {"batch_size": 8, "top1": 50.0, "top5": 75.0, "count": 40, "accuracy_batch_size": 8, "runner": "openvino",
+           "images_per_s": 16.0, "compute_ms_mean": 500.0}
+    summary = {"rows": [row], "accuracy_note": "", "left_out": {"undecodable": [{"name": "broken"}]}}
+    assert "| 50.000 | 75.000 | 40 (1 undecodable left out: caveats) | this run |" in markdown_tables(summary)
+    assert "| 40 | this run |" in markdown_tables({**summary, "left_out": {"undecodable": []}})

@@ -175,7 +175,7 @@ def test_gen_cfg_minimize_takes_uint8_bins_for_the_float_export(bins, exports, t
     tables = {}
     for dtype in ("float32", "uint8"):
         assert gen_cfg.main([str(exports["sum", "float32"]), str(tmp_path / f"{dtype}.cfg"), "--minimize", "--input",
-                             str(bins / dtype), "--images", "2", "-q"]) == 0
+                             str(bins / dtype), "--images", "1", "-q"]) == 0
         tables[dtype] = capsys.readouterr().out
     assert tables["float32"] == tables["uint8"].replace("uint8.cfg", "float32.cfg")  # the same images, normalised
     assert (tmp_path / "float32.cfg").read_text() == (tmp_path / "uint8.cfg").read_text()

@@ -49,8 +49,10 @@ def markdown_tables(summary: dict[str, Any]) -> str:
     rows = summary["rows"]
     lines = ["| accuracy pass | stands for batch sizes | top-1 (%) | top-5 (%) | images | measured |",
              "|---|---|---|---|---|---|"]
+    bad = len((summary.get("left_out") or {}).get("undecodable") or [])
+    skipped = f" ({bad} undecodable left out: caveats)" if bad else ""
     lines += [f"| batch {m['measured_at']}, {m['runner']} | {', '.join(map(str, m['batch_sizes']))} | {m['top1']:.3f} | "
-              f"{m['top5']:.3f} | {m['count']} | {when(m['reused_from'])} |" for m in measurements(rows)]
+              f"{m['top5']:.3f} | {m['count']}{skipped} | {when(m['reused_from'])} |" for m in measurements(rows)]
     lines += ["", summary["accuracy_note"]]
     npu = summary.get("npu_emulation")
     if npu:

@@ -157,7 +157,7 @@ def check_inputs(request: JobRequest) -> tuple[Any, Any, JobPaths]:
     writable, with room for the bins, and no other job holds it; then the checkpoint loads and fits the model.
     Returns the variant, the images and labels found, and the paths."""
     from t2t_vit.data.dataset import discover_images, read_class_list
-    from t2t_vit.files import check_not_held
+    from t2t_vit.files import check_checkpoint_file, check_not_held
     from t2t_vit.model.variants import DEFAULT, by_name
 
     if request.pth_path is None:
@@ -166,6 +166,7 @@ def check_inputs(request: JobRequest) -> tuple[Any, Any, JobPaths]:
         raise JobError("--data-dir is required (or --demo)")
     if not request.pth_path.is_file():
         raise JobError(f"checkpoint {request.pth_path} does not exist or is not a file (check --pth-path)")
+    check_checkpoint_file(request.pth_path, "--pth-path")
     discovery = discover_images(request.data_dir, request.label_file, read_class_list(request.class_list),
                                 request.devkit)
     expected = by_name(request.model) if request.model else DEFAULT  # the input size, before the checkpoint says it
