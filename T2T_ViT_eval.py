@@ -17,13 +17,16 @@ WORK/prep_bins_uint8_384: bins depend only on the data config, and variants of o
 export the sum form and its keep_dtype file for the NPU (WORK/t2t_vit_14_sum.onnx,
 WORK/t2t_vit_14_keep_dtype.cfg; ATC puts AIPP in front for uint8 bins) and the matmul form for the CPU
 (WORK/t2t_vit_14_matmul_uint8.onnx, which normalises inside, or WORK/t2t_vit_14_matmul.onnx for float32
-bins; a transformer-token variant has one form, WORK/t2t_vit_t_14[_uint8].onnx); the accuracy pass (WORK/result/bs<N>,
-WORK/acc_bs<N>.json); the throughput per batch size from pure inference (WORK/perf/bs<N>_summary.json). The tables go to stdout,
-WORK/eval_summary.json and WORK/eval_summary.png.
+bins; a transformer-token variant has one form, WORK/t2t_vit_t_14[_uint8].onnx); the accuracy pass
+(WORK/result_t2t_vit_14/bs<N>, WORK/acc_t2t_vit_14_bs<N>.json); the throughput per batch size from pure inference
+(WORK/perf_t2t_vit_14/bs<N>_summary.json). The tables go to stdout, WORK/eval_summary.json and WORK/eval_summary.png
+(the run just made) and WORK/eval_summary_t2t_vit_14.json (the variant's, kept). Variants share a work dir: each
+one's files carry its name, so a run of one never replaces another's, and when the work dir holds more than one,
+the job ends with the family table (T2T_ViT_family.py: WORK/family_summary.json and .png).
 
 With --device 0,1 every pass uses each listed chip (one ais_bench for today's, which splits the bins with
 --divide_input; one per chip, each with its share, for older ones), or on the CPU one process per device; results go
-to WORK/result/bs<N>/device<N>_<i>/, and throughput is per device and per card (their sum). WORK/om/T2T_ViT_dyn.om
+to WORK/result_<name>/bs<N>/device<N>_<i>/, and throughput is per device and per card (their sum). WORK/om/T2T_ViT_dyn.om
 (T2T_ViT_atc.sh --dynamic-batch) serves every batch size with --dymBatch N; a batch size that is not one of its
 gears is refused before anything runs. With --om-dir or --device, T2T_ViT_doctor.py's host checks run first.
 

@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from t2t_vit.model.flops import graph_flops  # noqa: E402,F401 - the count lives in the package
 from t2t_vit.runtime.backends import DEFAULT_BACKEND, default_streams, load_backend  # noqa: E402
 from t2t_vit.runtime.timing import default_micro_batch, pipeline_batches  # noqa: E402
 
@@ -63,36 +64,6 @@ def matmul_ceiling(threads: int, size: int = 2048, repeats: int = 10) -> float:
         request.infer({0: data})
         times.append(time.perf_counter() - started)
     return 2 * size ** 3 / statistics.median(times) / 1e9
-
-
-def graph_flops(onnx_path: Path, side: int = 224) -> tuple[float, float]:
-    """GFLOP per image at batch 1 of the graph's MatMuls and dense convolutions: (all, the attention's: MatMuls
-    of two activations). A grouped convolution (a soft split's one-hot copy) does no arithmetic and is not counted.
-
-    The shapes come from OpenVINO's static shape propagation of the ONNX graph (onnx's own shape inference stops
-    at an exported Unfold); OpenVINO reads ONNX Gemm as MatMul too; FLOPs are 2 per multiply-add.
-    """
-    from t2t_vit.version_bridge import openvino_core, openvino_shapes
-
-    model = openvino_core("counting a graph's FLOPs").read_model(str(onnx_path))
-    model.reshape({model.inputs[0].any_name: [1, 3, side, side]})
-    total = attention = 0
-    for op in model.get_ordered_ops():
-        kind = op.get_type_name()
-        if kind == "Convolution":
-            _, out = openvino_shapes(op)
-            weight = list(op.input_value(1).get_shape())  # (out channels, in channels, kh, kw)
-            total += 2 * int(np.prod(out)) * int(np.prod(weight[1:]))
-        if kind != "MatMul":
-            continue
-        left, out = openvino_shapes(op)
-        inner = left[-2] if op.get_attributes().get("transpose_a") else left[-1]
-        flops = 2 * int(np.prod(out)) * inner
-        total += flops
-        weights = {op.input_value(index).get_node().get_type_name() for index in range(2)}
-        if not weights & {"Constant", "Convert"}:  # both operands computed: q k^T, attn v
-            attention += flops
-    return total / 1e9, attention / 1e9
 
 
 def graph_gflops(onnx_path: Path) -> float:

@@ -283,7 +283,7 @@ def test_the_main_job_and_postprocess_on_the_official_pair(built, records, tmp_p
     assert row["count"] == 2 and row["top1"] == pytest.approx(100 * expected)
     import T2T_ViT_postprocess
 
-    assert T2T_ViT_postprocess.main(["--result-dir", str(built["work"] / "result" / "bs2"), "--gt-path",
+    assert T2T_ViT_postprocess.main(["--result-dir", str(built["work"] / "result_t2t_vit_14" / "bs2"), "--gt-path",
                                      str(built["work"] / "label.npy"), "--results-file", str(tmp_path / "acc.json"),
                                      "-q"]) == 0
     assert json.loads((tmp_path / "acc.json").read_text())["top1"] == row["top1"]
@@ -307,11 +307,11 @@ def test_the_main_job_and_postprocess_on_a_small_variant(built, records, tmp_pat
     row = json.loads((work / "eval_summary.json").read_text())["rows"][0]
     labels = read_labels(work / "label.npy")
     names = labels["name"].tolist()
-    logits = {built["stems"][stem]: np.fromfile(work / "result" / "bs2" / f"{stem}_0.bin", np.float32) for stem in names}
+    logits = {built["stems"][stem]: np.fromfile(work / f"result_{name}" / "bs2" / f"{stem}_0.bin", np.float32) for stem in names}
     np.testing.assert_allclose(np.stack([logits[stem] for stem in IMAGES]), records[name], rtol=0, atol=LOGIT_TOLERANCE)
     import T2T_ViT_postprocess
 
-    assert T2T_ViT_postprocess.main(["--result-dir", str(work / "result" / "bs2"), "--gt-path", str(work / "label.npy"),
+    assert T2T_ViT_postprocess.main(["--result-dir", str(work / f"result_{name}" / "bs2"), "--gt-path", str(work / "label.npy"),
                                      "--results-file", str(tmp_path / "acc.json"), "-q"]) == 0
     assert row["count"] == 2 and json.loads((tmp_path / "acc.json").read_text())["top1"] == row["top1"]
 

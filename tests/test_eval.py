@@ -76,8 +76,10 @@ def result_logits(result_dir, names):
 
 
 REAL_RUN = ("prep_bins_uint8/manifest.json", "prep_bins_uint8/ILSVRC2012_val_00000001.bin", "label.npy",
-            "t2t_vit_14_sum.onnx", "t2t_vit_14_matmul_uint8.onnx", "t2t_vit_14_keep_dtype.cfg", "result/bs4/ILSVRC2012_val_00000001_0.bin",
-            "result/bs4.stamp.json", "acc_bs4.json", "perf/bs4_summary.json", "eval_summary.json", "eval_summary.png")
+            "t2t_vit_14_sum.onnx", "t2t_vit_14_matmul_uint8.onnx", "t2t_vit_14_keep_dtype.cfg",
+            "result_t2t_vit_14/bs4/ILSVRC2012_val_00000001_0.bin", "result_t2t_vit_14/bs4.stamp.json",
+            "acc_t2t_vit_14_bs4.json", "perf_t2t_vit_14/bs4_summary.json", "eval_summary.json",
+            "eval_summary_t2t_vit_14.json", "eval_summary.png")
 
 
 def real_run_files(work):
@@ -148,7 +150,7 @@ def test_tables_json_and_plot(demo_run):
 
 def test_one_accuracy_pass_stage_times_and_estimate(demo_run):
     work, result = demo_run
-    assert sorted(path.name for path in (work / "result").iterdir() if path.is_dir()) == ["bs4"]
+    assert sorted(path.name for path in (work / f"result_{MODEL}").iterdir() if path.is_dir()) == ["bs4"]
     summary = json.loads((work / "eval_summary.json").read_text())
     stages = summary["stage_seconds"]
     assert any(stage.startswith("preprocess") for stage in stages) and f"accuracy at batch 4 ({RUNNER})" in stages
@@ -164,13 +166,13 @@ def test_results_equal_pytorch(demo_run):
     work, _ = demo_run
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
     expected = pytorch_logits(work / f"random_{MODEL}.pth.tar", work / BINS, names)
-    np.testing.assert_allclose(result_logits(work / "result" / "bs4", names), expected, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(result_logits(work / f"result_{MODEL}" / "bs4", names), expected, rtol=0, atol=1e-4)
 
 
 def test_rerun_reuses_what_is_done(demo_run):
     work, _ = demo_run
-    kept = [work / f"{MODEL}_sum.onnx", work / f"{MODEL}_matmul_uint8.onnx", work / "result" / "bs4_summary.json",
-            work / "perf" / "bs1_summary.json", work / BINS / "demo_0000.bin"]
+    kept = [work / f"{MODEL}_sum.onnx", work / f"{MODEL}_matmul_uint8.onnx", work / f"result_{MODEL}" / "bs4_summary.json",
+            work / f"perf_{MODEL}" / "bs1_summary.json", work / BINS / "demo_0000.bin"]
     before = mtimes(kept)
     result = run_eval(work, *DEMO)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -182,14 +184,14 @@ def test_accuracy_all_agrees_with_the_one_pass(demo_run):
     work, _ = demo_run  # the same work dir (a copy would be another data dir): it is left as it was found
     result = run_eval(work, *DEMO, "--accuracy-all")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "reusing " + str(work / "result" / "bs4") in result.stdout  # the bs4 pass was already there
+    assert "reusing " + str(work / f"result_{MODEL}" / "bs4") in result.stdout  # the bs4 pass was already there
     rows = json.loads((work / "eval_summary.json").read_text())["rows"]
     assert [row["accuracy_batch_size"] for row in rows] == [1, 4]
     assert rows[0]["top1"] == rows[1]["top1"] and rows[0]["top5"] == rows[1]["top5"]
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
     # Same logits at every batch size (1e-5: OpenVINO compiles each micro-batch shape on its own).
-    np.testing.assert_allclose(result_logits(work / "result" / "bs1", names),
-                               result_logits(work / "result" / "bs4", names), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(result_logits(work / f"result_{MODEL}" / "bs1", names),
+                               result_logits(work / f"result_{MODEL}" / "bs4", names), rtol=0, atol=1e-5)
     result = run_eval(work, *DEMO)
     assert result.returncode == 0 and "estimate:" not in result.stdout  # back to one pass: all reused
     rows = json.loads((work / "eval_summary.json").read_text())["rows"]
@@ -213,8 +215,8 @@ def test_a_swapped_checkpoint_a_corrupt_one_and_a_changed_data_dir(demo_run, tmp
     assert "running again: made with another model file" in result.stdout
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
     expected = pytorch_logits(checkpoint, work / BINS, names)
-    np.testing.assert_allclose(result_logits(work / "result" / "bs4", names), expected, rtol=0, atol=1e-4)
-    perf = json.loads((work / "perf" / "bs1_summary.json").read_text())
+    np.testing.assert_allclose(result_logits(work / f"result_{MODEL}" / "bs4", names), expected, rtol=0, atol=1e-4)
+    perf = json.loads((work / f"perf_{MODEL}" / "bs1_summary.json").read_text())
     assert perf["cpu_runner"]["threads"] == 1  # --threads reached it
     # A corrupt checkpoint: refused before anything is done, changing nothing; the summary there is the last run's,
     # and it names that run's checkpoint by its SHA-256, which is not this file's.
@@ -357,14 +359,14 @@ def test_on_the_ascend_host_each_om_runs_through_ais_bench(demo_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     calls = [json.loads(line) for line in (tmp_path / "ais_bench.log").read_text().splitlines()]
     assert calls == [
-        ["--model", str(om), "--input", str(work / BINS), "--output", str(work / "result"), "--output_dirname",
+        ["--model", str(om), "--input", str(work / BINS), "--output", str(work / f"result_{MODEL}"), "--output_dirname",
          "bs4", "--outfmt", "BIN", "--batchsize", "4", "--loop", "1", "--warmup_count", "1"],
-        ["--model", str(om), "--output", str(work / "perf"), "--output_dirname", "bs4", "--outfmt", "BIN",
+        ["--model", str(om), "--output", str(work / f"perf_{MODEL}"), "--output_dirname", "bs4", "--outfmt", "BIN",
          "--batchsize", "4", "--loop", "1", "--warmup_count", "1"]]
     rows = {row["batch_size"]: row for row in json.loads((work / "eval_summary.json").read_text())["rows"]}
     assert rows[4]["runner"] == "ais_bench" and rows[4]["accuracy_batch_size"] == 4 and rows[4]["images_per_s"] == 800
     assert rows[1]["runner"] == RUNNER and rows[1]["accuracy_batch_size"] == 1  # the CPU pass, for bs1 only
-    scored, _ = evaluate(work / "result" / "bs4", work / "label.npy")  # the stand-in's logits: the input's bytes
+    scored, _ = evaluate(work / f"result_{MODEL}" / "bs4", work / "label.npy")  # the stand-in's logits: the input's bytes
     assert (rows[4]["top1"], rows[4]["top5"], rows[4]["count"]) == (scored["top1"], scored["top5"], 5)
 
 
@@ -381,7 +383,7 @@ def test_emulate_npu_adds_the_fp16_pass_and_its_comparison(demo_run):
     assert read_metadata(work / f"{MODEL}_sum_uint8.onnx")["input_dtype"] == "uint8"  # it reads the uint8 bins
     assert 0 < npu["max_abs_diff"] < 0.05 and npu["top1_flips"] == 0  # it rounds, and stays close
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
-    logits = result_logits(work / "result" / "npu_fp16_bs4", names)
+    logits = result_logits(work / f"result_{MODEL}" / "npu_fp16_bs4", names)
     np.testing.assert_array_equal(logits, logits.astype(np.float16).astype(np.float32))  # fp16 values
     again = run_eval(work, *DEMO, "--emulate-npu")
     assert again.returncode == 0 and "estimate:" not in again.stdout  # the emulation pass is reused too
@@ -401,5 +403,31 @@ def test_float32_bins_give_the_uint8_runs_results(demo_run, tmp_path):
     summary = json.loads((work / "eval_summary.json").read_text())
     assert summary["bins_dtype"] == "float32" and summary["cpu_onnx"].endswith(f"{MODEL}_matmul.onnx")
     names = np.load(work / "label.npy", allow_pickle=False)["name"].tolist()
-    np.testing.assert_allclose(result_logits(work / "result" / "bs4", names),
-                               result_logits(source / "result" / "bs4", names), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(result_logits(work / f"result_{MODEL}" / "bs4", names),
+                               result_logits(source / f"result_{MODEL}" / "bs4", names), rtol=0, atol=1e-5)
+
+
+def test_variants_share_a_work_dir_and_the_family_table_holds_them(demo_run, tmp_path):
+    """A second variant's run replaces nothing of the first's, and the family table (printed, family_summary.json
+    and .png) holds both, on the same images. (Going back to a variant reusing all of it: tests/test_family.py,
+    slow tier, on published variants.)"""
+    source, _ = demo_run
+    work = tmp_path / "work" / "demo"
+    shutil.copytree(source, work, symlinks=True)
+    first = {path: path.stat().st_mtime_ns for path in work.rglob("*") if path.is_file() and MODEL in str(
+        path.relative_to(work)) and "eval_summary" not in path.name}
+    other = run_eval(work, *DEMO[:-1], "t2t_vit_t_test")
+    assert other.returncode == 0, other.stdout[-3000:] + other.stderr[-3000:]
+    assert {path: path.stat().st_mtime_ns for path in first} == first and "running again" not in other.stdout
+    assert "== the family measured in " in other.stdout and "| t2t_vit_t_test (T2T-ViT_t-test) |" in other.stdout
+    family = json.loads((work / "family_summary.json").read_text())
+    rows = {row["variant"]: row for row in family["rows"]}
+    assert set(rows) == {MODEL, "t2t_vit_t_test"} and len(family["groups"]) == 1  # the same 5 images
+    summary = json.loads((work / "eval_summary.json").read_text())  # the run just made
+    assert summary["model"]["model"] == "t2t_vit_t_test" and rows["t2t_vit_t_test"]["top1"] == summary["rows"][0]["top1"]
+    assert rows["t2t_vit_t_test"]["images_per_s"] == {"1": summary["rows"][0]["images_per_s"],
+                                                      "4": summary["rows"][1]["images_per_s"]}
+    kept = json.loads((work / f"eval_summary_{MODEL}.json").read_text())  # the first variant's, as it was
+    assert rows[MODEL]["top1"] == kept["rows"][0]["top1"] and rows[MODEL]["params_m"] > 0 and rows[MODEL]["images"] == 5
+    if installed("matplotlib"):
+        assert (work / "family_summary.png").read_bytes()[:4] == b"\x89PNG"

@@ -260,11 +260,30 @@ def shared_work(tmp_path_factory):
     return tmp_path_factory.mktemp("family_work") / "work"
 
 
-@pytest.mark.parametrize("name", ["t2t_vit_7", "t2t_vit_t_14", "t2t_vit_14_384"])
-def test_the_main_job_scores_each_variant_right_fp16_included(name, family_val, shared_work, tmp_path):
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, family_val):
+    """name -> (its fitted checkpoint, top-1, top-5), made once per variant."""
+    made = {}
+
+    def get(name):
+        if name not in made:
+            path = tmp_path_factory.mktemp("fitted") / f"{name}.pth.tar"
+            made[name] = (path, *fitted_checkpoint(name, family_val, path))
+        return made[name]
+
+    return get
+
+
+FAMILY = ["t2t_vit_7", "t2t_vit_t_14", "t2t_vit_14_384"]
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_the_main_job_scores_each_variant_right_fp16_included(name, family_val, shared_work, fitted):
     spec = BY_NAME[name]
-    top1, top5 = fitted_checkpoint(name, family_val, tmp_path / f"{name}.pth.tar")
-    result = run_job(shared_work, "--pth-path", str(tmp_path / f"{name}.pth.tar"), "--data-dir", str(family_val),
+    checkpoint, top1, top5 = fitted(name)
+    others = {path: path.stat().st_mtime_ns for path in shared_work.glob("*/*.stamp.json")} if shared_work.exists() \
+        else {}
+    result = run_job(shared_work, "--pth-path", str(checkpoint), "--data-dir", str(family_val),
                      "--batch-sizes", "1 4", "--emulate-npu", "--loop", "1")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((shared_work / "eval_summary.json").read_text())
@@ -281,9 +300,32 @@ def test_the_main_job_scores_each_variant_right_fp16_included(name, family_val, 
     bins = shared_work / ("prep_bins_uint8" + ("_384" if spec.img_size == 384 else ""))
     manifest = json.loads((bins / "manifest.json").read_text())
     assert manifest["data_config"]["input_size"] == [3, spec.img_size, spec.img_size]
-    assert json.loads((shared_work / "result" / "bs4.stamp.json").read_text())["variant"] == name
-    if name != "t2t_vit_7":  # the work dir holds the run of another variant: nothing of it is taken
-        assert "accuracy at batch 4 (" in result.stdout and "running again: made with another variant" in result.stdout
+    assert json.loads((shared_work / f"result_{name}" / "bs4.stamp.json").read_text())["variant"] == name
+    assert "running again" not in result.stdout  # its own files: nothing of another variant is taken or redone
+    assert {path: path.stat().st_mtime_ns for path in others} == others  # and nothing of theirs is replaced
+
+
+def test_going_back_to_a_variant_reuses_every_figure_and_the_family_holds_them_all(family_val, shared_work, fitted):
+    """After the three variants in one work dir: t2t_vit_7 again reuses every figure of its first run, and the
+    family table holds the three with their top-1 as constructed and images/s at batch 1 and 4."""
+    checkpoint, top1, _ = fitted("t2t_vit_7")
+    first = json.loads((shared_work / "eval_summary_t2t_vit_7.json").read_text())
+    result = run_job(shared_work, "--pth-path", str(checkpoint), "--data-dir", str(family_val), "--batch-sizes", "1 4",
+                     "--emulate-npu", "--loop", "1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "running" not in result.stdout and "== the family measured in " in result.stdout
+    again = json.loads((shared_work / "eval_summary.json").read_text())
+    assert [row["images_per_s"] for row in again["rows"]] == [row["images_per_s"] for row in first["rows"]]
+    assert all(row["accuracy_reused_from"] and row["throughput_reused_from"] for row in again["rows"])
+    family = json.loads((shared_work / "family_summary.json").read_text())
+    rows = {row["variant"]: row for row in family["rows"]}
+    assert set(rows) == set(FAMILY)
+    for name in FAMILY:
+        assert rows[name]["top1"] == pytest.approx(fitted(name)[1]) and set(rows[name]["images_per_s"]) == {"1", "4"}
+        assert rows[name]["fp16_flips"] == 0 and rows[name]["images"] == 12
+    assert rows["t2t_vit_7"]["keep_set"] == 76 and rows["t2t_vit_t_14"]["keep_set"] == 2
+    assert len(family["groups"]) == 1 and family["notes"] == []  # the same 12 images, one runner
+    assert (shared_work / "family_summary.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_demo_takes_a_variant(tmp_path):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import T2T_ViT_preprocess
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, TINY
 from imagenet_layouts import VAL_IMAGES, ground_truth, leaf_order, make_layouts, meta_mat, write_devkit
 from t2t_vit.data.labels import read_class_list
 
@@ -369,7 +369,7 @@ def test_the_main_job_on_the_official_pair_scores_as_on_the_folder(sample_images
         result = run_eval(work, *common, *data_args)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         summary = json.loads((work / "eval_summary.json").read_text())
-        logits = {path.name: path.read_bytes() for path in (work / "result" / "bs2").glob("*_0.bin")}
+        logits = {path.name: path.read_bytes() for path in (work / f"result_{TINY}" / "bs2").glob("*_0.bin")}
         return result.stdout, summary["rows"][0], logits
 
     _, folder_row, folder_logits = job("--data-dir", str(layouts.root / "val"))

@@ -122,11 +122,11 @@ def test_two_cpu_devices_score_each_image_once_with_the_logits_of_one(one_device
                            "runs")
     assert "| atc | not on PATH | blocker |" in host and "| Python |" not in host  # what an NPU run still needs
     assert "running again: made with another --device list" in result.stdout  # one device's stamp is not reused
-    layout = device_layout(work / "result" / "bs4")
+    layout = device_layout(work / f"result_{TINY}" / "bs4")
     assert layout.kind == "split" and list(layout.folders) == ["device0_0", "device1_1"]
     assert [len(found) for found in layout.folders.values()] == [3, 2]  # the first len % 2 devices one more
-    single = logits_in(one_device / "result" / "bs4")
-    split = {**logits_in(work / "result" / "bs4" / "device0_0"), **logits_in(work / "result" / "bs4" / "device1_1")}
+    single = logits_in(one_device / f"result_{TINY}" / "bs4")
+    split = {**logits_in(work / f"result_{TINY}" / "bs4" / "device0_0"), **logits_in(work / f"result_{TINY}" / "bs4" / "device1_1")}
     assert sorted(split) == sorted(single) and len(single) == IMAGES
     for name in single:
         np.testing.assert_allclose(split[name], single[name], atol=1e-5, rtol=0)
@@ -141,7 +141,7 @@ def test_two_cpu_devices_score_each_image_once_with_the_logits_of_one(one_device
         in result.stdout
     again = run_eval(work, *DEMO, "--batch-sizes", "4", "--device", "0,1")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"reusing {work / 'result' / 'bs4'}: same model, runner, batch and bins" in again.stdout
+    assert f"reusing {work / f'result_{TINY}' / 'bs4'}: same model, runner, batch and bins" in again.stdout
     assert json.loads((work / "eval_summary.json").read_text())["rows"][0]["per_device"] == row["per_device"]
 
 
@@ -202,9 +202,9 @@ def test_both_chips_of_a_duo_whichever_ais_bench_is_installed(one_device, tmp_pa
         assert [call[call.index("--output_dirname") + 1] for call in accuracy] == ["device0_0", "device1_1"]
         assert not Path(shares[0]).exists()  # the links to the bins are removed afterwards
     assert all(call[call.index("--model") + 1] == str(om) for call in calls)
-    layout = device_layout(work / "result" / "bs4")
+    layout = device_layout(work / f"result_{TINY}" / "bs4")
     assert layout.kind == "split" and [len(found) for found in layout.folders.values()] == [3, 2]
-    scored, _ = evaluate(work / "result" / "bs4", work / "label.npy")
+    scored, _ = evaluate(work / f"result_{TINY}" / "bs4", work / "label.npy")
     (row,) = json.loads((work / "eval_summary.json").read_text())["rows"]
     assert row["runner"] == "ais_bench" and (row["top1"], row["count"]) == (scored["top1"], IMAGES)
     assert row["per_device"] == [{"device": 0, "images_per_s": 800.0}, {"device": 1, "images_per_s": 4000 / 6}]

@@ -22,8 +22,8 @@ def a_job(tmp_path: Path, **asked) -> ResolvedJob:
     spec = by_name(TINY)
     paths = JobPaths.of(tmp_path, spec, request.dtype, None)
     paths.bins_dir.mkdir(parents=True, exist_ok=True)
-    for folder in ("result", "perf"):
-        (tmp_path / folder).mkdir()
+    for folder in (paths.results, paths.perf):
+        folder.mkdir()
     for index in range(5):
         (paths.bins_dir / f"img{index}.bin").write_bytes(bytes(8))
     write_labels(paths.labels_path, [f"img{index}" for index in range(5)], range(5))
@@ -48,7 +48,7 @@ def test_a_first_cpu_run_plans_one_accuracy_pass_and_a_throughput_run_per_batch_
     assert [plan.accuracy[0].computed_after(done) for done in (0, 1, 5)] == [0, 8, 8]
     assert plan.throughput[1].computed_after(8) == 8  # pure inference has no padding
     assert plan.describe()[0] == "accuracy at batch 8 on onnxruntime: run (not made yet)"
-    assert plan.accuracy[0].stamp == tmp_path / "result" / "bs8.stamp.json"
+    assert plan.accuracy[0].stamp == tmp_path / f"result_{TINY}" / "bs8.stamp.json"
 
 
 def test_a_stamped_pass_is_reused_and_a_changed_key_says_why_not(tmp_path):

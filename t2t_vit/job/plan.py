@@ -34,10 +34,6 @@ class Pass:
         return f"npu_fp16_bs{self.batch}" if self.kind == "emulation" else f"bs{self.batch}"
 
     @property
-    def folder(self) -> str:
-        return "perf" if self.kind == "throughput" else "result"
-
-    @property
     def computed(self) -> int:
         """Images the model computes when the pass runs: an accuracy pass's last batch is padded to a whole batch
         (as ais_bench pads), so a batch of 64 over 16 images costs 64."""
@@ -103,7 +99,7 @@ def plan_passes(job, models: dict[int, tuple[Path, str]], digest: Digests, image
     key and whether it can be reused."""
     from t2t_vit.provenance import machine
 
-    request, work = job.request, job.work_dir
+    request = job.request
     bins = bins_fingerprint(job.paths.bins_dir, job.paths.labels_path, digest)
     machine_id = f"{machine()['cpu']} x{machine()['cores']}"
     accuracy = [_accuracy_pass(job, batch, *models[batch], digest, bins, image_count)
@@ -114,7 +110,7 @@ def plan_passes(job, models: dict[int, tuple[Path, str]], digest: Digests, image
         key = {"kind": "emulation", "variant": job.spec.name, "model_sha256": digest(sum_onnx),
                "keep_dtype_sha256": digest(keep), "runner": "onnxruntime", "batch": batch, "bins": bins}
         accuracy.append(_checked(Pass("emulation", batch, sum_onnx, "onnxruntime", key,
-                                      work / "result" / f"npu_fp16_bs{batch}{STAMP_SUFFIX}", image_count,
+                                      job.paths.results / f"npu_fp16_bs{batch}{STAMP_SUFFIX}", image_count,
                                       keep_dtype=keep)))
     throughput = []
     for batch in job.batch_sizes:
@@ -123,7 +119,7 @@ def plan_passes(job, models: dict[int, tuple[Path, str]], digest: Digests, image
                "batch": batch, "loop": request.loop, "threads": request.threads, "machine": machine_id,
                "devices": stamp_devices(job, runner)}
         throughput.append(_checked(Pass("throughput", batch, model, runner, key,
-                                        work / "perf" / f"bs{batch}{STAMP_SUFFIX}", batch * (request.loop + warmup))))
+                                        job.paths.perf / f"bs{batch}{STAMP_SUFFIX}", batch * (request.loop + warmup))))
     return Plan(tuple(accuracy), tuple(throughput), image_count)
 
 
@@ -144,7 +140,7 @@ def accuracy_batches(job, models: dict[int, tuple[Path, str]]) -> list[int]:
 def _accuracy_pass(job, batch: int, model: Path, runner: str, digest: Digests, bins: str, images: int) -> Pass:
     key = {"kind": "accuracy", "variant": job.spec.name, "model_sha256": digest(model), "runner": runner,
            "batch": batch, "bins": bins, "devices": stamp_devices(job, runner)}
-    return _checked(Pass("accuracy", batch, model, runner, key, job.work_dir / "result" / f"bs{batch}{STAMP_SUFFIX}",
+    return _checked(Pass("accuracy", batch, model, runner, key, job.paths.results / f"bs{batch}{STAMP_SUFFIX}",
                          images))
 
 

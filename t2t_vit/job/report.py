@@ -169,7 +169,8 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def write_report(work_dir: Path, summary: dict[str, Any]) -> None:
-    """Print the tables and write eval_summary.json and eval_summary.png."""
+    """Print the tables and write eval_summary.json, eval_summary_<variant>.json and eval_summary.png; then, when
+    the work dir holds more than one variant, the family table."""
     from t2t_vit.provenance import write_json
     from t2t_vit.version_bridge import installed
 
@@ -182,6 +183,8 @@ def write_report(work_dir: Path, summary: dict[str, Any]) -> None:
     else:  # optional on an Ascend host: the tables and the JSON hold the same figures
         print(f"no {SUMMARY_PNG}: matplotlib is not installed here (pip install matplotlib)")
     write_json(work_dir / SUMMARY_JSON, summary)
+    write_json(work_dir / f"eval_summary_{variant}.json", summary)  # the variant's, kept beside the others'
+    written.insert(1, work_dir / f"eval_summary_{variant}.json")
     print("\n== summary")
     sha = summary.get("checkpoint_sha256")
     if summary.get("checkpoint"):
@@ -196,6 +199,20 @@ def write_report(work_dir: Path, summary: dict[str, Any]) -> None:
     if summary["note"]:
         print(f"\n{summary['note']}")
     print("\n" + stage_table(summary["stage_seconds"]))
+    print(f"\nwrote {' and '.join(map(str, written))}")
+    family_table(work_dir)
+
+
+def family_table(work_dir: Path) -> None:
+    """When the work dir holds more than one variant's summary: the family table, and family_summary.*."""
+    from t2t_vit.job.family import build_family, variant_summaries
+    from t2t_vit.job.family_report import markdown, write_family
+
+    if len(variant_summaries(work_dir)) < 2:
+        return
+    family = build_family([work_dir])
+    written = write_family(family, work_dir)
+    print(f"\n== the family measured in {work_dir} (T2T_ViT_family.py)\n{markdown(family)}")
     print(f"\nwrote {' and '.join(map(str, written))}")
 
 
@@ -235,6 +252,18 @@ def caveats(job, models: dict[int, tuple[Path, str]], rows: list[dict[str, Any]]
         notes.append(f"some figures are reused from earlier runs ({', '.join(reused)}): the 'measured' columns say "
                      f"which")
     return notes
+
+
+def variant_facts(job) -> dict[str, Any]:
+    """The family table's columns of the variant: its published name and checkpoint, params and GFLOPs (counted
+    from its float export where OpenVINO is installed; else null)."""
+    from t2t_vit.model.flops import count_parameters, graph_flops
+    from t2t_vit.version_bridge import installed
+
+    spec = job.spec
+    gflops = graph_flops(job.paths.sum_onnx, spec.img_size)[0] if installed("openvino") else None
+    return {"title": spec.title, "published": list(spec.checkpoints), "params_m": count_parameters(spec) / 1e6,
+            "gflops": gflops}
 
 
 def build_summary(job, models: dict[int, tuple[Path, str]], plan, state, scores: dict[int, dict[str, Any]],
@@ -281,4 +310,6 @@ def build_summary(job, models: dict[int, tuple[Path, str]], plan, state, scores:
             "checkpoint_sha256": digest(job.pth_path) if digest is not None else None,
             "data_dir": str(job.data_dir), "data_coverage": manifest.get("coverage", ""),
             "demo": request.demo, "note": DEMO_NOTE if request.demo else "", "devices": job.device_list,
+            "variant": variant_facts(job), "data": {"images": rows[0]["count"], "img_size": job.spec.img_size,
+                                                    "labels_sha256": digest(job.paths.labels_path) if digest else None},
             "stage_seconds": state.stage_seconds, "date": now(), "machine": machine(), "versions": versions()}

@@ -29,7 +29,10 @@ def export_path(work: Path, performer: str, input_dtype: str, spec: Any = None) 
 
 @dataclass(frozen=True)
 class JobPaths:
-    """Where the job's artefacts live in the work dir."""
+    """Where the job's artefacts live in the work dir. Everything made from one variant carries its name, so
+    variants share a work dir without replacing each other's files: the exports, the keep set, the results
+    (``result_<variant>/``), the throughput runs (``perf_<variant>/``), the accuracy files and the variant's summary.
+    The bins and labels depend only on the data config and are shared by the variants of one input size."""
 
     bins_dir: Path
     labels_path: Path
@@ -38,6 +41,9 @@ class JobPaths:
     emulation_onnx: Path  # the NPU emulation reads the bins too: the sum form with the bins' input dtype
     keep_dtype_cfg: Path
     om_dir: Path
+    results: Path  # accuracy passes: <results>/bs<N>/, <results>/npu_fp16_bs<N>/, their stamps and summaries
+    perf: Path  # throughput runs: <perf>/bs<N>_summary.json and their stamps
+    variant_summary: Path  # eval_summary_<variant>.json: the variant's last summary, kept beside the others'
 
     @classmethod
     def of(cls, work: Path, spec: Any, dtype: str, om_dir: Path | None) -> JobPaths:
@@ -48,7 +54,18 @@ class JobPaths:
         return cls(work / bins, work / "label.npy", export_path(work, NPU_PERFORMER, "float32", spec),
                    export_path(work, CPU_PERFORMER, dtype, spec), export_path(work, NPU_PERFORMER, dtype, spec),
                    work / f"{spec.name}_keep_dtype.cfg",
-                   om_dir or work / ("om" if spec is DEFAULT else f"om_{spec.name}"))
+                   om_dir or work / ("om" if spec is DEFAULT else f"om_{spec.name}"),
+                   work / f"result_{spec.name}", work / f"perf_{spec.name}", work / f"eval_summary_{spec.name}.json")
+
+    def accuracy_json(self, kind: str, batch: int) -> Path:
+        """acc_<variant>_bs<N>.json, or acc_<variant>_npu_fp16.json for the NPU emulation."""
+        variant = self.variant_summary.stem[len("eval_summary_"):]
+        suffix = "npu_fp16" if kind == "emulation" else f"bs{batch}"
+        return self.variant_summary.parent / f"acc_{variant}_{suffix}.json"
+
+    def folder_of(self, kind: str) -> Path:
+        """Where a pass of ``kind`` writes: throughput runs under perf, accuracy passes under results."""
+        return self.perf if kind == "throughput" else self.results
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,7 @@ def invocation_of(item: Pass, job) -> Invocation:
     estimate is fair), or ``--loop`` timed batches of pure inference."""
     throughput = item.kind == "throughput"
     return Invocation(model=item.model, inputs=None if throughput else job.paths.bins_dir,
-                      output=job.work_dir / item.folder, output_dirname=item.dirname, batch=item.batch,
+                      output=job.paths.folder_of(item.kind), output_dirname=item.dirname, batch=item.batch,
                       loop=job.request.loop if throughput else 1, warmup=1,
                       gear=item.batch if item.model.name == DYNAMIC_OM else None)
 
@@ -227,11 +227,11 @@ def device_summary(result_dir: Path, devices: list[int], wall: float | None, run
 
 
 def score_pass(item: Pass, job, state: JobState) -> dict[str, Any]:
-    """The accuracy of one pass (run or reused) as the postprocess stage computes it, written to acc_bs<N>.json."""
+    """The accuracy of one pass (run or reused) as the postprocess stage computes it, written to acc_<variant>_bs<N>.json."""
     from t2t_vit.data.metrics import ConstantOutputError, ResultError, evaluate
     from t2t_vit.provenance import provenance, write_json
 
-    result_dir, labels_path = job.work_dir / item.folder / item.dirname, job.paths.labels_path
+    result_dir, labels_path = job.paths.folder_of(item.kind) / item.dirname, job.paths.labels_path
     allow_constant = job.request.allow_constant
     if item.reuse_reason:
         print(f"{item.kind} at batch {item.batch} ({item.runner}): {running_why(item.reuse_reason)}")
@@ -250,8 +250,7 @@ def score_pass(item: Pass, job, state: JobState) -> dict[str, Any]:
         results, _ = evaluate(result_dir, labels_path, allow_constant=allow_constant)
     results["batch_size"] = item.batch
     results["runner"] = item.runner
-    name = "acc_npu_fp16" if item.kind == "emulation" else f"acc_bs{item.batch}"
-    write_json(job.work_dir / f"{name}.json", {**results, **provenance({"job": JOB_NAME})})
+    write_json(job.paths.accuracy_json(item.kind, item.batch), {**results, **provenance({"job": JOB_NAME})})
     print(f"Top-1 accuracy of the model is: {results['top1']:.3f}%  Top-5: {results['top5']:.3f}%  "
           f"({results['count']} images, batch {item.batch})")
     return results
@@ -263,8 +262,8 @@ def emulate_npu(item: Pass, job, state: JobState, fp32: Pass) -> dict[str, Any]:
 
     labels_path = job.paths.labels_path
     results = score_pass(item, job, state)
-    names, emulated, reference, _ = align(match_results(job.work_dir / item.folder / item.dirname, labels_path),
-                                          match_results(job.work_dir / fp32.folder / fp32.dirname, labels_path),
+    names, emulated, reference, _ = align(match_results(job.paths.folder_of(item.kind) / item.dirname, labels_path),
+                                          match_results(job.paths.folder_of(fp32.kind) / fp32.dirname, labels_path),
                                           allow_missing=False)
     comparison = compare(names, emulated, reference)
     figures = {"top1": results["top1"], "top5": results["top5"], "count": results["count"],
@@ -297,7 +296,7 @@ def why_kept(item: Pass, bins_dir: Path) -> dict[str, Any]:
 
 
 def measure_throughput(item: Pass, job, state: JobState) -> dict[str, Any]:
-    summary_path = job.work_dir / "perf" / f"bs{item.batch}_summary.json"
+    summary_path = job.paths.perf / f"bs{item.batch}_summary.json"
     if item.reuse_reason:
         print(f"throughput at batch {item.batch} ({item.runner}, {job.request.loop} runs): "
               f"{running_why(item.reuse_reason)}")

@@ -98,6 +98,8 @@ def form_phrase(form: str) -> str:
     """How a report names an export's attention: 'performer sum', or 'softmax attention' (the transformer-token
     variants, which have no performer)."""
     return "softmax attention" if form == SOFTMAX_FORM else f"performer {form}"
+
+
 SPLIT_FORMS = ("conv", "unfold")  # how an export writes the soft splits; PyTorch's own forward always unfolds
 DEFAULT_SPLITS = "conv"
 
