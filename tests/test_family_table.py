@@ -61,6 +61,8 @@ def test_other_images_and_another_runner_are_apart_and_said(tmp_path):
                                "others are marked 'apart'"]
     # the NPU's 900 images/s never puts the CPU's t2t_vit_14 off the frontier: each group has its own
     assert groups[0]["frontier"] == ["t2t_vit_14", "t2t_vit_7"] and groups[2]["frontier"] == ["t2t_vit_14"]
+    apart = [(row["variant"], row["runner"]) for row in family["rows"] if row["apart"]]
+    assert sorted(apart) == [("t2t_vit_14", "ais_bench"), ("t2t_vit_t_14", "openvino")]  # marked, never compared
 
 
 def rows_of(**speed_and_top1):
@@ -78,7 +80,7 @@ def test_the_choice_under_a_floor_says_why_or_that_none_meets_it():
     none = choose(rows, 82, None)
     assert none["variant"] is None and none["why"] == ("none of the 3 meets top-1 >= 82 %: the most accurate is "
                                                        "t2t_vit_14 (81.50 %), the fastest t2t_vit_7 (78.6 images/s)")
-    assert frontier(rows) == ["t2t_vit_14", "t2t_vit_10", "t2t_vit_7"]
+    assert [row["variant"] for row in frontier(rows)] == ["t2t_vit_14", "t2t_vit_10", "t2t_vit_7"]
 
 
 def test_the_script_merges_work_dirs_writes_json_and_plot(tmp_path, capsys):

@@ -66,7 +66,7 @@ def family_row(path: Path, summary: dict[str, Any], runner: str, measured: list[
     variant, npu = summary.get("variant") or {}, summary.get("npu_emulation") or {}
     speed = {int(row["batch_size"]): float(row["images_per_s"]) for row in measured}
     best = max(speed, key=lambda batch: speed[batch])
-    first = measured[0]
+    first = next(row for row in measured if int(row["batch_size"]) == best)  # the accuracy of what would ship
     return {"variant": summary["model"]["model"], "title": variant.get("title", summary["model"]["model"]),
             "checkpoint": Path(summary.get("checkpoint") or "").name, "checkpoint_sha256": summary.get("checkpoint_sha256"),
             "runner": runner, "top1": first["top1"], "top5": first["top5"], "images": first["count"],
@@ -90,25 +90,32 @@ def data_key(row: dict[str, Any]) -> tuple:
 
 
 def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of the same images and runner, the largest group first (it is the comparison; the others are apart)."""
+    """Rows of the same images and runner, the largest group first (it is the comparison; the others are apart):
+    each row gets its ``group``, ``apart`` and ``on_frontier``."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((data_key(row), row["runner"]), []).append(row)
     ordered = sorted(groups.items(), key=lambda item: -len(item[1]))
-    return [{"data": {"labels_sha256": key[0][0], "images": key[0][1]}, "runner": key[1],
-             "variants": [row["variant"] for row in members], "frontier": frontier(members)}
-            for key, members in ordered]
+    groups = []
+    for index, (key, members) in enumerate(ordered):
+        edge = frontier(members)
+        for row in members:
+            row.update(group=index, apart=index > 0, on_frontier=any(row is other for other in edge))
+        groups.append({"data": {"labels_sha256": key[0][0], "images": key[0][1]}, "runner": key[1],
+                       "variants": [row["variant"] for row in members], "frontier": [row["variant"] for row in edge]})
+    return groups
 
 
-def frontier(rows: list[dict[str, Any]]) -> list[str]:
-    """The variants no other beats on both top-1 and best images/s (at least as good on both, better on one)."""
+def frontier(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows no other beats on both top-1 and best images/s (at least as good on both, better on one), slowest
+    first."""
     def beaten(row):
         return any(other is not row and other["top1"] >= row["top1"] and other["best_images_per_s"] >=
                    row["best_images_per_s"] and (other["top1"] > row["top1"] or
                                                  other["best_images_per_s"] > row["best_images_per_s"])
                    for other in rows)
 
-    return [row["variant"] for row in sorted(rows, key=lambda row: row["best_images_per_s"]) if not beaten(row)]
+    return [row for row in sorted(rows, key=lambda row: row["best_images_per_s"]) if not beaten(row)]
 
 
 def choose(rows: list[dict[str, Any]], min_top1: float | None, min_images_per_s: float | None) -> dict[str, Any]:
@@ -124,12 +131,15 @@ def choose(rows: list[dict[str, Any]], min_top1: float | None, min_images_per_s:
         return {"variant": None, "why": f"none of the {len(rows)} meets {' and '.join(floors)}: the most accurate is "
                                         f"{best['variant']} ({best['top1']:.2f} %), the fastest "
                                         f"{fastest['variant']} ({fastest['best_images_per_s']:.1f} images/s)"}
-    if min_images_per_s is not None:
+    floor = " and ".join(floors)
+    if len(meeting) == 1:
+        pick, reason = meeting[0], f"the only one of the {len(rows)} that meets {floor}"
+    elif min_images_per_s is not None:
         pick = max(meeting, key=lambda row: (row["top1"], row["best_images_per_s"]))
-        reason = f"the most accurate of the {len(meeting)} that meet {' and '.join(floors)}"
+        reason = f"the most accurate of the {len(meeting)} that meet {floor}"
     else:
         pick = max(meeting, key=lambda row: (row["best_images_per_s"], row["top1"]))
-        reason = f"the fastest of the {len(meeting)} that meet {' and '.join(floors)}"
+        reason = f"the fastest of the {len(meeting)} that meet {floor}"
     return {"variant": pick["variant"], "why": f"{pick['variant']}: {reason} (top-1 {pick['top1']:.2f} %, "
                                                f"{pick['best_images_per_s']:.1f} images/s at batch {pick['best_batch']})"}
 
@@ -141,14 +151,9 @@ def build_family(work_dirs: Sequence[Path], min_top1: float | None = None,
 
     rows = family_rows(read_summaries(work_dirs))
     groups = group_rows(rows)
-    for group in groups:
-        members = [row for row in rows if (data_key(row), row["runner"]) ==
-                   ((group["data"]["labels_sha256"], group["data"]["images"]), group["runner"])]
-        for row in members:
-            row["on_frontier"] = row["variant"] in group["frontier"]
-            row["group"] = groups.index(group)
-        if min_top1 is not None or min_images_per_s is not None:
-            group["choice"] = choose(members, min_top1, min_images_per_s)
+    if min_top1 is not None or min_images_per_s is not None:
+        for index, group in enumerate(groups):
+            group["choice"] = choose([row for row in rows if row["group"] == index], min_top1, min_images_per_s)
     return {"rows": rows, "groups": groups, "notes": group_notes(groups),
             "floors": {"min_top1": min_top1, "min_images_per_s": min_images_per_s},
             "work_dirs": [str(path) for path in work_dirs], "date": now()}

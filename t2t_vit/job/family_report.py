@@ -20,10 +20,11 @@ def markdown(family: dict[str, Any]) -> str:
         members = [row for row in rows if row["group"] == index]
         data = group["data"]
         where = f"{data['images']} images (labels {str(data['labels_sha256'])[:12]}), runner {group['runner']}"
-        lines += ["", f"{'apart: ' if index else ''}{where}" + (" - DEMO, random weights" if any(
+        head = "apart, not compared with the first group: " if index else ""
+        lines += ["", f"{head}{where}" + (" - DEMO, random weights" if any(
             row["demo"] for row in members) else ""),
                   "| variant | checkpoint | top-1 (%) | top-5 (%) | fp16 top-1 (%) (flips) | keep set | params (M) | "
-                  "GFLOPs | " + " | ".join(f"bs{batch} images/s" for batch in batches) + " | best | frontier | measured |",
+                  "GFLOP (2 per MAC) | " + " | ".join(f"bs{batch} images/s" for batch in batches) + " | best | frontier | measured |",
                   "|---" * (11 + len(batches)) + "|"]
         for row in sorted(members, key=lambda row: -row["best_images_per_s"]):
             fp16 = "-" if row["fp16_top1"] is None else f"{row['fp16_top1']:.2f} ({row['fp16_flips']})"
@@ -63,17 +64,18 @@ def plot(family: dict[str, Any], path: Path) -> None:
         label = f"{group['runner']}, {group['data']['images']} images" + (" (apart)" if index else "")
         axes.scatter([row["best_images_per_s"] for row in members], [row["top1"] for row in members], label=label,
                      facecolors="none" if index else f"C{index}", edgecolors=f"C{index}", zorder=3)
-        for row in members:
+        for rank, row in enumerate(sorted(members, key=lambda row: row["best_images_per_s"])):
             axes.annotate(row["variant"], (row["best_images_per_s"], row["top1"]), textcoords="offset points",
-                          xytext=(4, 4), fontsize=8)
+                          xytext=(5, 5 + 9 * (rank % 3)), fontsize=8)  # staggered: close points stay legible
         edge = sorted((row for row in members if row["on_frontier"]), key=lambda row: row["best_images_per_s"])
         axes.plot([row["best_images_per_s"] for row in edge], [row["top1"] for row in edge], linestyle="--",
-                  color=f"C{index}", alpha=0.6, label=f"frontier ({group['runner']})")
+                  marker="o", markersize=13, markerfacecolor="none", color=f"C{index}", alpha=0.6,
+                  label=f"frontier ({group['runner']}, {group['data']['images']} images)")
     axes.set_xlabel("images/s at the best batch size (pure inference)")
     axes.set_ylabel("top-1 (%)")
     axes.set_title("T2T-ViT family: accuracy against speed")
     axes.grid(True, alpha=0.3)
-    axes.legend(loc="lower left", fontsize=8)
+    axes.legend(loc="best", fontsize=8)
     figure.tight_layout()
     with atomic_output(path) as temp_path:
         figure.savefig(temp_path, format="png", dpi=100)
