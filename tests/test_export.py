@@ -90,6 +90,10 @@ def test_metadata_records_provenance(exported):
     assert metadata["data_config_hash"] == data_config_hash(resolve_data_config())
     assert metadata["checkpoint"] == str(checkpoint_path) and metadata["weights"] == "state_dict_ema"
     assert metadata["checkpoint_sha256"] == sha256_file(checkpoint_path)  # what the main job's reuse is keyed on
+    from t2t_vit.model.checkpoint import read_checkpoint
+
+    weights = read_checkpoint(checkpoint_path)["state_dict_ema"]
+    assert int(metadata["params"]) == sum(tensor.numel() for tensor in weights.values())  # the family table's params
 
 
 def t2t_nodes(path) -> list:

@@ -71,10 +71,12 @@ def pass_summary(item: Pass, compute_ms: list[float], throughput: float, compute
                 f"time of one batch over {len(compute_ms)} timed runs)")
     seconds, padded = sum(compute_ms) / 1000, len(compute_ms) * item.batch - computed
     reused = f" ({item.images - computed} reused from the interrupted run)" if computed < item.images else ""
-    line = (f"{plural(computed, 'image')}{reused} in {plural(len(compute_ms), 'batch', 'batches')} of {item.batch}: {seconds:.1f} s of inference, "
+    batches = plural(len(compute_ms), "batch", "batches")
+    line = (f"{plural(computed, 'image')}{reused} in {batches} of {item.batch}: {seconds:.1f} s of inference, "
             f"{computed / seconds if seconds else 0:.1f} images/s")
     if padded > 0:
-        line += (f"; the last batch was padded with {plural(padded, 'copy', 'copies')} (as ais_bench pads; they are not scored), so the "
+        line += (f"; the last batch was padded with {plural(padded, 'copy', 'copies')} (as ais_bench pads; they are "
+                 f"not scored), so the "
                  f"model itself ran at {throughput:.1f} images/s")
     return line
 

@@ -68,7 +68,8 @@ def family_row(path: Path, summary: dict[str, Any], runner: str, measured: list[
     best = max(speed, key=lambda batch: speed[batch])
     first = next(row for row in measured if int(row["batch_size"]) == best)  # the accuracy of what would ship
     return {"variant": summary["model"]["model"], "title": variant.get("title", summary["model"]["model"]),
-            "checkpoint": Path(summary.get("checkpoint") or "").name, "checkpoint_sha256": summary.get("checkpoint_sha256"),
+            "checkpoint": Path(summary.get("checkpoint") or "").name,
+            "checkpoint_sha256": summary.get("checkpoint_sha256"),
             "runner": runner, "top1": first["top1"], "top5": first["top5"], "images": first["count"],
             "fp16_top1": npu.get("top1"), "fp16_flips": npu.get("top1_flips"), "keep_set": npu.get("keep_dtype_nodes"),
             "params_m": variant.get("params_m"), "gflops": variant.get("gflops"), "images_per_s": speed,

@@ -24,7 +24,8 @@ def markdown(family: dict[str, Any]) -> str:
         lines += ["", f"{head}{where}" + (" - DEMO, random weights" if any(
             row["demo"] for row in members) else ""),
                   "| variant | checkpoint | top-1 (%) | top-5 (%) | fp16 top-1 (%) (flips) | keep set | params (M) | "
-                  "GFLOP (2 per MAC) | " + " | ".join(f"bs{batch} images/s" for batch in batches) + " | best | frontier | measured |",
+                  "GFLOP (2 per MAC) | " + " | ".join(f"bs{batch} images/s" for batch in batches)
+                  + " | best | frontier | measured |",
                   "|---" * (11 + len(batches)) + "|"]
         for row in sorted(members, key=lambda row: -row["best_images_per_s"]):
             fp16 = "-" if row["fp16_top1"] is None else f"{row['fp16_top1']:.2f} ({row['fp16_flips']})"

@@ -257,13 +257,15 @@ def caveats(job, models: dict[int, tuple[Path, str]], rows: list[dict[str, Any]]
 def variant_facts(job) -> dict[str, Any]:
     """The family table's columns of the variant: its published name and checkpoint, params and GFLOPs (counted
     from its float export where OpenVINO is installed; else null)."""
+    from t2t_vit.model.export import read_metadata
     from t2t_vit.model.flops import count_parameters, graph_flops
     from t2t_vit.version_bridge import installed
 
     spec = job.spec
     gflops = graph_flops(job.paths.sum_onnx, spec.img_size)[0] if installed("openvino") else None
-    return {"title": spec.title, "published": list(spec.checkpoints), "params_m": count_parameters(spec) / 1e6,
-            "gflops": gflops}
+    recorded = read_metadata(job.paths.sum_onnx).get("params")  # the export's count (older exports: count now)
+    params = int(recorded) if recorded else count_parameters(spec)
+    return {"title": spec.title, "published": list(spec.checkpoints), "params_m": params / 1e6, "gflops": gflops}
 
 
 def build_summary(job, models: dict[int, tuple[Path, str]], plan, state, scores: dict[int, dict[str, Any]],

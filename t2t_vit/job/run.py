@@ -107,7 +107,7 @@ def run_job(request: JobRequest) -> dict[str, Any]:
             (job.work_dir / DEMO_MARKER).write_text(
                 "Made by T2T_ViT_eval.sh --demo: synthetic images and a randomly initialised checkpoint; every file "
                 "in this folder is the demo's (it writes nowhere else), and the accuracy means nothing.\n")
-        for stale in (job.work_dir / report.SUMMARY_JSON, job.work_dir / report.SUMMARY_PNG):
+        for stale in (job.work_dir / report.SUMMARY_JSON, job.work_dir / report.SUMMARY_PNG, job.paths.variant_summary):
             remove_if_present(stale)  # a failed run must not leave the last run's tables looking current
         state, digest = JobState(), Digests()
         if request.demo:

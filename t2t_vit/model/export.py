@@ -149,7 +149,8 @@ def export_onnx(model: T2TViT, onnx_path: str | os.PathLike, opset: int = DEFAUL
                           f"{img_size}x{img_size}")
     metadata = _metadata(performer, opset, data_config,
                          {**_variant_record(model), "input_dtype": input_dtype, "input_layout": INPUT_LAYOUTS[input_dtype],
-                          "soft_splits": splits, **(extra_metadata or {})})
+                          "soft_splits": splits, "params": str(sum(p.numel() for p in model.parameters())),
+                          **(extra_metadata or {})})
 
     model = model.eval()
     with atomic_output(onnx_path) as temp_path:
