@@ -108,3 +108,14 @@ def test_a_work_dir_without_summaries_is_one_line(tmp_path, capsys):
     assert T2T_ViT_family.main(["--work-dir", str(tmp_path / "none")]) == 1
     assert "--work-dir " + str(tmp_path / "none") + " does not exist" in capsys.readouterr().err
     assert not (tmp_path / "empty" / "family_summary.json").exists()
+
+
+def test_a_duo_row_shows_the_card_and_each_chip(tmp_path):
+    """ais_bench on both chips of a Duo: the card's images/s (their sum) with each chip's in brackets."""
+    from t2t_vit.job.family_report import markdown
+
+    duo = summary("t2t_vit_14", 81.4, {8: 1800.0}, runner="ais_bench")
+    duo["rows"][0]["per_device"] = [{"device": 0, "images_per_s": 905.0}, {"device": 1, "images_per_s": 895.0}]
+    family = build_family([work_dir(tmp_path / "npu", duo)])
+    assert family["rows"][0]["per_device"] == {8: duo["rows"][0]["per_device"]}
+    assert "| 1800.0 (905.0 + 895.0) | 1800.0 at bs8 | yes |" in markdown(family)
