@@ -8,8 +8,8 @@ Every case runs the real script in a fresh process, as a user types it (the main
 T2T_ViT_eval.sh), in a scratch folder with a real checkpoint (random weights, the published layout) and real
 images; the rounds interleave the cases and the torch import (this machine is shared and drifts). Printed per
 case: the median wall time, its ratio to the median ``import torch`` of the same run (the target is at most
-0.5, and under 1 s), the exit code and the one line of the answer. The checks that need the model (the
-checkpoint's content) come after torch by design and are listed for comparison.
+0.5, and under 1 s), the exit code and the one line of the answer. Only the checks that need the model (a
+checkpoint's tensors) come after torch, by design.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def cases() -> dict[str, list[str]]:
                                "out"],
         "postprocess: --results-file on /proc": [*python, str(REPO / "T2T_ViT_postprocess.py"), "--result-dir", "val",
                                                  "--gt-path", "label.npy", "--results-file", "/proc/nope/a.json"],
-        "(after torch) eval: text as checkpoint": [*eval_sh, "--pth-path", "notes.txt", "--data-dir", "val"],
+        "eval: a text file as the checkpoint": [*eval_sh, "--pth-path", "notes.txt", "--data-dir", "val"],
     }
 
 
