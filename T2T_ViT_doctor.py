@@ -44,13 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         from pathlib import Path
 
         from t2t_vit import ToolkitError
-        from t2t_vit.files import check_output_folder
+        from t2t_vit.files import check_output_file, check_output_folder
 
         if args.data_dir and not Path(args.data_dir).exists():  # the user's own mistakes first, in one line
             raise ToolkitError(f"--data-dir {args.data_dir} does not exist")
         check_output_folder(args.work_dir, "--work-dir")
         if args.json and args.json != "-":
-            check_output_folder(Path(args.json).absolute().parent, "the folder of --json")
+            check_output_file(args.json, "--json")
         from t2t_vit.ascend.doctor import cpu_path_note, diagnose, table
         from t2t_vit.provenance import provenance, write_json
 

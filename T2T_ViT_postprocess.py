@@ -49,12 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def action() -> None:
-        from pathlib import Path
-
-        from t2t_vit.files import check_output_folder
+        from t2t_vit.files import check_output_file
 
         if args.results_file:
-            check_output_folder(Path(args.results_file).absolute().parent, "the folder of --results-file")
+            check_output_file(args.results_file, "--results-file")
         from t2t_vit.data import metrics
         from t2t_vit.provenance import provenance, write_json
 

@@ -62,14 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     def action() -> None:
         from pathlib import Path
 
-        from t2t_vit.files import check_input_file, check_model_file, check_output_folder
+        from t2t_vit.files import check_input_file, check_model_file, check_output_file
 
         check_model_file(args.onnx_path, "ONNX")  # before onnx is imported
         for path, what in ((args.input, "--input"), (args.keep_dtype, "--keep-dtype")):
             if path and not Path(path).is_dir():
                 check_input_file(path, what)
         output, what = (args.report, "--report") if args.explain else (args.cfg_path, "CFG")
-        check_output_folder(Path(output).absolute().parent, f"the folder of {what}")
+        check_output_file(output, what)
         from t2t_vit.ascend.keep_dtype import describe, keep_dtype_nodes, write_keep_dtype
 
         if args.explain:

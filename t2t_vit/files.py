@@ -142,7 +142,8 @@ def check_input_file(path: str | os.PathLike, what: str) -> None:
 
 
 CHECKPOINT = "a PyTorch checkpoint"
-KIND_HINTS = {CHECKPOINT: ": export it first (T2T_ViT_pth2onnx.py)", "a Git LFS pointer": ": fetch the real file (git lfs pull)"}
+KIND_HINTS = {CHECKPOINT: ": export it first (T2T_ViT_pth2onnx.py)",
+              "a Git LFS pointer": ": fetch the real file with git lfs pull"}
 
 
 def content_kind(head: bytes) -> str | None:
@@ -164,8 +165,8 @@ def content_kind(head: bytes) -> str | None:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if text.strip() and all(ch.isprintable() or ch in "\r\n\t" for ch in text):
-        return f"a text file, starting {text.strip().splitlines()[0][:40]!r}"
+    if head and all(ch.isprintable() or ch in "\r\n\t" for ch in text):
+        return f"a text file, starting {(text.strip().splitlines() or [''])[0][:60]!r}"
     return None
 
 
@@ -192,10 +193,24 @@ def check_checkpoint_file(path: str | os.PathLike, what: str) -> None:
     head = file_head(path, 512)
     if not head:
         raise ToolkitError(f"checkpoint {path} is empty (0 bytes): the download or copy did not finish")
+    why = not_a_checkpoint(head)
+    if why:
+        raise ToolkitError(f"checkpoint {path} is not a PyTorch checkpoint ({why})")
+
+
+def not_a_checkpoint(head: bytes) -> str | None:
+    """Why a file whose first bytes are ``head`` is plainly not a PyTorch checkpoint ('it is a text file, starting
+    ...: the download or copy went wrong'); None when it may be one (a zip or a pickle). The pre-check before
+    torch and the reader's message after a failed load both say it so."""
     found = content_kind(head)
-    if found and found not in (CHECKPOINT, "a zip archive"):
-        hint = KIND_HINTS.get(found, ": the download or copy went wrong")
-        raise ToolkitError(f"checkpoint {path} is not a PyTorch checkpoint (it is {found}{hint})")
+    if not found or found in (CHECKPOINT, "a zip archive"):
+        return None
+    return f"it is {found}{KIND_HINTS.get(found, ': the download or copy went wrong')}"
+
+
+def check_output_file(path: str | os.PathLike, what: str) -> None:
+    """:func:`check_output_folder` for the folder of an output file, named 'the folder of ``what``'."""
+    check_output_folder(Path(path).parent, f"the folder of {what}")
 
 
 def nearest_existing(path: str | os.PathLike) -> Path:

@@ -109,34 +109,33 @@ def assert_one_line_refusal(result, message: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_a_mistake_is_one_line_before_any_heavy_import(case, user_files, heavy_refused):
-    script, args, message = CASES[case]
+def refused_leaving_nothing(script, args, message, user_files, heavy_refused):
+    """Run the script as a user types it, with the heavy packages failing if imported: one line, nothing made."""
     before = tree(user_files)
     result = run(script, args, user_files, f"{heavy_refused}{os.pathsep}{REPO_ROOT}")
     assert_one_line_refusal(result, message)
     assert tree(user_files) == before
+    return result
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_mistake_is_one_line_before_any_heavy_import(case, user_files, heavy_refused):
+    refused_leaving_nothing(*CASES[case], user_files, heavy_refused)
 
 
 @pytest.mark.skipif(not PROC_HOLDS_NO_FILES, reason="/proc is not a virtual file system here (not Linux)")
 @pytest.mark.parametrize("case", list(PROC_CASES))
 def test_a_folder_that_cannot_be_created_is_not_called_a_full_disk(case, user_files, heavy_refused):
-    script, args, message = PROC_CASES[case]
-    before = tree(user_files)
-    result = run(script, args, user_files, f"{heavy_refused}{os.pathsep}{REPO_ROOT}")
-    assert_one_line_refusal(result, message)
-    assert "free" not in result.stderr and tree(user_files) == before
+    assert "free" not in refused_leaving_nothing(*PROC_CASES[case], user_files, heavy_refused).stderr
 
 
 def test_a_busy_work_dir_is_refused_before_the_checkpoint_is_read(user_files, heavy_refused):
     from t2t_vit.files import exclusive_lock
 
     with exclusive_lock(user_files / "work", "--work-dir"):
-        before = tree(user_files)
-        result = run("T2T_ViT_eval.sh", ["--pth-path", "ck.pth.tar", "--data-dir", "val", "--work-dir", "work"],
-                     user_files, f"{heavy_refused}{os.pathsep}{REPO_ROOT}")
-        assert_one_line_refusal(result, "--work-dir work is in use by another job: PID ")
-        assert tree(user_files) == before
+        refused_leaving_nothing("T2T_ViT_eval.sh", ["--pth-path", "ck.pth.tar", "--data-dir", "val", "--work-dir",
+                                                    "work"], "--work-dir work is in use by another job: PID ",
+                                user_files, heavy_refused)
 
 
 SCRIPTS = ("T2T_ViT_preprocess.py", "T2T_ViT_pth2onnx.py", "gen_cfg.py", "T2T_ViT_infer.py",

@@ -149,6 +149,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from t2t_vit import cli as _cli
-
-    sys.exit(_cli.entry(main))
+    sys.exit(cli.entry(main))

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from t2t_vit import ToolkitError
+from t2t_vit import ToolkitError, cli
 
 FIELDS = ("onnx", "onnx_sha256", "keep_dtype", "keep_dtype_sha256", "aipp", "aipp_sha256", "input_dtype",
           "om_sha256", "soc_version", "batch_size", "dynamic_batch_sizes", "input_shape")
@@ -121,8 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from t2t_vit import cli
-
     args = build_parser().parse_args(argv)
 
     def action() -> None:
@@ -140,6 +138,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from t2t_vit import cli as _cli
-
-    sys.exit(_cli.entry(main))
+    sys.exit(cli.entry(main))

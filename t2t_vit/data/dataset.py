@@ -133,7 +133,8 @@ def _class_folder_items(source, images: list[SourceFile], class_names: Sequence[
     folders = sorted({entry.name for entry in os.scandir(source.root) if entry.is_dir() and not entry.name.startswith(".")})
     unknown = [folder for folder in folders if folder not in index]
     if unknown:
-        raise DatasetError(f"{plural(len(unknown), 'folder')} of {source.root} {'is' if len(unknown) == 1 else 'are'} not {'a class' if len(unknown) == 1 else 'classes'} of the class list "
+        verb = "is not a class" if len(unknown) == 1 else "are not classes"
+        raise DatasetError(f"{plural(len(unknown), 'folder')} of {source.root} {verb} of the class list "
                            f"({', '.join(unknown[:5])}); ImageNet val folders are synset ids such as n01440764. "
                            f"For another dataset give --class-list FILE; for a flat folder {flat_hint}")
     return [(file, index[file.relative.split("/", 1)[0]]) for file in images]
@@ -172,8 +173,8 @@ def _report(discovery: Discovery, num_classes: int) -> None:
         log.warning("left out %s that %s not images: %s", plural(len(discovery.ignored), "file"),
                     "is" if len(discovery.ignored) == 1 else "are", examples(discovery.ignored))
     if discovery.unlabelled:
-        log.warning("left out %s that %s does not label: %s", plural(len(discovery.unlabelled), "image"), discovery.labels,
-                    examples(discovery.unlabelled))
+        log.warning("left out %s that %s does not label: %s", plural(len(discovery.unlabelled), "image"),
+                    discovery.labels, examples(discovery.unlabelled))
     if discovery.absent_labels:
         coverage = coverage_note(discovery)
         if discovery.labelled == VAL_IMAGES:  # a whole val set's labels against fewer images: say how many

@@ -188,7 +188,6 @@ def run_preprocess(data_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_p
         discovery = discover_images(data_dir, label_file, class_names, devkit)
     check_destination(out_dir, gt_path, discovery, data_config, dtype, limit)
     with exclusive_lock(out_dir, "--out-dir"):
-        gt_path.parent.mkdir(parents=True, exist_ok=True)  # checked above: made like --out-dir, before any bin
         plan = plan_preprocess(discovery, out_dir, gt_path, data_config, class_list, len(class_names), limit,
                                remove_extra_bins, dtype, run_args)
         try:

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from t2t_vit import cli
 from t2t_vit.config import MODEL_NAME
 
 DEMO_SYNSETS = ("n01440764", "n01443537", "n02085620", "n04037443")
@@ -124,6 +125,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from t2t_vit import cli as _cli
-
-    sys.exit(_cli.entry(main))
+    sys.exit(cli.entry(main))

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from t2t_vit import ToolkitError
+from t2t_vit.job.request import VARIANT_SUMMARY
 
 FAMILY_JSON = "family_summary.json"
 FAMILY_PNG = "family_summary.png"
-VARIANT_GLOB = "eval_summary_*.json"
+VARIANT_GLOB = VARIANT_SUMMARY.format("*")
 
 
 def variant_summaries(work_dir: Path) -> list[Path]:
@@ -56,7 +57,7 @@ def family_rows(found: list[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]
     for path, summary in found:
         runners: dict[str, list[dict[str, Any]]] = {}
         for row in summary["rows"]:
-            runners.setdefault("ais_bench" if row["runner"] == "ais_bench" else row["runner"], []).append(row)
+            runners.setdefault(row["runner"], []).append(row)
         for runner, measured in runners.items():
             rows.append(family_row(path, summary, runner, measured))
     return rows
@@ -141,8 +142,8 @@ def choose(rows: list[dict[str, Any]], min_top1: float | None, min_images_per_s:
     else:
         pick = max(meeting, key=lambda row: (row["best_images_per_s"], row["top1"]))
         reason = f"the fastest of the {len(meeting)} that meet {floor}"
-    return {"variant": pick["variant"], "why": f"{pick['variant']}: {reason} (top-1 {pick['top1']:.2f} %, "
-                                               f"{pick['best_images_per_s']:.1f} images/s at batch {pick['best_batch']})"}
+    figures = f"top-1 {pick['top1']:.2f} %, {pick['best_images_per_s']:.1f} images/s at batch {pick['best_batch']}"
+    return {"variant": pick["variant"], "why": f"{pick['variant']}: {reason} ({figures})"}
 
 
 def build_family(work_dirs: Sequence[Path], min_top1: float | None = None,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from t2t_vit.config import MODEL_NAME
+from t2t_vit.job.request import VARIANT_SUMMARY
 
 SUMMARY_JSON = "eval_summary.json"
 SUMMARY_PNG = "eval_summary.png"
@@ -64,10 +65,11 @@ def markdown_tables(summary: dict[str, Any]) -> str:
         if "keep_dtype_nodes" in npu:
             origin = npu["nan_origin_nothing_kept"]
             sample = f" (on the first {npu['nan_origin_images']} images)" if "nan_origin_images" in npu else ""
+            found = (f"the first non-finite value comes from {origin['node']} ({origin['op_type']})"
+                     + (f": {'; '.join(origin['inputs'])}" if origin["inputs"] else "")
+                     if origin else "every emulated value stays finite")
             lines += ["", f"{Path(npu['keep_dtype']).name} keeps {npu['keep_dtype_nodes']} nodes in fp32. With nothing "
-                          f"kept{sample}: " + (f"the first non-finite value comes from {origin['node']} ({origin['op_type']})"
-                                       + (f": {'; '.join(origin['inputs'])}" if origin["inputs"] else "")
-                                       if origin else "every emulated value stays finite")]
+                          f"kept{sample}: {found}"]
     if any(r.get("per_device") for r in rows):
         lines += ["", *device_table(rows)]
     else:
@@ -183,8 +185,8 @@ def write_report(work_dir: Path, summary: dict[str, Any]) -> None:
     else:  # optional on an Ascend host: the tables and the JSON hold the same figures
         print(f"no {SUMMARY_PNG}: matplotlib is not installed here (pip install matplotlib)")
     write_json(work_dir / SUMMARY_JSON, summary)
-    write_json(work_dir / f"eval_summary_{variant}.json", summary)  # the variant's, kept beside the others'
-    written.insert(1, work_dir / f"eval_summary_{variant}.json")
+    write_json(work_dir / VARIANT_SUMMARY.format(variant), summary)
+    written.insert(1, work_dir / VARIANT_SUMMARY.format(variant))
     print("\n== summary")
     sha = summary.get("checkpoint_sha256")
     if summary.get("checkpoint"):

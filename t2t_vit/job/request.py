@@ -15,6 +15,7 @@ NPU_PERFORMER = "sum"
 DEMO_NOTE = "DEMO: random weights and synthetic images, the accuracy means nothing"
 DEMO_ROOM = "demo"  # the demo's work dir, inside --work-dir: it never touches a real run's files
 DEMO_MARKER = "DEMO.txt"
+VARIANT_SUMMARY = "eval_summary_{}.json"  # each variant's own, kept beside the others' (read by the family table)
 JOB_NAME = "T2T_ViT_eval.sh"  # how the files the job writes name what made them
 
 

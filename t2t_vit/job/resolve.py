@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from t2t_vit.job.om import check_gears, have_ais_bench
-from t2t_vit.job.request import NPU_PERFORMER, CPU_PERFORMER, DEMO_MARKER, JobError, JobRequest
+from t2t_vit.job.request import NPU_PERFORMER, CPU_PERFORMER, DEMO_MARKER, VARIANT_SUMMARY, JobError, JobRequest
 
 BINS_DIRS = {"uint8": "prep_bins_uint8", "float32": "prep_bins"}
 
@@ -44,6 +44,7 @@ class JobPaths:
     results: Path  # accuracy passes: <results>/bs<N>/, <results>/npu_fp16_bs<N>/, their stamps and summaries
     perf: Path  # throughput runs: <perf>/bs<N>_summary.json and their stamps
     variant_summary: Path  # eval_summary_<variant>.json: the variant's last summary, kept beside the others'
+    variant: str  # the name every one of its files carries
 
     @classmethod
     def of(cls, work: Path, spec: Any, dtype: str, om_dir: Path | None) -> JobPaths:
@@ -55,13 +56,13 @@ class JobPaths:
                    export_path(work, CPU_PERFORMER, dtype, spec), export_path(work, NPU_PERFORMER, dtype, spec),
                    work / f"{spec.name}_keep_dtype.cfg",
                    om_dir or work / ("om" if spec is DEFAULT else f"om_{spec.name}"),
-                   work / f"result_{spec.name}", work / f"perf_{spec.name}", work / f"eval_summary_{spec.name}.json")
+                   work / f"result_{spec.name}", work / f"perf_{spec.name}", work / VARIANT_SUMMARY.format(spec.name),
+                   spec.name)
 
     def accuracy_json(self, kind: str, batch: int) -> Path:
         """acc_<variant>_bs<N>.json, or acc_<variant>_npu_fp16.json for the NPU emulation."""
-        variant = self.variant_summary.stem[len("eval_summary_"):]
         suffix = "npu_fp16" if kind == "emulation" else f"bs{batch}"
-        return self.variant_summary.parent / f"acc_{variant}_{suffix}.json"
+        return self.variant_summary.parent / f"acc_{self.variant}_{suffix}.json"
 
     def folder_of(self, kind: str) -> Path:
         """Where a pass of ``kind`` writes: throughput runs under perf, accuracy passes under results."""

@@ -69,9 +69,9 @@ class JobState:
         self.rates[group] = computed / seconds
         left = (item.computed - computed) / self.rates[group] + sum(
             later.computed / self.rates.get(rate_class(later), self.rates[group]) for later in self.queue[1:])
-        self.print_estimate(left, sum(later.computed for later in self.queue) - computed, group)
+        self.print_estimate(left, sum(later.computed for later in self.queue) - computed)
 
-    def print_estimate(self, left: float, images: int, group: str) -> None:
+    def print_estimate(self, left: float, images: int) -> None:
         from tqdm import tqdm
 
         from t2t_vit.progress import format_seconds

@@ -92,17 +92,11 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
 def _what_it_is(path: Path, error: BaseException | None) -> str:
     """Why a file is not a checkpoint, in the user's terms: what the file looks like, never torch's advice
     to turn off weights-only loading (which would run the file's code)."""
-    with open(path, "rb") as handle:
-        head = handle.read(256)
-    if head.startswith(b"version https://git-lfs"):
-        return "it is a Git LFS pointer: fetch the real file with git lfs pull"
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and all(ch.isprintable() or ch in "\r\n\t" for ch in text):
-        first = text.strip().splitlines()[0][:60] if text.strip() else ""
-        return f"it is a text file, starting {first!r}: the download or copy went wrong"
+    from t2t_vit.files import file_head, not_a_checkpoint
+
+    why = not_a_checkpoint(file_head(path, 512))
+    if why:
+        return why
     found = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
     detail = found.group(1).strip().splitlines()[0] if found else type(error).__name__
     return f"its pickle cannot be read ({detail})"

@@ -191,12 +191,12 @@ def export_checkpoint(pth_path: str | os.PathLike, onnx_path: str | os.PathLike,
 
     Returns the report and the weights key used (None for a bare state dict).
     """
-    from t2t_vit.files import check_checkpoint_file, check_output_folder, sha256_file
+    from t2t_vit.files import check_checkpoint_file, check_output_file, sha256_file
 
     check_opset(opset, performer)  # before the slow part (torch)
     check_input_dtype(input_dtype)
     check_checkpoint_file(pth_path, "--pth-path")
-    check_output_folder(_check_output(Path(onnx_path), DEFAULT_SPLITS).parent, "the folder of --onnx-path")
+    check_output_file(_check_output(Path(onnx_path), DEFAULT_SPLITS), "--onnx-path")
     from t2t_vit.model.checkpoint import load_model
 
     model, spec, info = load_model(pth_path, performer, weights, model_name)
