@@ -17,7 +17,7 @@ import gen_cfg
 import T2T_ViT_infer
 import T2T_ViT_preprocess
 import T2T_ViT_pth2onnx
-from conftest import REPO_ROOT, make_val_tree, reference_transform
+from conftest import REPO_ROOT, make_val_tree, reference_transform, seeded_model
 from t2t_vit.model.export import export_onnx, load_onnx, read_metadata
 from t2t_vit.model.network import create_model, scaled_random_state_dict
 from t2t_vit.model.variants import BY_NAME, VARIANTS
@@ -33,7 +33,7 @@ SYNSETS = (REPO_ROOT / "t2t_vit" / "data" / "imagenet_synsets.txt").read_text().
 
 def random_model(name, form="einsum", seed=0):
     spec = BY_NAME[name]
-    model = create_model(spec.form(form), spec)
+    model = seeded_model(spec.form(form), spec, seed=seed)
     model.load_state_dict(scaled_random_state_dict(model, seed=seed))
     return model
 
