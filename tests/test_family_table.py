@@ -119,3 +119,12 @@ def test_a_duo_row_shows_the_card_and_each_chip(tmp_path):
     family = build_family([work_dir(tmp_path / "npu", duo)])
     assert family["rows"][0]["per_device"] == {8: duo["rows"][0]["per_device"]}
     assert "| 1800.0 (905.0 + 895.0) | 1800.0 at bs8 | yes |" in markdown(family)
+
+
+def test_the_plots_top1_axis_stays_between_0_and_100_and_is_never_flat():
+    from t2t_vit.job.family_report import top1_limits
+
+    assert top1_limits([0.0, 0.0]) == (0.0, 1.0)  # random weights: not an axis of -0.04 to 0.04
+    assert top1_limits([100.0]) == (99.0, 100.0)
+    assert top1_limits([71.7, 81.5]) == pytest.approx((70.7, 82.5))
+    assert top1_limits([10.0, 90.0]) == pytest.approx((2.0, 98.0))

@@ -64,16 +64,17 @@ def plot(family: dict[str, Any], path: Path) -> None:
         members = [row for row in family["rows"] if row["group"] == index]
         label = f"{group['runner']}, {group['data']['images']} images" + (" (apart)" if index else "")
         axes.scatter([row["best_images_per_s"] for row in members], [row["top1"] for row in members], label=label,
-                     facecolors="none" if index else f"C{index}", edgecolors=f"C{index}", zorder=3)
+                     facecolors="none" if index else f"C{index}", edgecolors=f"C{index}", zorder=3, clip_on=False)
         for rank, row in enumerate(sorted(members, key=lambda row: row["best_images_per_s"])):
             axes.annotate(row["variant"], (row["best_images_per_s"], row["top1"]), textcoords="offset points",
                           xytext=(5, 5 + 9 * (rank % 3)), fontsize=8)  # staggered: close points stay legible
         edge = sorted((row for row in members if row["on_frontier"]), key=lambda row: row["best_images_per_s"])
         axes.plot([row["best_images_per_s"] for row in edge], [row["top1"] for row in edge], linestyle="--",
-                  marker="o", markersize=13, markerfacecolor="none", color=f"C{index}", alpha=0.6,
+                  marker="o", markersize=13, markerfacecolor="none", color=f"C{index}", alpha=0.6, clip_on=False,
                   label=f"frontier ({group['runner']}, {group['data']['images']} images)")
     axes.set_xlabel("images/s at the best batch size (pure inference)")
     axes.set_ylabel("top-1 (%)")
+    axes.set_ylim(*top1_limits([row["top1"] for row in family["rows"] if row["top1"] is not None]))
     axes.set_title("T2T-ViT family: accuracy against speed")
     axes.grid(True, alpha=0.3)
     axes.legend(loc="best", fontsize=8)
@@ -81,6 +82,14 @@ def plot(family: dict[str, Any], path: Path) -> None:
     with atomic_output(path) as temp_path:
         figure.savefig(temp_path, format="png", dpi=100)
     plt.close(figure)
+
+
+def top1_limits(values: list[float]) -> tuple[float, float]:
+    """The top-1 axis: the values with a margin, at least 2 points tall, never below 0 % or above 100 % (equal
+    values, such as random weights' 0 %, would otherwise get an axis of -0.04 to 0.04)."""
+    low, high = (min(values), max(values)) if values else (0.0, 100.0)
+    margin = max(1.0, 0.1 * (high - low))
+    return max(0.0, low - margin), min(100.0, high + margin)
 
 
 def write_family(family: dict[str, Any], out_dir: Path) -> list[Path]:
