@@ -398,3 +398,25 @@ def test_the_main_job_on_the_official_pair_scores_as_on_the_folder(sample_images
     assert "made with another set of bins, labels or data source" in stdout
     table = np.load(work / "label.npy")
     assert dict(zip(table["name"].tolist(), table["label"].tolist()))[layouts.name(1)] == 0
+
+
+def test_a_compressed_archive_is_listed_once_per_process_until_it_changes(layouts, tmp_path, monkeypatch):
+    """Listing a .tar.gz reads all of it (6.4 GB for ImageNet val): the host check's disk row and the discovery
+    after it share one listing; an archive changed since is listed again."""
+    from t2t_vit.ascend.doctor import disk_checks
+    from t2t_vit.data import sources
+
+    archive = tmp_path / "val.tar.gz"
+    archive.write_bytes((layouts.root / "ILSVRC2012_img_val.tar.gz").read_bytes())
+    listings = []
+    real = sources._listing_stream
+    monkeypatch.setattr(sources, "_listing_stream", lambda *args: listings.append(args) or real(*args))
+    (disk,) = disk_checks(str(archive), str(tmp_path / "work"), 224)
+    first = sources.open_source(archive).files()
+    assert len(listings) == 1 and f"{len(first)} images need" in disk["found"]
+    first.clear()  # a caller's list is its own
+    assert sources.open_source(archive).files() == sources.open_source(archive).files() != []
+    assert len(listings) == 1
+    os.utime(archive, ns=(archive.stat().st_atime_ns, archive.stat().st_mtime_ns + 10**9))
+    sources.open_source(archive).files()
+    assert len(listings) == 2

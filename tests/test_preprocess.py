@@ -117,6 +117,8 @@ def test_bad_inputs_fail_listed_then_skip_bad_leaves_them_out(tmp_path, sample_i
     assert {path.stem for path in out.glob("*.bin")} == good  # no bin for an undecodable image
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and {entry["name"] for entry in manifest["bad"]} == BAD
+    reasons = {entry["name"]: entry["reason"] for entry in manifest["bad"]}
+    assert reasons["text"] == "UnidentifiedImageError: cannot identify image file"  # the name is beside it
     assert sorted(manifest["ignored"]) == ["n01440764/.DS_Store", "n01440764/notes.txt"]
     assert manifest["counts"]["already_done"] == 6 and manifest["counts"]["written"] == 0
     for name in DECODABLE:  # decodable oddities are converted to RGB exactly as timm's loader does
@@ -358,3 +360,20 @@ def test_help_names_the_seed_flags():
                             capture_output=True, text=True, check=True)
     for flag in ("--data-dir DIR", "--out-dir DIR", "--gt-path LABELS.npy", "--skip-bad", "--workers N", "--limit N"):
         assert flag in result.stdout
+
+
+def test_an_undecodable_archive_member_is_not_described_by_a_memory_address():
+    import io
+
+    from PIL import Image
+
+    from t2t_vit.data.preprocess import _reason
+
+    try:
+        Image.open(io.BytesIO(b"not an image\n"))  # how an archive member is decoded
+    except Exception as error:  # noqa: BLE001
+        assert " at 0x" in str(error)  # Pillow's own text: the BytesIO's repr
+        assert _reason(error) == "UnidentifiedImageError: cannot identify image file"
+    else:
+        raise AssertionError("Pillow decoded a text file")
+    assert _reason(ValueError("a\nb")) == "ValueError: a"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -93,6 +94,13 @@ def _decode(path) -> tuple[Any, str]:
     return rgb, "; ".join(notes)
 
 
+def _reason(error: Exception) -> str:
+    """Why an image is bad, in one line. Pillow's "cannot identify image file" ends with the file's path, or for an
+    archive member the repr of a BytesIO (an address that changes every run); the list beside it names the file."""
+    text = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+    return re.sub(r"^(UnidentifiedImageError: cannot identify image file) .*$", r"\1", text)
+
+
 def _process(task: tuple[int, SourceFile | bytes, str, str]) -> Outcome:
     index, source, target, dtype = task
     if isinstance(source, SourceFile) and source.archive is None and not Path(source.location).is_file():
@@ -103,7 +111,7 @@ def _process(task: tuple[int, SourceFile | bytes, str, str]) -> Outcome:
     except MemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - Pillow raises many kinds on broken files; all mean "bad"
-        return Outcome(index, "bad", f"{type(error).__name__}: {error}".splitlines()[0][:300])
+        return Outcome(index, "bad", _reason(error))
     write_bin(target, array)
     return Outcome(index, "written", note)
 
