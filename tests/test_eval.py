@@ -357,6 +357,10 @@ def test_on_the_ascend_host_each_om_runs_through_ais_bench(demo_run, tmp_path):
     result = subprocess.run(["bash", str(REPO_ROOT / "T2T_ViT_eval.sh"), "--work-dir", str(work.parent), *DEMO], env=env,
                             capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
+    first, revised = [line for line in result.stdout.splitlines() if "estimate: " in line]
+    assert first.startswith("estimate: 13 more images to compute") and "images/s ais_bench (its whole first" in first
+    assert "the CPU's rate is measured when it runs" in first  # bs1 has no .om: its CPU pass is still to come
+    assert revised.startswith("revised estimate: 8 more images") and "images/s fp32" in revised
     calls = [json.loads(line) for line in (tmp_path / "ais_bench.log").read_text().splitlines()]
     assert calls == [
         ["--model", str(om), "--input", str(work / BINS), "--output", str(work / f"result_{MODEL}"), "--output_dirname",

@@ -25,6 +25,10 @@ from t2t_vit.job.request import DEMO_MARKER, JOB_NAME, CPU_PERFORMER, NPU_PERFOR
 from t2t_vit.job.stamps import Digests, read_json, running_why, write_stamp
 
 ESTIMATE_AFTER_S = 10.0  # seconds of the first pass before the run's time is estimated
+RATE_NAMES = {"ais_bench": "ais_bench (its whole first pass, loading the .om included)"}
+PENDING_RATES = {"fp32": "the CPU's rate is measured when it runs",
+                 "emulation": "the NPU emulation's rate is measured when it runs",
+                 "ais_bench": "ais_bench's rate is measured when its first pass ends (it reports no progress)"}
 ORIGIN_IMAGES = 2  # bins the nothing-kept graph is searched on for the NaN's origin (it shows on the first)
 
 
@@ -59,7 +63,8 @@ class JobState:
         """Once the first batches of a pass of a new rate class (fp32; the NPU emulation, slower) have run (10 s,
         or the whole pass if shorter; earlier, streams still filling make the rate look low): print how long the
         rest of the run and the whole of it will take. The rate counts what the model computes, padding copies
-        included, and so does the work left, so a batch of 64 over 16 images costs what it costs."""
+        included, and so does the work left, so a batch of 64 over 16 images costs what it costs. ais_bench reports
+        no progress: its rate is its whole first pass's, loading the .om included."""
         item = self.queue[0] if self.queue else None
         group = rate_class(item)
         if item is None or group in self.rates or seconds <= 0 or done <= 0 or (
@@ -76,10 +81,10 @@ class JobState:
 
         from t2t_vit.progress import format_seconds
 
-        rates = ", ".join(f"{rate:.1f} images/s {name}" for name, rate in self.rates.items())
+        rates = ", ".join(f"{rate:.1f} images/s {RATE_NAMES.get(name, name)}" for name, rate in self.rates.items())
         revised = "revised " if len(self.rates) > 1 else ""
-        pending = "; the NPU emulation's rate is measured when it runs" if (
-            "emulation" not in self.rates and any(rate_class(later) == "emulation" for later in self.queue)) else ""
+        pending = "".join(f"; {text}" for group, text in PENDING_RATES.items() if group not in self.rates and any(
+            rate_class(later) == group for later in self.queue))
         finish = time.strftime("%H:%M", time.localtime(time.time() + left))
         whole = time.perf_counter() - self.started + left
         tqdm.write(f"{revised}estimate: {images} more images to compute (padding copies included) at {rates}: the "
@@ -88,7 +93,10 @@ class JobState:
 
 
 def rate_class(item: Pass | None) -> str:
-    """Passes that run at one rate: the NPU emulation (fp16 on onnxruntime, slower), and the fp32 passes."""
+    """Passes that run at one rate: ais_bench's (the NPU), the NPU emulation (fp16 on onnxruntime, slower), and the
+    CPU's fp32 passes."""
+    if item is not None and item.runner == "ais_bench":
+        return "ais_bench"
     return "emulation" if item is not None and item.kind == "emulation" else "fp32"
 
 
@@ -179,7 +187,9 @@ def run_pass(item: Pass, job, state: JobState) -> dict[str, Any]:
     invocation.output.mkdir(parents=True, exist_ok=True)
     wall = None
     if item.runner == "ais_bench":
+        begin = time.perf_counter()
         printed = run_ais_bench(invocation, job.request.devices, job.multi_device)
+        state.on_progress(item.images, item.images, time.perf_counter() - begin)  # the whole pass: its rate
         if devices and printed:
             pure = item.batch * invocation.loop if invocation.inputs is None else None
             wall = ais_bench_wall_rate(printed, result_dir, devices, pure)
