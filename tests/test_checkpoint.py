@@ -1,4 +1,5 @@
-"""Checkpoint layouts, safe loading and strict key checks."""
+"""Checkpoint layouts, safe loading and strict key checks, on the tiny test variant: the layouts and checks are the
+same for every size (the published variants' checkpoints: tests/test_family.py, slow tier)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TINY
 from t2t_vit.model.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, select_state_dict
 from t2t_vit.model.network import create_model
 
@@ -40,28 +42,28 @@ LAYOUTS = {
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_round_trip(layout, tmp_path, reference_weights):
+def test_round_trip(layout, tmp_path, tiny_weights):
     path = tmp_path / "ckpt.pth.tar"
-    torch.save(LAYOUTS[layout](reference_weights), path)
-    model = create_model("matmul")
+    torch.save(LAYOUTS[layout](tiny_weights), path)
+    model = create_model("matmul", TINY)
     info = load_checkpoint(model, path)
     for key, value in model.state_dict().items():
-        assert torch.equal(value, reference_weights[key]), key
-    assert info.num_tensors == len(reference_weights)
+        assert torch.equal(value, tiny_weights[key]), key
+    assert info.num_tensors == len(tiny_weights)
 
 
-def test_legacy_serialization(tmp_path, reference_weights):
+def test_legacy_serialization(tmp_path, tiny_weights):
     path = tmp_path / "legacy.pth"
-    torch.save({"state_dict": reference_weights}, path, _use_new_zipfile_serialization=False)
-    model = create_model()
+    torch.save({"state_dict": tiny_weights}, path, _use_new_zipfile_serialization=False)
+    model = create_model("einsum", TINY)
     assert load_checkpoint(model, path).weights_key == "state_dict"
 
 
-def test_ema_preferred_and_selectable(tmp_path, reference_weights):
+def test_ema_preferred_and_selectable(tmp_path, tiny_weights):
     path = tmp_path / "both.pth.tar"
-    torch.save({"state_dict": _marked(reference_weights, 1.0), "state_dict_ema": _marked(reference_weights, 2.0),
+    torch.save({"state_dict": _marked(tiny_weights, 1.0), "state_dict_ema": _marked(tiny_weights, 2.0),
                 "epoch": 7, "metric": 81.5}, path)
-    model = create_model()
+    model = create_model("einsum", TINY)
     info = load_checkpoint(model, path)
     assert info.weights_key == "state_dict_ema"
     assert torch.all(model.head.bias == 2.0)
@@ -70,14 +72,14 @@ def test_ema_preferred_and_selectable(tmp_path, reference_weights):
     assert info.weights_key == "state_dict" and torch.all(model.head.bias == 1.0)
 
 
-def test_ema_demanded_but_absent(tmp_path, reference_weights):
+def test_ema_demanded_but_absent(tmp_path, tiny_weights):
     path = tmp_path / "plain.pth"
-    torch.save({"state_dict": reference_weights}, path)
+    torch.save({"state_dict": tiny_weights}, path)
     with pytest.raises(CheckpointError, match="no weights under state_dict_ema"):
-        load_checkpoint(create_model(), path, weights="ema")
-    torch.save(reference_weights, path)
+        load_checkpoint(create_model("einsum", TINY), path, weights="ema")
+    torch.save(tiny_weights, path)
     with pytest.raises(CheckpointError, match="bare state dict with no EMA"):
-        load_checkpoint(create_model(), path, weights="ema")
+        load_checkpoint(create_model("einsum", TINY), path, weights="ema")
 
 
 def _save_bytes(path: Path, data: bytes) -> Path:
@@ -86,9 +88,9 @@ def _save_bytes(path: Path, data: bytes) -> Path:
 
 
 @pytest.fixture(scope="module")
-def saved_bytes(tmp_path_factory, reference_weights) -> bytes:
+def saved_bytes(tmp_path_factory, tiny_weights) -> bytes:
     path = tmp_path_factory.mktemp("bytes") / "full.pth"
-    torch.save({"state_dict": reference_weights}, path)
+    torch.save({"state_dict": tiny_weights}, path)
     return path.read_bytes()
 
 
@@ -106,7 +108,7 @@ def saved_bytes(tmp_path_factory, reference_weights) -> bytes:
     ("list", "holds a list, not a dict of weights"),
     ("no_weights", r"no weights under state_dict_ema or state_dict or model \(it holds: epoch, optimizer\)"),
 ])
-def test_unreadable_checkpoints_are_refused(case, pattern, tmp_path, saved_bytes, reference_weights):
+def test_unreadable_checkpoints_are_refused(case, pattern, tmp_path, saved_bytes, tiny_weights):
     path = tmp_path / "ckpt.pth"
     if case == "directory":
         path.mkdir()
@@ -125,46 +127,46 @@ def test_unreadable_checkpoints_are_refused(case, pattern, tmp_path, saved_bytes
     elif case == "random_bytes":
         _save_bytes(path, bytes(range(256)) * 64)
     elif case == "foreign_global":
-        torch.save({"state_dict": reference_weights, "extra": NotAllowed()}, path)
+        torch.save({"state_dict": tiny_weights, "extra": NotAllowed()}, path)
     elif case == "list":
         torch.save([1, 2, 3], path)
     elif case == "no_weights":
         torch.save({"epoch": 1, "optimizer": {}}, path)
     with pytest.raises(CheckpointError, match=pattern) as raised:
-        load_checkpoint(create_model(), path)
+        load_checkpoint(create_model("einsum", TINY), path)
     assert "\n" not in str(raised.value)
     assert "weights_only" not in str(raised.value)  # never torch's advice to turn the safe loading off
 
 
 @pytest.mark.parametrize("change, pattern", [
-    ("remove", r"1 missing: blocks\.3\.mlp\.fc1\.bias"),
+    ("remove", r"1 missing: blocks\.0\.mlp\.fc1\.bias"),
     ("add", r"1 unexpected: blocks\.0\.attn\.qkv\.bias"),
-    ("reshape", r"1 wrong shape: head\.weight \(10, 384\) != \(1000, 384\)"),
+    ("reshape", r"1 wrong shape: head\.weight \(10, 64\) != \(1000, 64\)"),
     ("remove_many", r"14 missing: .*\(\+6 more\)"),
 ])
-def test_weights_that_do_not_fit_are_listed(change, pattern, tmp_path, reference_weights):
-    weights = dict(reference_weights)
+def test_weights_that_do_not_fit_are_listed(change, pattern, tmp_path, tiny_weights):
+    weights = dict(tiny_weights)
     if change == "remove":
-        del weights["blocks.3.mlp.fc1.bias"]
+        del weights["blocks.0.mlp.fc1.bias"]
     elif change == "add":
-        weights["blocks.0.attn.qkv.bias"] = torch.zeros(1152)
+        weights["blocks.0.attn.qkv.bias"] = torch.zeros(192)
     elif change == "reshape":
-        weights["head.weight"] = torch.zeros(10, 384)
+        weights["head.weight"] = torch.zeros(10, 64)
     else:
-        for index in range(14):
-            del weights[f"blocks.{index}.norm1.weight"]
+        for key in [key for key in weights if key.startswith(("blocks.0.", "tokens_to_token.attention1."))][:14]:
+            del weights[key]
     path = tmp_path / "ckpt.pth"
     torch.save({"state_dict_ema": weights}, path)
-    model = create_model()
+    model = create_model("einsum", TINY)
     before = model.head.bias.clone()
     with pytest.raises(CheckpointError, match=pattern):
         load_checkpoint(model, path)
     assert torch.equal(model.head.bias, before)  # nothing was loaded
 
 
-def test_namespace_is_allowed_but_nothing_else(tmp_path, reference_weights):
+def test_namespace_is_allowed_but_nothing_else(tmp_path, tiny_weights):
     path = tmp_path / "ns.pth"
-    torch.save({"state_dict": reference_weights, "args": argparse.Namespace(epochs=310)}, path)
+    torch.save({"state_dict": tiny_weights, "args": argparse.Namespace(epochs=310)}, path)
     global_list = getattr(torch.serialization, "get_safe_globals", list)  # torch >= 2.4 keeps a global allow-list
     assert argparse.Namespace not in global_list()
     assert isinstance(read_checkpoint(path)["args"], argparse.Namespace)
