@@ -113,8 +113,7 @@ def test_the_performer_breaks_in_fp16_and_the_keep_list_saves_it(exports_by_size
     assert np.isfinite(kept).all()
     diff = np.abs(kept - reference).max()
     assert 1e-4 < diff < 0.05  # it really rounds, and stays close
-    # the top-1 is kept; a near tie may flip, as 81.5 % becomes 81.4 % on the NPU (FACTS): at most one of the 26
-    assert (kept.argmax(1) != reference.argmax(1)).sum() <= 1
+    assert (kept.argmax(1) == reference.argmax(1)).all()  # the seeded model's closest top-2 is 0.011 apart
 
 
 def infer(*args):

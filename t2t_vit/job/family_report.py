@@ -74,7 +74,7 @@ def plot(family: dict[str, Any], path: Path) -> None:
                   label=f"frontier ({group['runner']}, {group['data']['images']} images)")
     axes.set_xlabel("images/s at the best batch size (pure inference)")
     axes.set_ylabel("top-1 (%)")
-    axes.set_ylim(*top1_limits([row["top1"] for row in family["rows"] if row["top1"] is not None]))
+    axes.set_ylim(*top1_limits([row["top1"] for row in family["rows"]]))
     axes.set_title("T2T-ViT family: accuracy against speed")
     axes.grid(True, alpha=0.3)
     axes.legend(loc="best", fontsize=8)
